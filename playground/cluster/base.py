@@ -38,6 +38,10 @@ class WorkloadStatus:
     available: int
     deadline_exceeded: bool = False
     message: str = ""
+    # Epoch seconds since when the workload has been short of ready replicas (None when it is fully ready).
+    # The controller compares it with the Canary's progressDeadlineSeconds (Flagger's rule); backends set
+    # ``deadline_exceeded`` themselves only for their own deadline (the Deployment's ProgressDeadlineExceeded).
+    unavailable_since: float | None = None
 
     def is_ready(self, threshold_percent: int = 100) -> bool:
         """Ready when ``threshold_percent`` of desired replicas are updated and available (Flagger rule)."""
