@@ -118,6 +118,13 @@ class CanaryWebhook(_Model):
     metadata: dict[str, str] = Field(default_factory=dict)
     retries: int = 0
     muteAlert: bool = False
+    disableTLS: bool = False
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _default_type(cls, v: Any) -> Any:
+        # Flagger's CRD accepts "" for the default type.
+        return HookType.rollout if v in ("", None) else v
 
 
 class AlertSeverity(str, Enum):
@@ -131,10 +138,23 @@ class CanaryAlert(_Model):
     severity: AlertSeverity = AlertSeverity.info
     providerRef: CrossNamespaceRef
 
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _default_severity(cls, v: Any) -> Any:
+        # Flagger's CRD accepts "" for the default severity.
+        return AlertSeverity.info if v in ("", None) else v
+
 
 class SessionAffinity(_Model):
     cookieName: str
     maxAge: int = 86400
+    primaryCookieName: str | None = None
+    domain: str | None = None
+    httpOnly: bool = False
+    partitioned: bool = False
+    path: str | None = None
+    sameSite: str | None = None
+    secure: bool = False
 
 
 class CanaryAnalysis(_Model):
@@ -163,6 +183,12 @@ class CanaryService(_Model):
     targetPort: int | str | None = None
     portDiscovery: bool = False
     appProtocol: str | None = None
+    trafficDistribution: str | None = None
+    headless: bool = False
+    backendTimeout: str | None = None
+    meshName: str | None = None
+    gatewayRefs: list[dict[str, Any]] = Field(default_factory=list)
+    unmanagedMetadata: dict[str, Any] | None = None
     hosts: list[str] = Field(default_factory=list)
     gateways: list[str] = Field(default_factory=list)
     delegation: bool = False
@@ -170,7 +196,7 @@ class CanaryService(_Model):
     rewrite: dict[str, Any] | None = None
     retries: dict[str, Any] | None = None
     headers: dict[str, Any] | None = None
-    mirror: dict[str, Any] | None = None
+    mirror: dict[str, Any] | list[dict[str, Any]] | None = None  # a list for the Gateway API provider
     corsPolicy: dict[str, Any] | None = None
     trafficPolicy: dict[str, Any] | None = None
     timeout: str | None = None
@@ -186,6 +212,7 @@ class CanarySpec(_Model):
     targetRef: LocalObjectRef
     autoscalerRef: LocalObjectRef | None = None
     ingressRef: LocalObjectRef | None = None
+    routeRef: LocalObjectRef | None = None
     upstreamRef: LocalObjectRef | None = None
     service: CanaryService
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
@@ -247,6 +274,7 @@ class Canary(_Model):
 class MetricProvider(_Model):
     type: str = "prometheus"
     address: str | None = None
+    headers: dict[str, list[str]] = Field(default_factory=dict)
     secretRef: LocalObjectRef | None = None
     insecureSkipVerify: bool = False
     region: str | None = None
