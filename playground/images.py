@@ -1,0 +1,948 @@
+"""Image automation: registry tag scanning, Flux image policies, setter markers and update commits.
+
+This replaces Flux's image-reflector-controller (scan tags, pick the latest by policy) and
+image-automation-controller (rewrite the marked lines in git and push one commit). Manifests keep Flux's
+schema, so a Flux user's ``ImageRepository``/``ImagePolicy`` objects and markers work unchanged::
+
+    apiVersion: image.toolkit.fluxcd.io/v1beta2
+    kind: ImagePolicy
+    metadata: {name: backend, namespace: prod}
+    spec:
+      imageRepositoryRef: {name: backend}
+      policy: {semver: {range: ">=6.0.0 <7.0.0"}}
+
+    image: ghcr.io/stefanprodan/podinfo:6.7.0 # {"$imagepolicy": "prod:backend"}
+
+Pieces:
+
+* :class:`RegistryClient` lists tags over the OCI distribution API (``GET /v2/<name>/tags/list``, ``Link``
+  pagination, anonymous or basic-auth Bearer token flow as used by ghcr.io and Docker Hub).
+* :class:`SemverRange` is a port of Masterminds/semver v3 constraints (what ``policy.semver.range`` means in
+  Flux), :func:`latest` picks the highest matching tag.
+* :func:`load_policies` reads ImageRepository + ImagePolicy objects of a manifest tree.
+* :func:`find_markers` / :func:`apply_policy_update` rewrite only the marked values, byte for byte otherwise.
+* :func:`scan_and_update` ties them together and pushes one commit through :class:`playground.gitops.GitSource`.
+
+Local registry overrides: the local playground pushes tags to its own registry (``127.0.0.1:PORT``) while the
+manifests keep the public image name. ``overrides = {"ghcr.io/stefanprodan/podinfo":
+"127.0.0.1:5000/stefanprodan/podinfo"}`` makes the scan read tags from the local registry; the rewritten image
+line keeps the public name with the new tag (``ghcr.io/stefanprodan/podinfo:6.8.0``), because git must stay
+valid for a real cluster and the local image catalog maps both names to the same program.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import total_ordering
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from playground.manifests import ManifestSet, load_tree
+
+__all__ = [
+    "RegistryError",
+    "RegistryClient",
+    "ImageRef",
+    "parse_image",
+    "Version",
+    "SemverRange",
+    "latest",
+    "ImagePolicy",
+    "PolicyError",
+    "load_policies",
+    "Marker",
+    "find_markers",
+    "apply_policy_update",
+    "ImageUpdate",
+    "scan_and_update",
+    "commit_message",
+]
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+# =========================================================================================== references
+
+
+class RegistryError(RuntimeError):
+    """Listing tags failed; the message names the registry and the repository."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference: ``registry`` (host[:port], ``docker.io`` by default), ``repository`` (path on
+    the registry, with Docker Hub's ``library/`` rule applied), optional ``tag`` and ``digest``."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The image name without tag or digest, as users write it (``docker.io/library/`` left out)."""
+        if self.registry == DOCKER_HUB:
+            repo = self.repository.removeprefix("library/") if self.repository.count("/") == 1 else self.repository
+            return repo
+        return f"{self.registry}/{self.repository}"
+
+
+def parse_image(ref: str) -> ImageRef:
+    """Parse ``[host[:port]/]path[:tag][@digest]``. The first component is a registry host when it contains a
+    ``.`` or ``:`` or is ``localhost``; otherwise the image is on Docker Hub, where a single-segment name gets
+    ``library/``."""
+    s = ref.strip()
+    if not s:
+        raise ValueError("empty image reference")
+    digest = None
+    if "@" in s:
+        s, digest = s.split("@", 1)
+    tag = None
+    slash, colon = s.rfind("/"), s.rfind(":")
+    if colon > slash:
+        s, tag = s[:colon], s[colon + 1:]
+    first, _, rest = s.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repo = first, rest
+    else:
+        registry, repo = DOCKER_HUB, s
+    if registry in ("index.docker.io", DOCKER_HUB_API):
+        registry = DOCKER_HUB
+    if registry == DOCKER_HUB and "/" not in repo:
+        repo = f"library/{repo}"
+    if not repo or repo != repo.lower() or any(c in repo for c in " \t\n"):
+        raise ValueError(f"invalid image reference {ref!r}: the repository must be lower case, like "
+                         "ghcr.io/stefanprodan/podinfo")
+    return ImageRef(registry, repo, tag or None, digest)
+
+
+def _is_local(host: str) -> bool:
+    return host.rsplit(":", 1)[0] in _LOCAL_HOSTS or host in _LOCAL_HOSTS
+
+
+# ============================================================================================= registry
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="..."`` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {}
+    for m in _CHALLENGE_PARAM.finditer(rest):
+        if m.group(1):
+            params[m.group(1).lower()] = m.group(2)
+        else:
+            params[m.group(3).lower()] = m.group(4)
+    return scheme.lower(), params
+
+
+def _next_link(header: str | None, current: str) -> str | None:
+    """The ``rel="next"`` target of a Link header, resolved against the current URL."""
+    if not header:
+        return None
+    for part in header.split(","):
+        m = re.match(r'\s*<([^>]*)>\s*;(.*)', part)
+        if m and re.search(r'rel\s*=\s*"?next"?', m.group(2)):
+            return urljoin(current, m.group(1))
+    return None
+
+
+class RegistryClient:
+    """Read-only client of an OCI distribution registry (tags only).
+
+    ``base_url`` None: the registry comes from each image name (``ghcr.io/...`` -> ``https://ghcr.io``, Docker
+    Hub names -> ``https://registry-1.docker.io``, ``127.0.0.1:5000/...``/``localhost`` -> plain http).
+    ``base_url`` given (``http://127.0.0.1:5000``): every image is looked up on that registry by its repository
+    path (a registry host in the image name is ignored; no ``library/`` rule).
+
+    ``username``/``password`` are used for HTTP basic auth and for the token request; without them the
+    anonymous token flow is used (public images on ghcr.io and Docker Hub). ``page_size`` sends ``n=`` to ask
+    for pages of that many tags (the registry may ignore it; ``Link`` headers are followed either way).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 15.0,
+        page_size: int | None = None,
+        max_pages: int = 1000,
+    ):
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.auth = (username, password or "") if username else None
+        self.timeout = timeout
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self._tokens: dict[tuple[str, str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url!r})"
+
+    def endpoint(self, image_repository: str) -> tuple[str, str]:
+        """(registry base URL, repository path) where the tags of ``image_repository`` are listed."""
+        try:
+            ref = parse_image(image_repository)
+        except ValueError as e:
+            raise RegistryError(str(e)) from e
+        if self.base_url:
+            repo = ref.repository
+            if ref.registry == DOCKER_HUB and image_repository.count("/") == 0:
+                repo = repo.removeprefix("library/")
+            return self.base_url, repo
+        host = DOCKER_HUB_API if ref.registry == DOCKER_HUB else ref.registry
+        scheme = "http" if _is_local(host) else "https"
+        return f"{scheme}://{host}", ref.repository
+
+    def list_tags(self, image_repository: str) -> list[str]:
+        """Every tag of ``image_repository`` (in registry order, usually lexical), following pagination.
+
+        Raises :class:`RegistryError` naming the registry and repository on any failure (unreachable registry,
+        authentication refused, repository not found, malformed answer).
+        """
+        base, repo = self.endpoint(image_repository)
+        where = f"registry {base} repository {repo}"
+        url = f"{base}/v2/{repo}/tags/list"
+        if self.page_size:
+            url += f"?n={int(self.page_size)}"
+        local = _is_local(urlsplit(base).netloc)
+        tags: list[str] = []
+        seen: set[str] = set()
+        with httpx.Client(timeout=self.timeout, trust_env=not local, follow_redirects=True) as client:
+            for _ in range(self.max_pages):
+                if url in seen:
+                    break
+                seen.add(url)
+                r = self._get(client, url, repo, where)
+                try:
+                    body = r.json()
+                except (json.JSONDecodeError, ValueError) as e:
+                    raise RegistryError(f"{where}: the tags list is not JSON: {r.text[:200]!r}") from e
+                page = body.get("tags") if isinstance(body, dict) else None
+                if page is not None and not isinstance(page, list):
+                    raise RegistryError(f"{where}: unexpected tags list {body!r:.200}")
+                tags.extend(str(t) for t in page or [])
+                url = _next_link(r.headers.get("link"), url)
+                if url is None:
+                    return tags
+            raise RegistryError(f"{where}: more than {self.max_pages} pages of tags; giving up")
+        return tags  # pragma: no cover - loop exits by return or raise
+
+    def _get(self, client: httpx.Client, url: str, repo: str, where: str) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        token = self._cached_token(url)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            r = client.get(url, headers=headers, auth=self.auth if not token else None)
+            if r.status_code == 401:
+                r = self._authenticate_and_retry(client, url, r, repo, where)
+        except httpx.HTTPError as e:
+            raise RegistryError(f"{where}: cannot reach the registry ({type(e).__name__}: {e}); check the "
+                                "address and that the registry is running") from e
+        if r.status_code == 404:
+            raise RegistryError(f"{where}: repository not found (HTTP 404); check the image name in the "
+                                "ImageRepository (spec.image) and any registry override")
+        if r.status_code in (401, 403):
+            raise RegistryError(f"{where}: access denied (HTTP {r.status_code}); the image may be private: "
+                                "give registry credentials")
+        if r.status_code != 200:
+            raise RegistryError(f"{where}: listing tags failed with HTTP {r.status_code}: {r.text[:200]}")
+        return r
+
+    def _cached_token(self, url: str) -> str | None:
+        host = urlsplit(url).netloc
+        for (h, _, _), tok in self._tokens.items():
+            if h == host:
+                return tok
+        return None
+
+    def _authenticate_and_retry(self, client: httpx.Client, url: str, first: httpx.Response, repo: str,
+                                where: str) -> httpx.Response:
+        scheme, params = _parse_challenge(first.headers.get("www-authenticate", ""))
+        if scheme == "basic":
+            if not self.auth:
+                return first
+            return client.get(url, auth=self.auth)
+        if scheme != "bearer" or "realm" not in params:
+            return first
+        service = params.get("service", "")
+        scope = params.get("scope") or f"repository:{repo}:pull"
+        query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        tr = client.get(params["realm"], params=query, auth=self.auth)
+        if tr.status_code != 200:
+            raise RegistryError(f"{where}: the token service {params['realm']} refused a pull token "
+                                f"(HTTP {tr.status_code}); the image may be private: give registry credentials")
+        try:
+            data = tr.json()
+        except ValueError as e:
+            raise RegistryError(f"{where}: the token service {params['realm']} answered no JSON") from e
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise RegistryError(f"{where}: the token service {params['realm']} answered no token")
+        self._tokens[(urlsplit(url).netloc, service, scope)] = token
+        return client.get(url, headers={"Accept": "application/json", "Authorization": f"Bearer {token}"})
+
+
+# =============================================================================================== semver
+
+
+_VERSION_RE = re.compile(
+    r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+)
+
+
+@total_ordering
+@dataclass(frozen=True, eq=False)
+class Version:
+    """A semantic version as Masterminds' ``NewVersion`` parses tags: optional ``v``, minor and patch optional
+    (``6.7`` = 6.7.0), prerelease and build metadata. Ordering follows semver precedence (metadata ignored)."""
+
+    major: int
+    minor: int
+    patch: int
+    prerelease: str = ""
+    metadata: str = ""
+    original: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "Version":
+        m = _VERSION_RE.match(text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not a semantic version")
+        pre = m.group(4) or ""
+        for ident in pre.split(".") if pre else []:
+            if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
+                raise ValueError(f"{text!r}: numeric prerelease identifiers must not have leading zeros")
+        return cls(int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), pre, m.group(5) or "", text)
+
+    @classmethod
+    def try_parse(cls, text: str) -> "Version | None":
+        try:
+            return cls.parse(text)
+        except ValueError:
+            return None
+
+    def _pre_key(self) -> tuple:
+        if not self.prerelease:
+            return (1,)  # a release ranks above all its prereleases
+        parts = []
+        for ident in self.prerelease.split("."):
+            parts.append((0, int(ident), "") if ident.isdigit() else (1, 0, ident))
+        return (0, tuple(parts))
+
+    def key(self) -> tuple:
+        return (self.major, self.minor, self.patch, self._pre_key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self.key() == other.key()
+
+    def __lt__(self, other: "Version") -> bool:
+        return self.key() < other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __str__(self) -> str:
+        s = f"{self.major}.{self.minor}.{self.patch}"
+        if self.prerelease:
+            s += f"-{self.prerelease}"
+        if self.metadata:
+            s += f"+{self.metadata}"
+        return s
+
+
+# Masterminds/semver v3 constraint grammar (constraints.go), ported.
+_CV = (r"v?([0-9xX*]+)(\.[0-9xX*]+)?(\.[0-9xX*]+)?"
+       r"(-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+       r"(\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+_OPS = r"!=|>=|=>|<=|=<|~>|>|<|=|~|\^|"
+_CONSTRAINT_RE = re.compile(rf"^\s*({_OPS})\s*({_CV})\s*$")
+_FIND_RE = re.compile(rf"({_OPS})\s*({_CV})")
+_VALID_RE = re.compile(rf"^(\s*({_OPS})\s*({_CV})\s*)((?:\s+|,\s*)({_OPS})\s*({_CV})\s*)*$")
+_RANGE_RE = re.compile(rf"\s*({_CV})\s+-\s+({_CV})\s*")
+
+
+def _is_x(s: str) -> bool:
+    return s in ("x", "X", "*")
+
+
+@dataclass(frozen=True)
+class _Constraint:
+    op: str
+    con: Version
+    orig: str
+    dirty: bool = False
+    minor_dirty: bool = False
+    patch_dirty: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "_Constraint":
+        m = _CONSTRAINT_RE.match(text)
+        if not m:
+            raise ValueError(f"improper constraint: {text}")
+        op, orig, major, minor, patch, pre = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6)
+        pre = pre or ""
+        dirty = minor_dirty = patch_dirty = False
+        if _is_x(major):
+            ver, dirty = f"0.0.0{pre}", True
+        elif not minor or _is_x(minor[1:]):
+            ver, dirty, minor_dirty = f"{major}.0.0{pre}", True, True
+        elif not patch or _is_x(patch[1:]):
+            ver, dirty, patch_dirty = f"{major}{minor}.0{pre}", True, True
+        else:
+            ver = orig
+        if any(_is_x(p.lstrip(".")) for p in (minor or "", patch or "") if p) and not dirty:
+            raise ValueError(f"improper constraint: {text}")
+        return cls({"=>": ">=", "=<": "<=", "~>": "~"}.get(op, op), Version.parse(ver), orig, dirty, minor_dirty,
+                   patch_dirty)
+
+    # Each check returns whether ``v`` satisfies this constraint. A prerelease version never satisfies a
+    # constraint whose own version has no prerelease (Masterminds' rule, as in npm and Cargo).
+    def check(self, v: Version) -> bool:
+        if v.prerelease and not self.con.prerelease:
+            return False
+        return {
+            "": self._tilde_or_equal, "=": self._tilde_or_equal, "!=": self._not_equal, ">": self._greater,
+            "<": self._less, ">=": self._greater_equal, "<=": self._less_equal, "~": self._tilde, "^": self._caret,
+        }[self.op](v)
+
+    def _not_equal(self, v: Version) -> bool:
+        c = self.con
+        if self.dirty:
+            if c.major != v.major:
+                return True
+            if c.minor != v.minor and not self.minor_dirty:
+                return True
+            if self.minor_dirty:
+                return False
+            if c.patch != v.patch and not self.patch_dirty:
+                return True
+            if self.patch_dirty:
+                if v.prerelease or c.prerelease:
+                    return Version(0, 0, 0, v.prerelease)._pre_key() != Version(0, 0, 0, c.prerelease)._pre_key()
+                return False
+        return v != c
+
+    def _greater(self, v: Version) -> bool:
+        c = self.con
+        if not self.dirty:
+            return v > c
+        if v.major > c.major:
+            return True
+        if v.major < c.major or self.minor_dirty:
+            return False
+        if self.patch_dirty:
+            return v.minor > c.minor
+        return v > c
+
+    def _less(self, v: Version) -> bool:
+        return v < self.con
+
+    def _greater_equal(self, v: Version) -> bool:
+        return v >= self.con
+
+    def _less_equal(self, v: Version) -> bool:
+        c = self.con
+        if not self.dirty:
+            return v <= c
+        if v.major > c.major:
+            return False
+        if v.major == c.major and v.minor > c.minor and not self.minor_dirty:
+            return False
+        return True
+
+    def _tilde(self, v: Version) -> bool:
+        c = self.con
+        if v < c:
+            return False
+        if (c.major, c.minor, c.patch) == (0, 0, 0) and not self.minor_dirty and not self.patch_dirty:
+            return True  # ~0.0.0 and ~* accept everything
+        if v.major != c.major:
+            return False
+        return not (v.minor != c.minor and not self.minor_dirty)
+
+    def _tilde_or_equal(self, v: Version) -> bool:
+        if self.dirty:
+            return self._tilde(v)
+        return v == self.con
+
+    def _caret(self, v: Version) -> bool:
+        c = self.con
+        if v < c:
+            return False
+        if c.major > 0 or self.minor_dirty:
+            return v.major == c.major
+        if v.major > 0:
+            return False
+        if c.minor > 0 or self.patch_dirty:
+            return v.minor == c.minor
+        if v.minor > 0:
+            return False
+        return v.patch == c.patch
+
+    def __str__(self) -> str:
+        return f"{self.op}{self.orig}"
+
+
+class SemverRange:
+    """A semver range with Masterminds/semver v3 semantics, as Flux's ``ImagePolicy.spec.policy.semver.range``.
+
+    * AND: constraints separated by spaces or commas (``>=6.0.0 <7.0.0``, ``>= 1.2, < 3``); OR: ``||``.
+    * Operators ``=`` (default) ``!=`` ``>`` ``<`` ``>=`` ``<=`` ``~`` (``~>``) ``^``; a leading ``v`` is allowed.
+    * X-ranges: ``6.x``, ``6.1.*``, ``*`` (``6.x`` = ``>=6.0.0 <7.0.0``); hyphen ranges ``1.2 - 1.4.5``
+      (= ``>=1.2 <=1.4.5``).
+    * ``~1.2.3`` = ``>=1.2.3 <1.3.0``, ``~1`` = ``>=1 <2``; ``^1.2.3`` = ``>=1.2.3 <2.0.0``, ``^0.2.3`` =
+      ``>=0.2.3 <0.3.0``, ``^0.0.3`` = ``0.0.3`` only.
+    * A prerelease version (``6.8.0-rc.1``) only satisfies a constraint that itself names a prerelease
+      (``>=6.8.0-0``): ranges without prereleases never pick release candidates.
+
+    Raises ``ValueError`` (with the expression) for an invalid range.
+    """
+
+    def __init__(self, expr: str):
+        self.expr = str(expr)
+        text = _RANGE_RE.sub(lambda m: f">= {m.group(1)}, <= {m.group(9)}", self.expr)
+        self.alternatives: list[list[_Constraint]] = []
+        for segment in text.split("||"):
+            if not segment.strip():
+                self.alternatives.append([_Constraint.parse("*")])  # "" is "*", as in Masterminds
+                continue
+            if not _VALID_RE.match(segment):
+                raise ValueError(f"invalid semver range {self.expr!r}: improper constraint {segment.strip()!r}; "
+                                 'use comparisons like ">=6.0.0 <7.0.0", "~6.1", "^6" or "6.x"')
+            self.alternatives.append([_Constraint.parse(m.group(0)) for m in _FIND_RE.finditer(segment)
+                                      if m.group(0).strip()])
+
+    def __repr__(self) -> str:
+        return f"SemverRange({self.expr!r})"
+
+    def __str__(self) -> str:
+        return " || ".join(" ".join(str(c) for c in alt) for alt in self.alternatives)
+
+    def matches(self, version: str | Version) -> bool:
+        """Whether ``version`` (a Version or tag text; non-semver text never matches) is in the range."""
+        v = version if isinstance(version, Version) else Version.try_parse(str(version))
+        if v is None:
+            return False
+        return any(all(c.check(v) for c in alt) for alt in self.alternatives)
+
+    __contains__ = matches
+
+
+def latest(tags: Iterable[str], range_: str | SemverRange) -> str | None:
+    """The tag with the highest semantic version in ``range_`` (tags that are not semver are ignored); the first
+    one listed wins among equal versions (``6.7`` and ``6.7.0``). None when nothing matches."""
+    rng = range_ if isinstance(range_, SemverRange) else SemverRange(range_)
+    best: tuple[Version, str] | None = None
+    for tag in tags:
+        v = Version.try_parse(tag)
+        if v is None or not rng.matches(v):
+            continue
+        if best is None or v > best[0]:
+            best = (v, tag)
+    return best[1] if best else None
+
+
+# ============================================================================================= policies
+
+
+class PolicyError(ValueError):
+    """An ImagePolicy cannot be evaluated (missing ImageRepository, invalid range, unsupported policy)."""
+
+
+def _go_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a Go (RE2) regular expression: ``(?<name>`` becomes Python's ``(?P<name>``."""
+    return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", pattern))
+
+
+def _go_expand(m: re.Match[str], template: str) -> str:
+    """Go's ``Regexp.Expand``: ``$name``, ``${name}``, ``$1`` replaced by the match's groups (unknown: "")."""
+    def group(g: str) -> str:
+        try:
+            return m.group(int(g) if g.isdigit() else g) or ""
+        except IndexError:
+            return ""
+
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda x: group(x.group(1) or x.group(2)), template)
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """A Flux ImagePolicy joined with its ImageRepository.
+
+    ``key`` is ``namespace:name`` as markers write it; ``image`` is the ImageRepository's ``spec.image`` (the
+    public name written into manifests); ``kind`` is ``semver``, ``alphabetical`` or ``numerical``.
+    """
+
+    namespace: str
+    name: str
+    image: str
+    kind: str = "semver"
+    range: str | None = None
+    order: str = "asc"
+    filter_pattern: str | None = None
+    filter_extract: str | None = None
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}:{self.name}"
+
+    def candidates(self, tags: Iterable[str]) -> list[tuple[str, str]]:
+        """(tag, value compared by the policy) after ``filterTags`` (pattern + extract)."""
+        if not self.filter_pattern:
+            return [(t, t) for t in tags]
+        rx = _go_regex(self.filter_pattern)
+        out = []
+        for t in tags:
+            m = rx.search(t)
+            if m:
+                out.append((t, _go_expand(m, self.filter_extract) if self.filter_extract else t))
+        return out
+
+    def select(self, tags: Iterable[str]) -> str | None:
+        """The tag this policy picks from ``tags`` (None when none qualifies)."""
+        cands = self.candidates(tags)
+        if self.kind == "semver":
+            rng = SemverRange(self.range or "*")
+            best: tuple[Version, str] | None = None
+            for tag, value in cands:
+                v = Version.try_parse(value)
+                if v is not None and rng.matches(v) and (best is None or v > best[0]):
+                    best = (v, tag)
+            return best[1] if best else None
+        if self.kind == "numerical":
+            nums = []
+            for tag, value in cands:
+                try:
+                    nums.append((float(value), tag))
+                except ValueError:
+                    continue
+            if not nums:
+                return None
+            return (max(nums) if self.order == "asc" else min(nums))[1]
+        if not cands:
+            return None
+        pick = max(cands, key=lambda c: c[1]) if self.order == "asc" else min(cands, key=lambda c: c[1])
+        return pick[0]
+
+    def is_newer(self, candidate: str, current: str | None) -> bool:
+        """Whether ``candidate`` should replace ``current`` (the tag now in git) under this policy."""
+        if current is None or candidate == current:
+            return current is None
+        if self.kind == "semver":
+            new, old = Version.try_parse(candidate), Version.try_parse(current)
+            if old is None:
+                return True
+            return new is not None and new > old
+        pair = dict(self.candidates([candidate, current]))
+        if current not in pair:
+            return True
+        if candidate not in pair:
+            return False
+        a, b = pair[candidate], pair[current]
+        if self.kind == "numerical":
+            try:
+                return (float(a) > float(b)) if self.order == "asc" else (float(a) < float(b))
+            except ValueError:
+                return True
+        return a > b if self.order == "asc" else a < b
+
+
+def load_policies(
+    manifests: ManifestSet | Path | str,
+    errors: list[tuple[str, PolicyError]] | None = None,
+) -> list[ImagePolicy]:
+    """The ImagePolicies of a manifest tree (a loaded set or a directory), joined with their ImageRepository.
+
+    A policy that cannot be evaluated raises :class:`PolicyError` naming the file and the fix; when an
+    ``errors`` list is given, ``(policy key, error)`` is appended to it instead and the policy skipped.
+    """
+    mset = manifests if isinstance(manifests, ManifestSet) else load_tree(manifests)
+    repos = {(o.namespace, o.name): o for o in mset.of_kind("ImageRepository")
+             if o.group == "image.toolkit.fluxcd.io"}
+    out = []
+    for o in mset.of_kind("ImagePolicy"):
+        if o.group != "image.toolkit.fluxcd.io":
+            continue
+        try:
+            out.append(_policy(o, repos))
+        except PolicyError as e:
+            if errors is None:
+                raise
+            errors.append((f"{o.namespace}:{o.name}", e))
+    return out
+
+
+def _policy(o: Any, repos: dict) -> ImagePolicy:
+    where = f"{o.location}: ImagePolicy {o.qualified_name}"
+    spec = o.raw.get("spec") if isinstance(o.raw.get("spec"), dict) else {}
+    ref = spec.get("imageRepositoryRef") or {}
+    rkey = (ref.get("namespace") or o.namespace, ref.get("name"))
+    repo = repos.get(rkey)
+    if repo is None:
+        raise PolicyError(f"{where}: ImageRepository {rkey[0]}/{rkey[1]} not found; add it or fix "
+                          "spec.imageRepositoryRef")
+    image = ((repo.raw.get("spec") or {}).get("image") or "").strip()
+    if not image:
+        raise PolicyError(f"{repo.location}: ImageRepository {repo.qualified_name}: missing spec.image")
+    policy = spec.get("policy") or {}
+    ft = spec.get("filterTags") or {}
+    common = dict(namespace=o.namespace or "default", name=o.name, image=image, source=o.location,
+                  filter_pattern=ft.get("pattern") or None, filter_extract=ft.get("extract") or None)
+    if "semver" in policy:
+        rng = str((policy.get("semver") or {}).get("range") or "")
+        try:
+            SemverRange(rng)
+        except ValueError as e:
+            raise PolicyError(f"{where}: spec.policy.semver.range: {e}") from e
+        return ImagePolicy(kind="semver", range=rng, **common)
+    if "alphabetical" in policy or "numerical" in policy:
+        kind = "alphabetical" if "alphabetical" in policy else "numerical"
+        order = str((policy.get(kind) or {}).get("order") or "asc").lower()
+        return ImagePolicy(kind=kind, order=order, **common)
+    raise PolicyError(f"{where}: spec.policy must have semver, alphabetical or numerical; got "
+                      f"{sorted(policy) or 'nothing'}")
+
+
+# ============================================================================================== markers
+
+# A marked YAML value: optional "- ", optional "key: ", the (optionally quoted) value, then the marker comment.
+_MARKER_LINE = re.compile(
+    r"""^(?P<prefix>[ \t]*(?:-[ \t]+)*(?:(?:"[^"\n]*"|'[^'\n]*'|[^\s#'"][^:#\n]*?):[ \t]+)?)"""
+    r"""(?P<quote>["']?)(?P<value>[^\s"'#]+)(?P=quote)"""
+    r"""(?P<gap>[ \t]+)(?P<marker>\#[ \t]*\{[ \t]*"\$imagepolicy"[ \t]*:[ \t]*"(?P<ref>[^"]+)"[ \t]*\})"""
+)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A setter marker on one line: ``field`` is ``image`` (whole ``name:tag``), ``tag`` or ``name``."""
+
+    line: int  # 1-based
+    policy: str  # namespace:name
+    field: str
+    value: str  # the value now on the line
+
+    @property
+    def tag(self) -> str | None:
+        """The tag the line carries now (None for a ``name`` marker or an image without a tag)."""
+        if self.field == "tag":
+            return self.value
+        if self.field == "image":
+            try:
+                return parse_image(self.value).tag
+            except ValueError:
+                return None
+        return None
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """``prod:backend`` -> (``prod:backend``, ``image``); ``prod:backend:tag`` -> (``prod:backend``, ``tag``)."""
+    parts = ref.split(":")
+    if len(parts) == 3 and parts[2] in ("tag", "name", "digest"):
+        return f"{parts[0]}:{parts[1]}", parts[2]
+    return ref, "image"
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def find_markers(text: str) -> list[Marker]:
+    """Every ``# {"$imagepolicy": "ns:name[:tag|:name]"}`` marker on a YAML value line."""
+    out = []
+    for i, line in enumerate(_lines(text), 1):
+        if "$imagepolicy" not in line:
+            continue
+        m = _MARKER_LINE.match(line)
+        if m:
+            policy, fld = _split_ref(m.group("ref"))
+            out.append(Marker(i, policy, fld, m.group("value")))
+    return out
+
+
+def apply_policy_update(
+    text: str,
+    policy_key: str,
+    new_tag: str,
+    *,
+    image: str | None = None,
+    if_newer: Callable[[str | None], bool] | None = None,
+) -> tuple[str, bool]:
+    """Rewrite the values marked for ``policy_key``; return (new text, whether anything changed).
+
+    * ``image`` markers (``# {"$imagepolicy": "ns:name"}``) get ``<image>:<new_tag>``: ``image`` when given, else
+      the name already on the line (a digest suffix is dropped);
+    * ``:tag`` markers get ``new_tag``; ``:name`` markers get ``image`` (left alone when ``image`` is None);
+    * ``:digest`` markers are left alone (digest pinning is not supported).
+
+    ``if_newer(current_tag)``, when given, must return True for an ``image``/``tag`` marker to be rewritten
+    (so that a line already on a newer tag is kept). Everything but the marked values is preserved byte for
+    byte (quotes, spacing, comments, line endings).
+    """
+    out = []
+    changed = False
+    for line in _lines(text):
+        m = _MARKER_LINE.match(line) if "$imagepolicy" in line else None
+        if m is None:
+            out.append(line)
+            continue
+        policy, fld = _split_ref(m.group("ref"))
+        value = m.group("value")
+        new_value = value
+        if policy == policy_key:
+            if fld == "image":
+                try:
+                    ref = parse_image(value)
+                    current_tag, current_name = ref.tag, value.split("@", 1)[0]
+                    if ref.tag:
+                        current_name = current_name[: -(len(ref.tag) + 1)]
+                except ValueError:
+                    current_tag, current_name = None, value
+                if if_newer is None or if_newer(current_tag):
+                    new_value = f"{image or current_name}:{new_tag}"
+            elif fld == "tag":
+                if if_newer is None or if_newer(value):
+                    new_value = new_tag
+            elif fld == "name" and image:
+                new_value = image
+        if new_value != value:
+            start, end = m.span("value")
+            line = line[:start] + new_value + line[end:]
+            changed = True
+        out.append(line)
+    return "".join(out), changed
+
+
+# ============================================================================================ scan + commit
+
+
+@dataclass
+class ImageUpdate:
+    """One policy's update: ``image`` moved from ``old_tag`` to ``new_tag`` in ``files`` (repository-relative)."""
+
+    policy: str
+    image: str
+    old_tag: str | None
+    new_tag: str
+    files: list[str] = field(default_factory=list)
+    commit: str | None = None  # sha of the pushed commit
+
+    def line(self) -> str:
+        return f"Update image {self.image} to {self.new_tag} ({self.policy})"
+
+
+def commit_message(updates: list[ImageUpdate]) -> str:
+    """Flux-style message: ``Update image ghcr.io/stefanprodan/podinfo to 6.8.0 (prod:backend)`` for one
+    update, ``Update images: ...`` for several, then one line per change with the old tag and the files."""
+    if len(updates) == 1:
+        subject = updates[0].line()
+    else:
+        subject = "Update images: " + ", ".join(f"{u.image} to {u.new_tag} ({u.policy})" for u in updates)
+    body = []
+    for u in updates:
+        body.append(f"- {u.image}: {u.old_tag or '(none)'} -> {u.new_tag} (ImagePolicy {u.policy}) in "
+                    + ", ".join(u.files))
+    return subject + "\n\n" + "\n".join(body) + "\n"
+
+
+def scan_and_update(
+    git_source: Any,
+    registry: RegistryClient,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    on_error: Callable[[str, Exception], None] | None = None,
+    author: tuple[str, str] | None = None,
+) -> list[ImageUpdate]:
+    """Scan every ImagePolicy of the GitOps repository and push ONE commit with all the newer tags found.
+
+    ``git_source`` is a :class:`playground.gitops.GitSource`; it is fetched first, so the update applies to
+    the origin's latest commit. For each policy the tags of its image (or of ``overrides[image]``, a repository
+    to scan instead, e.g. the local registry's copy) are listed, the policy's latest tag chosen, and every
+    marker of that policy whose current tag is older is rewritten. Policies with no matching tag, or whose
+    markers already carry that tag or a newer one, change nothing. Returns the updates pushed ([] = no commit).
+
+    Errors: a registry or policy error raises, unless ``on_error(policy_key, exc)`` is given, in which case
+    that policy is skipped and the others still update. A push that fails raises ``GitError`` (nothing committed).
+    """
+    from playground.gitops import DEFAULT_AUTHOR
+
+    overrides = dict(overrides or {})
+    git_source.fetch()
+    mset = load_tree(git_source.path)
+    prefix = f"{git_source.subdir}/" if getattr(git_source, "subdir", "") else ""
+    texts: dict[str, str] = {}
+    for rel in mset.files:
+        try:
+            text = (Path(git_source.path) / rel).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "$imagepolicy" in text:
+            texts[rel] = text
+    policy_errors: list[tuple[str, PolicyError]] = []
+    policies = load_policies(mset, errors=None if on_error is None else policy_errors)
+    for key, err in policy_errors:
+        on_error(key, err)  # type: ignore[misc]
+    updates: list[ImageUpdate] = []
+    new_texts = dict(texts)
+    scanned: dict[str, list[str]] = {}  # repository -> tags (several policies often share one image)
+    for policy in policies:
+        marked = {rel: [mk for mk in find_markers(t) if mk.policy == policy.key] for rel, t in new_texts.items()}
+        marked = {rel: mks for rel, mks in marked.items() if mks}
+        if not marked:
+            continue
+        try:
+            repository = overrides.get(policy.image, policy.image)
+            if repository not in scanned:
+                scanned[repository] = registry.list_tags(repository)
+            tags = scanned[repository]
+            chosen = policy.select(tags)
+        except (RegistryError, ValueError) as e:
+            if on_error is None:
+                raise
+            on_error(policy.key, e)
+            continue
+        if chosen is None:
+            continue
+        tagged = [mk for mks in marked.values() for mk in mks if mk.field in ("image", "tag")]
+        if not any(policy.is_newer(chosen, mk.tag) for mk in tagged):
+            continue  # every marked line already carries the chosen tag or a newer one
+        current = [mk.tag for mk in tagged if mk.tag is not None]
+        old_tag = _newest(policy, current)
+        files = []
+        for rel in sorted(marked):
+            text, changed = apply_policy_update(new_texts[rel], policy.key, chosen, image=policy.image,
+                                                if_newer=lambda cur, p=policy, c=chosen: p.is_newer(c, cur))
+            if changed:
+                new_texts[rel] = text
+                files.append(prefix + rel)
+        if files:
+            updates.append(ImageUpdate(policy.key, policy.image, old_tag, chosen, files))
+    if not updates:
+        return []
+    changes = {prefix + rel: t for rel, t in new_texts.items() if t != texts[rel]}
+    sha = git_source.commit_and_push(changes, commit_message(updates), author=author or DEFAULT_AUTHOR)
+    for u in updates:
+        u.commit = sha
+    return updates
+
+
+def _newest(policy: ImagePolicy, tags: list[str]) -> str | None:
+    best = None
+    for t in tags:
+        if best is None or policy.is_newer(t, best):
+            best = t
+    return best
