@@ -1,6 +1,7 @@
 """Alert notifiers (slack, msteams, discord, rocket, gchat and a generic JSON webhook) and the alert messages.
 
-The state machine decides *what* to say (``Messages``); the controller calls ``notify`` to post it to every
+The state machine decides *what* to say (``playground.analysis.AlertMessages``, Flagger's wording, with a
+severity); the controller calls ``notify`` to post it to every
 alert entry of the canary (``analysis.alerts``) whose severity filter accepts it. ``notify`` never raises:
 each attempt comes back as a ``Delivery`` (``ok``, HTTP status, error text).
 
@@ -46,15 +47,12 @@ import httpx
 from playground.models import AlertProvider, AlertProviderType, AlertSeverity, Canary, CanaryAlert, Phase
 
 __all__ = [
-    "AlertMessage",
     "Delivery",
-    "Messages",
     "POST_TIMEOUT",
     "accepts",
     "alert_fields",
     "build_payload",
     "notify",
-    "notify_message",
     "provider_address",
 ]
 
@@ -63,69 +61,6 @@ DEFAULT_USERNAME = "flagger"
 DEFAULT_CHANNEL = "general"
 
 _RANK = {AlertSeverity.info: 0, AlertSeverity.warn: 1, AlertSeverity.error: 2}
-
-
-# --------------------------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class AlertMessage:
-    """What to say, how loud, and whether to attach the canary's metadata fields (as Flagger does)."""
-
-    text: str
-    severity: AlertSeverity
-    with_metadata: bool = False
-
-
-class Messages:
-    """The alert messages of a release, with their severities. Texts are Flagger's where Flagger has one.
-
-    Use e.g. ``msg = Messages.failed_checks(5)`` then ``notify_message(canary, msg, ...)``, or
-    ``notify(canary, msg.severity, msg.text, ...)``.
-    """
-
-    @staticmethod
-    def initialization_completed(kind: str = "Deployment") -> AlertMessage:
-        return AlertMessage(f"New {kind} detected, initialization completed.", AlertSeverity.info, True)
-
-    @staticmethod
-    def new_revision() -> AlertMessage:
-        return AlertMessage("New revision detected, progressing canary analysis.", AlertSeverity.info, True)
-
-    @staticmethod
-    def waiting_for_approval() -> AlertMessage:
-        return AlertMessage("Canary is waiting for approval.", AlertSeverity.warn)
-
-    @staticmethod
-    def traffic_increase_waiting() -> AlertMessage:
-        return AlertMessage("Canary traffic increase is waiting for approval.", AlertSeverity.warn)
-
-    @staticmethod
-    def promotion_waiting() -> AlertMessage:
-        return AlertMessage("Canary promotion is waiting for approval.", AlertSeverity.warn)
-
-    @staticmethod
-    def rollback_webhook() -> AlertMessage:
-        return AlertMessage("Rolling back manual webhook invoked", AlertSeverity.warn)
-
-    @staticmethod
-    def failed_checks(n: int) -> AlertMessage:
-        return AlertMessage(f"Failed checks threshold reached {n}", AlertSeverity.error)
-
-    @staticmethod
-    def promotion_failed(reason: str = "") -> AlertMessage:
-        text = "Canary promotion failed! Primary is not ready after its progress deadline, traffic stays on the canary."
-        if reason:
-            text = f"{text} {reason}"
-        return AlertMessage(text, AlertSeverity.error)
-
-    @staticmethod
-    def analysis_completed() -> AlertMessage:
-        return AlertMessage("Canary analysis completed successfully, promotion finished.", AlertSeverity.info)
-
-    @staticmethod
-    def analysis_skipped() -> AlertMessage:
-        return AlertMessage("Canary analysis was skipped, promotion finished.", AlertSeverity.info)
 
 
 def alert_fields(canary: Canary) -> list[tuple[str, str]]:
@@ -361,13 +296,6 @@ def notify(
         if own:
             http.close()
     return out
-
-
-def notify_message(canary: Canary, msg: AlertMessage, providers, **kw) -> list[Delivery]:
-    """``notify`` for an ``AlertMessage``; attaches the canary's metadata fields when the message asks for them."""
-    if msg.with_metadata and "fields" not in kw:
-        kw["fields"] = alert_fields(canary)
-    return notify(canary, msg.severity, msg.text, providers, **kw)
 
 
 def _deliver(canary, entry, severity, message, fields, providers, secrets, env, resolve, http, timeout) -> Delivery:

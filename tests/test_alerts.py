@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from playground.analysis import AlertMessages
 from playground.alerts import (
-    AlertMessage,
-    Messages,
     accepts,
     alert_fields,
     build_payload,
     notify,
-    notify_message,
     provider_address,
 )
 from playground.models import AlertProvider, AlertSeverity, Canary
@@ -134,8 +132,9 @@ def test_slack_payload(server):
     providers = providers_of(make_provider("slack", "slack", channel="deploys", username="bot",
                                            secretRef={"name": "slack-url"}))
     secrets = {("test", "slack-url"): {"address": server.url + "/services/T0/B0/xyz"}}
-    notify_message(canary, Messages.failed_checks(5), providers, secrets=secrets, env={})
-    notify_message(canary, Messages.new_revision(), providers, secrets=secrets, env={})
+    notify(canary, AlertSeverity.error, AlertMessages.threshold_reached(5), providers, secrets=secrets, env={})
+    notify(canary, AlertSeverity.info, AlertMessages.NEW_REVISION, providers, secrets=secrets, env={},
+           fields=alert_fields(canary))
     err, info = (r.json() for r in server.requests_to("/services/T0/B0/xyz"))
     assert err["channel"] == "deploys" and err["username"] == "bot" and err["icon_emoji"] == ":rocket:"
     [att] = err["attachments"]
@@ -172,7 +171,8 @@ def test_rocket_colors(server):
 def test_msteams_message_card(server):
     canary = make_canary([{"name": "t", "providerRef": {"name": "teams"}}])
     providers = providers_of(make_provider("teams", "msteams", addressFromEnv="TEAMS"))
-    notify_message(canary, Messages.initialization_completed(), providers, env={"TEAMS": server.url + "/teams"})
+    notify(canary, AlertSeverity.info, AlertMessages.initialized("Deployment"), providers,
+           env={"TEAMS": server.url + "/teams"}, fields=alert_fields(canary))
     card = server.requests[0].json()
     assert card["@type"] == "MessageCard" and card["@context"] == "http://schema.org/extensions"
     assert card["themeColor"] == "0076D7" and card["summary"] == "podinfo.test"
@@ -206,23 +206,17 @@ def test_generic_webhook_payload():
     }
 
 
-def test_messages_and_severities():
-    expected = {
-        "initialization_completed": ("New Deployment detected, initialization completed.", "info"),
-        "new_revision": ("New revision detected, progressing canary analysis.", "info"),
-        "waiting_for_approval": ("Canary is waiting for approval.", "warn"),
-        "traffic_increase_waiting": ("Canary traffic increase is waiting for approval.", "warn"),
-        "promotion_waiting": ("Canary promotion is waiting for approval.", "warn"),
-        "rollback_webhook": ("Rolling back manual webhook invoked", "warn"),
-        "analysis_completed": ("Canary analysis completed successfully, promotion finished.", "info"),
-        "analysis_skipped": ("Canary analysis was skipped, promotion finished.", "info"),
-    }
-    for fn, (text, sev) in expected.items():
-        msg = getattr(Messages, fn)()
-        assert isinstance(msg, AlertMessage) and (msg.text, msg.severity.value) == (text, sev)
-    assert Messages.failed_checks(10).text == "Failed checks threshold reached 10"
-    assert Messages.failed_checks(10).severity == AlertSeverity.error
-    assert Messages.promotion_failed().severity == AlertSeverity.error
+def test_alert_texts_are_flaggers():
+    """The texts the state machine sends (one set, in playground.analysis) are Flagger's wording."""
+    assert AlertMessages.initialized("Deployment") == "New Deployment detected, initialization completed."
+    assert AlertMessages.NEW_REVISION == "New revision detected, progressing canary analysis."
+    assert AlertMessages.WAITING_APPROVAL == "Canary is waiting for approval."
+    assert AlertMessages.TRAFFIC_WAITING_APPROVAL == "Canary traffic increase is waiting for approval."
+    assert AlertMessages.PROMOTION_WAITING_APPROVAL == "Canary promotion is waiting for approval."
+    assert AlertMessages.ROLLBACK_WEBHOOK == "Rolling back manual webhook invoked"
+    assert AlertMessages.threshold_reached(10) == "Failed checks threshold reached 10"
+    assert AlertMessages.SUCCEEDED == "Canary analysis completed successfully, promotion finished."
+    assert AlertMessages.SKIPPED == "Canary analysis was skipped, promotion finished."
 
 
 def test_alert_fields_strategies():
