@@ -11,6 +11,9 @@ import sys
 
 # Modules that add subcommands. Keep one line per module.
 CLI_MODULES = [
+    "playground.manifests",
+    "playground.backtest",
+    "playground.local.env",
 ]
 
 

@@ -946,3 +946,47 @@ def _newest(policy: ImagePolicy, tags: list[str]) -> str | None:
         if best is None or policy.is_newer(t, best):
             best = t
     return best
+
+
+_IMAGE_LINE = re.compile(r"^(?P<head>\s*(?:-\s+)?image:\s*)(?P<q>['\"]?)(?P<image>[^\s'\"#]+)(?P=q)(?P<tail>.*)$")
+
+
+def set_workload_image(git_source: Any, target: str, image: str, *, container: str | None = None,
+                       author: tuple[str, str] | None = None) -> str:
+    """Commit ``image`` as the image of ``target``'s Deployment (``fluxctl release --update-image``).
+
+    ``target`` is ``namespace/name`` of a Canary (its targetRef Deployment is updated) or of a Deployment.
+    Only the image value on that line changes (a ``$imagepolicy`` marker comment stays). Returns the pushed
+    commit's sha, or the current HEAD when the Deployment already runs ``image``. Raises ValueError naming the
+    file and what is missing when the Deployment or its image line cannot be found.
+    """
+    from playground.gitops import DEFAULT_AUTHOR
+
+    parse_image(image)  # a clear error for a malformed reference before touching git
+    head = git_source.fetch()
+    mset = load_tree(git_source.path)
+    ns, _, name = target.partition("/")
+    canary = mset.canary(target)
+    dep_name = canary.spec.targetRef.name if canary is not None else name
+    obj = mset.get("Deployment", ns, dep_name)
+    if obj is None:
+        raise ValueError(f"no Deployment {ns}/{dep_name} in the GitOps repository {git_source.url}"
+                         f"{' (target of Canary ' + target + ')' if canary is not None else ''}")
+    containers = obj.raw.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+    index = next((i for i, c in enumerate(containers) if container is None or c.get("name") == container), None)
+    if index is None:
+        raise ValueError(f"{obj.location}: Deployment {ns}/{dep_name} has no container {container!r}")
+    if containers[index].get("image") == image:
+        return head
+    line_no = obj.line_of(["spec", "template", "spec", "containers", index, "image"])
+    path = Path(git_source.path) / obj.file
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    m = _IMAGE_LINE.match(lines[line_no - 1].rstrip("\r\n")) if 0 < line_no <= len(lines) else None
+    if m is None:
+        raise ValueError(f"{obj.file}:{line_no}: cannot find the image line of container "
+                         f"{containers[index].get('name')} to update")
+    ending = lines[line_no - 1][len(lines[line_no - 1].rstrip("\r\n")):]
+    lines[line_no - 1] = f"{m['head']}{m['q']}{image}{m['q']}{m['tail']}{ending}"
+    prefix = f"{git_source.subdir}/" if getattr(git_source, "subdir", "") else ""
+    message = f"Release {image} to {ns}/{dep_name}\n\nRequested by canary_release (like fluxctl release --update-image).\n"
+    return git_source.commit_and_push({prefix + obj.file: "".join(lines)}, message, author=author or DEFAULT_AUTHOR)

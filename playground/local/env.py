@@ -9,6 +9,9 @@ envoy       the mesh: gateway listener (default 127.0.0.1:8080), mesh HTTP proxy
 prometheus  Debian ``prometheus`` (default 127.0.0.1:9090), scraping Envoy and the workloads every second
 registry    Debian ``docker-registry`` (default 127.0.0.1:5000), filesystem storage in ``$HOME/registry/``
 agent       the node agent (``python -m playground.local.agent``): runs the Deployments' replicas
+dagster     ``dagster-daemon`` (sensors, queued runs) and ``dagster-webserver`` (UI, default 127.0.0.1:3000)
+            on this project's ``workspace.yaml``, with ``DAGSTER_HOME=$HOME/dagster`` (one run per canary
+            target at a time via tag concurrency limits); skipped with ``--no-dagster``
 ==========  ==================================================================================================
 
 and creates the GitOps origin, a bare git repository at ``$HOME/git/gitops.git`` seeded from the project's
@@ -32,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,9 +47,12 @@ from playground.local.store import Home, default_home
 
 __all__ = ["EnvError", "Ports", "up", "down", "status", "status_text", "add_cli", "COMPONENTS", "DEFAULT_PORTS"]
 
-DEFAULT_PORTS = {"gateway": 8080, "mesh": 15001, "envoy_admin": 15000, "prometheus": 9090, "registry": 5000}
+DEFAULT_PORTS = {"gateway": 8080, "mesh": 15001, "envoy_admin": 15000, "prometheus": 9090, "registry": 5000,
+                 "dagster": 3000}
 #: Start order; ``down`` stops in reverse.
-COMPONENTS = ("envoy", "prometheus", "registry", "agent")
+COMPONENTS = ("envoy", "prometheus", "registry", "agent", "dagster-daemon", "dagster-webserver")
+DAGSTER = ("dagster-daemon", "dagster-webserver")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
 
 Out = Callable[[str], None]
@@ -64,6 +69,7 @@ class Ports:
     envoy_admin: int | None = None
     prometheus: int | None = None
     registry: int | None = None
+    dagster: int | None = None
 
     def resolve(self, previous: dict[str, int] | None) -> dict[str, int]:
         """Explicit ports win, then those of the previous ``up`` (env.json), then the defaults."""
@@ -208,7 +214,8 @@ def _binaries() -> dict[str, str]:
 def _component_running(name: str, comp: dict[str, Any] | None, ports: dict[str, int]) -> bool:
     if not comp or not process_alive(comp.get("pid"), comp.get("ticks")):
         return False
-    port = {"envoy": ports["envoy_admin"], "prometheus": ports["prometheus"], "registry": ports["registry"]}.get(name)
+    port = {"envoy": ports["envoy_admin"], "prometheus": ports["prometheus"], "registry": ports["registry"],
+            "dagster-webserver": ports.get("dagster")}.get(name)
     return port is None or port_open(port)
 
 
@@ -225,6 +232,8 @@ def up(
     sync: bool = True,
     manifests: Path | None = None,
     timeout: float = 120.0,
+    dagster: bool = True,
+    interval: str | None = None,
     out: Out = print,
 ) -> dict[str, Any]:
     """Bring the environment up (see the module docstring); return the env.json record."""
@@ -241,11 +250,14 @@ def up(
         changed = [k for k in p if int(previous.get(k, -1)) != p[k]]
         raise EnvError(f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
                        f"run `playground down` first to change them")
-    env = {"home": str(h.root), "ports": p, "components": comps}
+    settings = dict(env.get("settings") or {})
+    if interval is not None:
+        settings["interval"] = interval
+    env = {"home": str(h.root), "ports": p, "components": comps, "settings": settings}
     h.write_env(env)  # ports first: the renderer and the agent read them
 
     def save() -> None:
-        h.write_env({"home": str(h.root), "ports": p,
+        h.write_env({"home": str(h.root), "ports": p, "settings": settings,
                      "components": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in comps.items()}})
 
     out(f"playground: environment in {h.root}")
@@ -323,28 +335,96 @@ def up(
         if sync and sha:
             _sync(cluster, h, out)
             _wait_ready(cluster, timeout, out)
+        if dagster:
+            _start_dagster(h, p, comps, running, settings, out)
+            save()
     finally:
         cluster.close()
     _print_addresses(h, p, out)
     return h.read_env() or {}
 
 
-def _sync(cluster: Any, h: Home, out: Out) -> None:
-    """Validate and apply the manifests at the origin's head (nothing is applied if any is invalid)."""
-    from playground import manifests
-    from playground.local import gitorigin
+def dagster_home(h: Home) -> Path:
+    return h.root / "dagster"
 
-    with tempfile.TemporaryDirectory(prefix="playground-sync-") as tmp:
-        sha = gitorigin.checkout_tree(h.git_origin, Path(tmp))
-        mset = manifests.load_tree(tmp)
-        errors = [f for f in manifests.validate_set(mset) if f.is_error]
-        if errors:
-            raise EnvError(f"the manifests at {sha[:12]} of {h.git_origin} are invalid; nothing was applied:\n  "
-                           + "\n  ".join(str(f).replace(tmp + os.sep, "") for f in errors))
-        objects = mset.apply_order()
-        out(f"  sync         applying {len(objects)} objects from {sha[:12]}")
-        for o in objects:
-            cluster.apply(o.raw)
+
+DAGSTER_YAML = """\
+# Written by `playground up`.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 8
+    tag_concurrency_limits:
+      # one canary_release run per target at a time
+      - key: "gitops-playground/target"
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+      # one gitops_sync at a time
+      - key: "dagster/job_name"
+        value: "gitops_sync"
+        limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 5
+sensors:
+  use_threads: true
+  num_workers: 4
+"""
+
+
+def dagster_env(h: Home, settings: dict[str, Any]) -> dict[str, str]:
+    """Environment of the Dagster processes (and of the runs they launch)."""
+    env = {"DAGSTER_HOME": str(dagster_home(h)), "PLAYGROUND_HOME": str(h.root), "PLAYGROUND_BACKEND": "local"}
+    if settings.get("interval"):
+        env["PLAYGROUND_INTERVAL"] = str(settings["interval"])
+    return env
+
+
+def _start_dagster(h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool],
+                   settings: dict[str, Any], out: Out) -> None:
+    """Start dagster-daemon and dagster-webserver on the project's workspace.yaml."""
+    dh = dagster_home(h)
+    dh.mkdir(parents=True, exist_ok=True)
+    (dh / "dagster.yaml").write_text(DAGSTER_YAML)
+    workspace = REPO_ROOT / "workspace.yaml"
+    if not workspace.exists():
+        raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
+    bindir = Path(sys.executable).parent
+    env = dagster_env(h, settings)
+    if running.get("dagster-daemon"):
+        out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
+    else:
+        comps["dagster-daemon"] = _start([str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
+                                         h.logs / "dagster-daemon.log", cwd=REPO_ROOT, env=env)
+        out(f"  dagster      daemon started (pid {comps['dagster-daemon']['pid']})")
+    if running.get("dagster-webserver"):
+        out(f"  dagster      webserver already running (pid {comps['dagster-webserver']['pid']})")
+    else:
+        _port_owner_check("dagster-webserver", p["dagster"], "--dagster-port")
+        comps["dagster-webserver"] = _start(
+            [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(p["dagster"])],
+            h.logs / "dagster-webserver.log", cwd=REPO_ROOT, env=env)
+        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['dagster']}/server_info", timeout=2.0), 120,
+                    "dagster-webserver", comps["dagster-webserver"])
+        out(f"  dagster      webserver started (pid {comps['dagster-webserver']['pid']})")
+
+
+def _sync(cluster: Any, h: Home, out: Out) -> None:
+    """Validate and apply the manifests at the origin's head (nothing is applied if any is invalid): the same
+    sync as the ``gitops_sync`` job (``playground.gitops``)."""
+    from playground.gitops import GitSource, apply_sync, plan_sync
+
+    src = GitSource(str(h.git_origin), h.root / "git" / "work" / "up")
+    sha = src.fetch()
+    plan = plan_sync(cluster, src.path)
+    if not plan.ok:
+        raise EnvError(f"the manifests at {sha[:12]} of {h.git_origin} are invalid; nothing was applied:\n"
+                       + plan.report())
+    out(f"  sync         {sha[:12]}: {plan.summary()}")
+    apply_sync(cluster, plan)
 
 
 def _wait_ready(cluster: Any, timeout: float, out: Out) -> None:
@@ -382,6 +462,9 @@ def _print_addresses(h: Home, p: dict[str, int], out: Out) -> None:
     out(f"  prometheus   http://127.0.0.1:{p['prometheus']}/            (UI and API)")
     out(f"  registry     http://127.0.0.1:{p['registry']}/v2/         (OCI registry: images are tagged here)")
     out(f"  git origin   {h.git_origin}   (git clone {h.git_origin})")
+    if p.get("dagster") and (h.read_env() or {}).get("components", {}).get("dagster-webserver"):
+        out(f"  dagster UI   http://127.0.0.1:{p['dagster']}/            (assets, runs, sensors; "
+            f"DAGSTER_HOME={dagster_home(h)})")
     out(f"  logs         {h.logs}")
 
 
@@ -455,6 +538,8 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
         "prometheus": f"http://127.0.0.1:{p.get('prometheus')}",
         "registry": f"http://127.0.0.1:{p.get('registry')}",
         "agent": str(h.root),
+        "dagster-daemon": f"DAGSTER_HOME={dagster_home(h)}",
+        "dagster-webserver": f"http://127.0.0.1:{p.get('dagster')}",
     }
     components = []
     for name in COMPONENTS:
@@ -544,7 +629,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--envoy-admin-port", type=int, default=None, help=f"Envoy admin (default {DEFAULT_PORTS['envoy_admin']})")
     p.add_argument("--prometheus-port", type=int, default=None, help=f"Prometheus (default {DEFAULT_PORTS['prometheus']})")
     p.add_argument("--registry-port", type=int, default=None, help=f"OCI registry (default {DEFAULT_PORTS['registry']})")
+    p.add_argument("--dagster-port", type=int, default=None, help=f"Dagster UI (default {DEFAULT_PORTS['dagster']})")
     p.add_argument("--no-sync", dest="sync", action="store_false", help="do not apply the manifests of the git origin")
+    p.add_argument("--no-dagster", dest="dagster", action="store_false",
+                   help="do not start dagster-daemon and dagster-webserver")
+    p.add_argument("--interval", default=None,
+                   help="analysis interval for releases run by the daemon, e.g. 3s (default: each Canary's own)")
     p.add_argument("--manifests", type=Path, default=None,
                    help="directory that seeds a new git origin (default: the project's manifests/)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the workloads (default 120)")
@@ -566,9 +656,10 @@ def _out(line: str) -> None:
 
 def _cli_up(args: argparse.Namespace) -> int:
     ports = Ports(gateway=args.gateway_port, mesh=args.mesh_port, envoy_admin=args.envoy_admin_port,
-                  prometheus=args.prometheus_port, registry=args.registry_port)
+                  prometheus=args.prometheus_port, registry=args.registry_port, dagster=args.dagster_port)
     try:
-        up(args.home, ports, sync=args.sync, manifests=args.manifests, timeout=args.timeout, out=_out)
+        up(args.home, ports, sync=args.sync, manifests=args.manifests, timeout=args.timeout, dagster=args.dagster,
+           interval=args.interval, out=_out)
     except (EnvError, ClusterError) as exc:
         print(f"playground up: {exc}", file=sys.stderr)
         print("(components that started keep running; `playground status` shows them, `playground down` stops them)",

@@ -1,0 +1,96 @@
+"""Asset graph of the GitOps repository and its releases (thin: specs only, recorded by jobs).
+
+Lineage as the UI shows it::
+
+    gitops/commit -> cluster/{mesh,gateway,prometheus,metric_templates,namespaces,loadtester}
+                  -> workloads/<ns>/<name> -> releases/<ns>/<name> -> release_metrics/<ns>/<name> (+ checks)
+                                                                   -> promotions/<ns>/<name>
+                                                                   -> rollbacks/<ns>/<name>
+
+Releases, their metrics, promotions and rollbacks are partitioned by revision (a dynamic partition per new
+revision of a target). The assets are recorded by the ``gitops_sync`` and ``canary_release`` jobs as each
+step happens (a release is materialized once per traffic step), so they are declared here as specs, not as
+functions to run: one way of doing each thing, in the engine.
+"""
+from __future__ import annotations
+
+import dagster as dg
+
+from playground.pipeline import COMPONENTS, Target, check_name, discover_targets
+
+GITOPS_COMMIT = dg.AssetKey(["gitops", "commit"])
+
+
+def component_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["cluster", name])
+
+
+def revisions(target: Target) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=target.partitions_name)
+
+
+def target_assets(target: Target) -> tuple[list[dg.AssetSpec], dg.AssetChecksDefinition | None]:
+    parts = revisions(target)
+    ns, name = target.namespace, target.name
+    workload = dg.AssetSpec(
+        ["workloads", ns, name],
+        deps=[GITOPS_COMMIT, component_key("mesh"), component_key("metric_templates"), component_key("namespaces")],
+        description=f"Deployment {ns}/{name} as applied from git (its revision = pod template + configs).",
+        group_name="workloads",
+        kinds={"kubernetes"},
+    )
+    release = dg.AssetSpec(
+        ["releases", ns, name],
+        deps=[workload.key],
+        partitions_def=parts,
+        description=f"Canary analysis of {ns}/{name} ({target.strategy}): one materialization per traffic step.",
+        group_name="releases",
+        kinds={"istio"},
+    )
+    metrics = dg.AssetSpec(
+        ["release_metrics", ns, name],
+        deps=[release.key],
+        partitions_def=parts,
+        description=f"Metric values measured at each analysis tick of {ns}/{name}; checks per metric.",
+        group_name="releases",
+        kinds={"prometheus"},
+    )
+    promotion = dg.AssetSpec(
+        ["promotions", ns, name], deps=[release.key], partitions_def=parts, group_name="releases",
+        description=f"Promotion of a revision of {ns}/{name} to the primary.",
+    )
+    rollback = dg.AssetSpec(
+        ["rollbacks", ns, name], deps=[release.key], partitions_def=parts, group_name="releases",
+        description=f"Rollback of a revision of {ns}/{name}: all traffic back on the primary.",
+    )
+    checks = None
+    if target.metrics:
+        specs = [dg.AssetCheckSpec(check_name(m), asset=metrics.key, description=f"metric {m}") for m in target.metrics]
+
+        @dg.multi_asset_check(specs=specs, name=f"metric_checks_{target.ident}")
+        def _checks(context):  # pragma: no cover - evaluations are recorded by canary_release
+            raise dg.Failure("metric checks are evaluated by canary_release runs at each analysis tick")
+
+        checks = _checks
+    return [workload, release, metrics, promotion, rollback], checks
+
+
+def build_assets(targets: list[Target]) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
+    specs = [
+        dg.AssetSpec(GITOPS_COMMIT, description="HEAD of the GitOps repository as last synced.", group_name="gitops",
+                     kinds={"git"}),
+    ]
+    for name, description in COMPONENTS.items():
+        specs.append(dg.AssetSpec(component_key(name), deps=[GITOPS_COMMIT], description=description,
+                                  group_name="cluster"))
+    checks = []
+    for t in targets:
+        s, c = target_assets(t)
+        specs.extend(s)
+        if c is not None:
+            checks.append(c)
+    return specs, checks
+
+
+TARGETS = discover_targets()
+ASSETS, ASSET_CHECKS = build_assets(TARGETS)

@@ -1,0 +1,199 @@
+"""Jobs: ``gitops_sync`` (git -> cluster) and ``canary_release`` (one target's progressive delivery).
+
+Both are thin: the engine does the work (``playground.pipeline.sync``, ``playground.controller.Controller``);
+the ops record what happened as asset materializations and asset check evaluations, and log progress.
+"""
+
+import time
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+
+from assets import GITOPS_COMMIT, component_key
+from jobs.resources import PlaygroundResource
+from playground import pipeline
+from playground.controller import TickRecord
+from playground.models import Phase
+from playground.pipeline import TARGET_TAG, Target, check_name
+
+# ------------------------------------------------------------------------------------------------ sync
+
+
+class SyncConfig(dg.Config):
+    sha: str | None = None  # the commit the sensor saw (the sync applies the origin's HEAD, recorded)
+
+
+@dg.op(description="Validate every manifest of the GitOps HEAD, then apply them all in dependency order.")
+def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playground: PlaygroundResource) -> dict:
+    from playground.gitops import SyncError
+
+    rt = playground.runtime()
+    try:
+        outcome = pipeline.sync(rt)
+    except SyncError as e:
+        raise dg.Failure(
+            description=str(e).splitlines()[0],
+            metadata={"validation report": dg.MetadataValue.md("```\n" + str(e) + "\n```")},
+        ) from e
+    finally:
+        rt.close()
+    result = outcome.result
+    context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
+    context.log_event(dg.AssetMaterialization(GITOPS_COMMIT, metadata={
+        "sha": outcome.sha, "message": outcome.message, "applied": len(result.applied),
+        "unchanged": len(result.unchanged)}))
+    for comp, keys in outcome.components().items():
+        context.log_event(dg.AssetMaterialization(component_key(comp), metadata={
+            "sha": outcome.sha, "objects": dg.MetadataValue.json(keys)}))
+    for t in result.targets:
+        ns, name = t.canary.split("/")
+        context.log_event(dg.AssetMaterialization(["workloads", ns, name], metadata={
+            "sha": outcome.sha, "revision": t.new_revision, "previous_revision": t.old_revision or "",
+            "release_due": t.changed}))
+        if t.changed:
+            context.log.info(f"{t.canary}: new revision {t.new_revision} (was {t.old_revision or 'none'}): "
+                             "a canary_release run will be requested")
+    return {"sha": outcome.sha, "releases": [{"target": t.canary, "revision": t.new_revision}
+                                             for t in result.changed_targets]}
+
+
+@dg.job(description="Sync the cluster to the GitOps repository (validate all, then apply all).",
+        executor_def=dg.in_process_executor)
+def gitops_sync():
+    sync_manifests()
+
+
+# --------------------------------------------------------------------------------------------- release
+
+
+class ReleaseConfig(dg.Config):
+    target: str  # namespace/name of the Canary, e.g. prod/backend
+    image: str | None = None  # commit this image to the target's Deployment first (fluxctl release --update-image)
+    interval: str | None = None  # analysis interval override, e.g. "2s" (default: the Canary's)
+    max_ticks: int | None = None
+
+
+class ReleaseRecorder:
+    """Turns controller ticks into asset events: one release materialization per tick, one check per metric."""
+
+    def __init__(self, context: dg.OpExecutionContext, target: Target):
+        self.context = context
+        self.target = target
+        self.started = time.monotonic()
+        self.ticks = 0
+        self._partitions: set[str] = set()
+
+    def key(self, kind: str) -> dg.AssetKey:
+        return dg.AssetKey([kind, self.target.namespace, self.target.name])
+
+    def _partition(self, revision: str) -> str:
+        if revision not in self._partitions:
+            inst = self.context.instance
+            if not inst.has_dynamic_partition(self.target.partitions_name, revision):
+                inst.add_dynamic_partitions(self.target.partitions_name, [revision])
+            self._partitions.add(revision)
+        return revision
+
+    def on_tick(self, rec: TickRecord) -> None:
+        self.ticks += 1
+        st = rec.state.status
+        routes = rec.state.routes
+        part = self._partition(rec.revision)
+        metric_values = {c.name: c.value for c in rec.result.checks}
+        meta = {
+            "tick": rec.tick,
+            "phase": st.phase.value,
+            "routes": f"{routes.primary}/{routes.canary}" + (" +mirror" if routes.mirror else ""),
+            "canary_weight": st.canaryWeight,
+            "iterations": st.iterations,
+            "failed_checks": st.failedChecks,
+            "revision": rec.revision,
+            "events": dg.MetadataValue.md("\n".join(f"- {e}" for e in rec.result.events) or "-"),
+        }
+        for name, value in metric_values.items():
+            meta[f"metric/{name}"] = value if value is not None else "no values"
+        self.context.log_event(dg.AssetMaterialization(self.key("releases"), partition=part, metadata=meta))
+        if rec.result.checks:
+            self.context.log_event(dg.AssetMaterialization(self.key("release_metrics"), partition=part, metadata={
+                "tick": rec.tick, **{n: (v if v is not None else "no values") for n, v in metric_values.items()}}))
+        for c in rec.result.checks:
+            self.context.log_event(dg.AssetCheckEvaluation(
+                asset_key=self.key("release_metrics"), check_name=check_name(c.name), passed=c.passed,
+                partition=part, metadata={"value": c.value if c.value is not None else "no values",
+                                          "message": c.message, "query": dg.MetadataValue.text(c.query or ""),
+                                          "tick": rec.tick}))
+        checks = ", ".join(f"{c.name}={'-' if c.value is None else round(c.value, 3)}{'' if c.passed else ' FAIL'}"
+                           for c in rec.result.checks)
+        self.context.log.info(
+            f"tick {rec.tick}: {st.phase.value} routes {routes.primary}/{routes.canary}"
+            f"{' mirror' if routes.mirror else ''} weight {st.canaryWeight} iterations {st.iterations} "
+            f"failedChecks {st.failedChecks}" + (f" | {checks}" if checks else "")
+            + (f" | {'; '.join(rec.result.events)}" if rec.result.events else ""))
+
+    def finish(self, rec: TickRecord, reason: str) -> dict:
+        st = rec.state.status
+        part = self._partition(rec.revision)
+        outcome = {"target": self.target.key, "revision": rec.revision, "phase": st.phase.value,
+                   "ticks": self.ticks, "duration_s": round(time.monotonic() - self.started, 1),
+                   "failed_checks": st.failedChecks, "reason": reason}
+        if st.phase == Phase.Succeeded:
+            self.context.log_event(dg.AssetMaterialization(self.key("promotions"), partition=part, metadata=outcome))
+        elif st.phase == Phase.Failed:
+            self.context.log_event(dg.AssetMaterialization(self.key("rollbacks"), partition=part, metadata=outcome))
+        return outcome
+
+
+def _reason(rec: TickRecord) -> str:
+    events = list(rec.result.events)
+    return events[-1] if events else rec.state.status.phase.value
+
+
+@dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
+def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: PlaygroundResource) -> dict:
+    rt = playground.runtime()
+    ns, _, name = config.target.partition("/")
+    try:
+        if config.image:
+            from playground.images import set_workload_image
+
+            sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
+            context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
+            outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
+            context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
+        from playground.models import parse_duration
+
+        ctl = rt.controller(log=context.log.info,
+                            interval=parse_duration(config.interval) if config.interval else None)
+        canary = ctl.canary(config.target)
+        from playground import analysis
+
+        target = Target(canary.namespace, canary.name, analysis.strategy(canary),
+                        tuple(m.name for m in canary.spec.analysis.metrics))
+        recorder = ReleaseRecorder(context, target)
+        context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
+        try:
+            final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
+            ctl.make_safe(config.target)
+            raise
+        outcome = recorder.finish(final, _reason(final))
+        context.log.info(f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "
+                         f"({outcome['duration_s']}s, {outcome['failed_checks']} failed checks)")
+        return outcome
+    finally:
+        rt.close()
+
+
+@dg.job(
+    description="Progressive delivery of one canary target: every traffic step, metric check, promotion "
+    "and rollback is recorded on the target's release assets.",
+    executor_def=dg.in_process_executor,
+)
+def canary_release():
+    release()
+
+
+def release_run_tags(target: str) -> dict[str, str]:
+    """Tags of a canary_release run: the target tag carries the one-run-per-target concurrency limit."""
+    return {TARGET_TAG: target.replace("/", "-")}

@@ -1,0 +1,356 @@
+"""The canary control loop: observe -> decide -> act -> record -> persist, one tick at a time.
+
+This is Flagger's scheduler, backend-agnostic: it talks to a ``Cluster`` (local or kubernetes), asks the pure
+state machine (``playground.analysis.tick``) what to do, carries out the actions it returns with objects from
+``playground.routing``, and persists the analysis state in the Canary's status after every tick, so that a
+crashed or restarted run resumes where it stopped. On resume the mesh routes are read back from the
+VirtualService (the mesh is the truth, as in Flagger's ``GetRoutes``), and every decision is taken on metrics
+queried at that tick: nothing is promoted on data from before the restart.
+
+The Dagster layer wraps ``Controller.run`` in the ``canary_release`` job; the CLI and the tests call it
+directly.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from playground import analysis, hooks, metrics, routing
+from playground.alerts import alert_fields, notify
+from playground.cluster.base import Cluster, ClusterError, WorkloadStatus
+from playground.models import (
+    AlertProvider,
+    Canary,
+    CanaryMetric,
+    CanaryStatus,
+    CanaryWebhook,
+    HookType,
+    MetricTemplate,
+    Phase,
+    parse_duration,
+)
+from playground.observe import MetricValue, Observation, Readiness, WebhookAnswer
+
+CANARY_API = ("flagger.app/v1beta1", "Canary")
+# Phases in which a release of the current revision has nothing more to do.
+IDLE = (Phase.Initialized, Phase.Succeeded, Phase.Failed)
+
+
+class ControllerError(RuntimeError):
+    """The release cannot proceed (missing Canary or target, bootstrap failure); the message says why."""
+
+
+@dataclass
+class Settings:
+    """How the controller reaches the outside world."""
+
+    default_prometheus: str = "http://prometheus.istio-system:9090"
+    interval_override: float | None = None  # seconds; the local demo runs shorter ticks than the manifests
+    http_proxy: str | None = None  # the local mesh proxy through which in-cluster names resolve
+    secrets: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    bootstrap_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """What one tick did, for logs, Dagster materializations and tests."""
+
+    tick: int
+    at: str
+    revision: str
+    result: analysis.TickResult
+
+    @property
+    def state(self) -> analysis.CanaryState:
+        return self.result.state
+
+    @property
+    def phase(self) -> Phase:
+        return self.result.state.status.phase
+
+
+def _now_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LiveProbe:
+    """Answers the state machine's questions with real webhooks and Prometheus queries."""
+
+    def __init__(self, controller: "Controller", canary: Canary, checksum: str):
+        self._c = controller
+        self._canary = canary
+        self._checksum = checksum
+
+    def webhook(self, hook: CanaryWebhook, phase: Phase) -> WebhookAnswer:
+        return hooks.call_webhook(self._canary, hook, phase, self._checksum, proxy=self._c.settings.http_proxy)
+
+    def metric(self, metric: CanaryMetric) -> MetricValue:
+        return metrics.query_metric(
+            self._canary,
+            metric,
+            self._c.templates(),
+            secrets=self._c.settings.secrets,
+            default_prometheus=self._c.settings.default_prometheus,
+            proxy=self._c.settings.http_proxy,
+        )
+
+
+class Controller:
+    def __init__(
+        self,
+        cluster: Cluster,
+        settings: Settings | None = None,
+        *,
+        log: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.cluster = cluster
+        self.settings = settings or Settings()
+        self.log = log
+        self.clock = clock
+        self.sleep = sleep
+
+    # ------------------------------------------------------------------------------------ reading
+    def canary(self, key: str) -> Canary:
+        ns, _, name = key.partition("/")
+        if not name:
+            raise ControllerError(f"target {key!r} must be NAMESPACE/NAME, e.g. prod/backend")
+        obj = self.cluster.get(*CANARY_API, ns, name)
+        if obj is None:
+            raise ControllerError(
+                f"Canary {key} not found in the {self.cluster.name} cluster; sync the GitOps repository first "
+                f"(it must contain a flagger.app/v1beta1 Canary named {name} in namespace {ns})"
+            )
+        return Canary.model_validate({k: v for k, v in obj.items() if k != "status"})
+
+    def templates(self) -> dict[tuple[str, str], MetricTemplate]:
+        out = {}
+        for obj in self.cluster.list("flagger.app/v1beta1", "MetricTemplate"):
+            t = MetricTemplate.model_validate({k: v for k, v in obj.items() if k != "status"})
+            out[(t.metadata.namespace or "default", t.metadata.name)] = t
+        return out
+
+    def providers(self) -> dict[tuple[str, str], AlertProvider]:
+        out = {}
+        for obj in self.cluster.list("flagger.app/v1beta1", "AlertProvider"):
+            p = AlertProvider.model_validate({k: v for k, v in obj.items() if k != "status"})
+            out[(p.metadata.namespace or "default", p.metadata.name)] = p
+        return out
+
+    def _target(self, canary: Canary) -> dict[str, Any]:
+        ref = canary.spec.targetRef
+        obj = self.cluster.get("apps/v1", "Deployment", canary.namespace, ref.name)
+        if obj is None:
+            raise ControllerError(
+                f"Canary {canary.key}: target Deployment {canary.namespace}/{ref.name} not found; "
+                "check spec.targetRef and that the Deployment is in the GitOps repository"
+            )
+        return obj
+
+    def _configs(self, canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for kind, name in sorted(routing.referenced_configs(target["spec"]["template"].get("spec") or {})):
+            obj = self.cluster.get("v1", kind, canary.namespace, name)
+            if obj is not None:
+                out.append(obj)
+        return out
+
+    def _hpa(self, canary: Canary) -> dict[str, Any] | None:
+        ref = canary.spec.autoscalerRef
+        if ref is None:
+            return None
+        return self.cluster.get(ref.apiVersion or "autoscaling/v2", "HorizontalPodAutoscaler", canary.namespace, ref.name)
+
+    def revision(self, canary: Canary) -> str:
+        target = self._target(canary)
+        return routing.revision(target, self._configs(canary, target))
+
+    def interval(self, canary: Canary) -> float:
+        if self.settings.interval_override:
+            return float(self.settings.interval_override)
+        return max(10.0, parse_duration(canary.spec.analysis.interval or "60s"))
+
+    # ------------------------------------------------------------------------------------ state
+    def load_state(self, canary: Canary) -> analysis.CanaryState | None:
+        """The persisted status, with the routes read back from the VirtualService.
+
+        The mesh is the truth for routes (as Flagger's GetRoutes): a run killed between acting and persisting
+        resumes from the traffic split actually in force.
+        """
+        status = self.cluster.get_canary_status(canary.namespace, canary.name)
+        if status is None:
+            return None
+        routes = analysis.ALL_TO_PRIMARY
+        vs = self.cluster.get("networking.istio.io/v1beta1", "VirtualService", canary.namespace,
+                              routing.service_names(canary)[0])
+        if vs is not None:
+            routes = analysis.Routes(*routing.routes_of(canary, vs))
+        return analysis.CanaryState.from_status(status, routes)
+
+    def save_state(self, canary: Canary, state: analysis.CanaryState) -> None:
+        self.cluster.set_canary_status(canary.namespace, canary.name, state.status)
+
+    # ------------------------------------------------------------------------------------ readiness
+    def _readiness(self, canary: Canary, name: str, threshold: int | None) -> Readiness:
+        ws: WorkloadStatus = self.cluster.workload_status(canary.namespace, name)
+        ready = ws.is_ready(threshold or 100)
+        exceeded = ws.deadline_exceeded
+        if not ready and ws.unavailable_since is not None:
+            exceeded = exceeded or (self.clock() - ws.unavailable_since) > canary.spec.progressDeadlineSeconds
+        msg = ws.message or f"{ws.ready}/{ws.desired} replicas ready"
+        return Readiness(ready=ready, deadline_exceeded=exceeded and not ready, message=msg)
+
+    def observe(self, canary: Canary) -> Observation:
+        a = canary.spec.analysis
+        return Observation(
+            revision=self.revision(canary),
+            canary=self._readiness(canary, canary.spec.targetRef.name, a.canaryReadyThreshold),
+            primary=self._readiness(canary, routing.primary_name(canary.spec.targetRef.name), a.primaryReadyThreshold),
+            now=_now_iso(self.clock()),
+        )
+
+    # ------------------------------------------------------------------------------------ bootstrap
+    def bootstrap(self, canary: Canary) -> analysis.CanaryState:
+        """Create the primary Deployment (+ configs, HPA), Services, DestinationRules and the VirtualService
+        (all traffic to the primary) for a Canary seen for the first time, or whose primary is missing.
+
+        Returns the persisted state; a new canary starts Initializing and the state machine moves it to
+        Initialized (target scaled to zero) once the primary is ready.
+        """
+        state = self.load_state(canary)
+        primary = routing.primary_name(canary.spec.targetRef.name)
+        if state is not None and self.cluster.get("apps/v1", "Deployment", canary.namespace, primary) is not None:
+            return state
+        target = self._target(canary)
+        configs = self._configs(canary, target)
+        hpa = self._hpa(canary)
+        self.log(f"{canary.key}: initializing: creating {primary} (copy of {target['metadata']['name']}), "
+                 "services, destination rules and routes (all traffic to the primary)")
+        for obj in routing.bootstrap_objects(canary, target, hpa=hpa, configs=configs,
+                                             replicas=self._canary_replicas(canary)):
+            self.cluster.apply(obj)
+        if state is None:
+            state = analysis.CanaryState.initial()
+            self.save_state(canary, state)
+        return state
+
+    # ------------------------------------------------------------------------------------ acting
+    def _canary_replicas(self, canary: Canary) -> int:
+        target = self._target(canary)
+        replicas = target["spec"].get("replicas") or 1
+        hpa = self._hpa(canary)
+        if hpa is not None:
+            replicas = max(replicas, hpa["spec"].get("minReplicas", 1))
+        return replicas
+
+    def _set_routes(self, canary: Canary, r: analysis.Routes) -> None:
+        self.cluster.apply(routing.virtual_service(canary, r.primary, r.canary, r.mirror))
+
+    def _promote(self, canary: Canary) -> None:
+        target = self._target(canary)
+        configs = self._configs(canary, target)
+        hpa = self._hpa(canary)
+        for obj in routing.primary_configs(target, configs):
+            self.cluster.apply(obj)
+        current = self.cluster.get("apps/v1", "Deployment", canary.namespace, routing.primary_name(target["metadata"]["name"]))
+        replicas = (current or {}).get("spec", {}).get("replicas")
+        self.cluster.apply(routing.primary_deployment(canary, target, configs, replicas=replicas))
+        if hpa is not None:
+            self.cluster.apply(routing.primary_hpa(canary, hpa))
+
+    def _alert(self, canary: Canary, alert: analysis.Alert) -> None:
+        if not canary.spec.analysis.alerts:
+            return
+        for d in notify(canary, alert.severity, alert.message, self.providers(), secrets=self.settings.secrets,
+                        env=self.settings.env, fields=alert_fields(canary), proxy=self.settings.http_proxy):
+            if not d.ok:
+                self.log(f"{canary.key}: alert via {d.provider} failed: {d.error}")
+
+    def act(self, canary: Canary, result: analysis.TickResult) -> None:
+        for action in result.actions:
+            if isinstance(action, analysis.SetRoutes):
+                self._set_routes(canary, action.routes)
+            elif isinstance(action, analysis.ScaleCanary):
+                self.cluster.scale(canary.namespace, canary.spec.targetRef.name, self._canary_replicas(canary))
+            elif isinstance(action, analysis.ScaleCanaryToZero):
+                self.cluster.scale(canary.namespace, canary.spec.targetRef.name, 0)
+            elif isinstance(action, analysis.PromoteCanarySpec):
+                self._promote(canary)
+            elif isinstance(action, analysis.RunHooks):
+                for ans in hooks.call_hooks(canary, action.type, action.phase, result.state.lastAppliedSpec or "",
+                                            stop_on_failure=False, proxy=self.settings.http_proxy):
+                    self.log(f"{canary.key}: {action.type.value} hook {ans.name}: "
+                             f"{'ok' if ans.ok else 'failed'} ({ans.status or ans.error})")
+            elif isinstance(action, analysis.Alert):
+                self._alert(canary, action)
+            else:  # pragma: no cover - a new action type must be handled here
+                raise ControllerError(f"unknown action {action!r}")
+
+    # ------------------------------------------------------------------------------------ loop
+    def make_safe(self, key: str) -> None:
+        """Route all traffic to the primary (used when a run is terminated or crashes)."""
+        canary = self.canary(key)
+        self._set_routes(canary, analysis.Routes(100, 0, False))
+        state = self.load_state(canary)
+        if state is not None:
+            self.save_state(canary, state.with_routes(analysis.Routes(100, 0, False)))
+        self.log(f"{key}: all traffic routed to the primary")
+
+    def _event_hooks(self, canary: Canary, result: analysis.TickResult) -> None:
+        """Forward the tick's events to the canary's event webhooks (Flagger's event hooks)."""
+        event_hooks = hooks.hooks_of_type(canary, HookType.event)
+        for message in result.events:
+            for hook in event_hooks:
+                hooks.call_event_webhook(canary, hook, result.state.phase, message, proxy=self.settings.http_proxy)
+
+    def step(self, key: str, tick: int = 0) -> TickRecord:
+        """One tick: observe, decide, act, then persist (so a crash repeats at most the actions of one tick,
+        all of which are idempotent)."""
+        canary = self.canary(key)
+        state = self.bootstrap(canary)
+        obs = self.observe(canary)
+        result = analysis.tick(canary, state, obs, LiveProbe(self, canary, obs.revision))
+        self.act(canary, result)
+        self.save_state(canary, result.state)
+        self._event_hooks(canary, result)
+        for line in result.events:
+            self.log(f"{key}: {line}")
+        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result)
+
+    def run(
+        self,
+        key: str,
+        *,
+        on_tick: Callable[[TickRecord], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        max_ticks: int | None = None,
+    ) -> TickRecord:
+        """Tick until the release of the current revision ends in Succeeded or Failed.
+
+        A canary that is already Initialized/Succeeded/Failed for its current revision ends after one tick
+        (nothing to do); a new revision found on that tick starts the analysis.
+        """
+        n = 0
+        record: TickRecord | None = None
+        while True:
+            start = self.clock()
+            record = self.step(key, n)
+            if on_tick:
+                on_tick(record)
+            n += 1
+            phase = record.phase
+            if phase in IDLE and record.revision == record.state.status.lastAppliedSpec:
+                return record
+            if max_ticks is not None and n >= max_ticks:
+                return record
+            if should_stop and should_stop():
+                return record
+            canary = self.canary(key)
+            # Initialization only waits for the primary: poll it faster than the analysis interval.
+            wait = 1.0 if phase == Phase.Initializing else self.interval(canary)
+            self.sleep(max(0.0, wait - (self.clock() - start)))

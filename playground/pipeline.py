@@ -1,0 +1,160 @@
+"""Engine helpers the Dagster layer is wired onto (no Dagster import here).
+
+Names of assets, partitions and tags are derived here once, so the Dagster modules (assets/, jobs/, sensors/)
+stay thin and the CLI can compute the same names (e.g. ``playground history``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Cluster components recorded by gitops_sync, with how each is recognised among the applied objects.
+COMPONENTS = {
+    "mesh": "Istio control plane (IstioOperator) and the mesh configuration.",
+    "gateway": "Istio ingress Gateway(s) exposing services to users.",
+    "prometheus": "The Prometheus the metric templates query (reachability checked at sync).",
+    "metric_templates": "MetricTemplates and AlertProviders used by the canaries.",
+    "namespaces": "Namespaces of the workloads.",
+    "loadtester": "Flagger's load tester that runs the canaries' webhooks.",
+}
+
+TARGET_TAG = "gitops-playground/target"  # one canary_release run per target at a time (tag concurrency)
+
+
+def component_of(obj: dict) -> str | None:
+    """Which cluster component an applied object belongs to (None for workloads and others)."""
+    kind = obj.get("kind")
+    name = (obj.get("metadata") or {}).get("name", "")
+    if kind == "IstioOperator":
+        return "mesh"
+    if kind == "Gateway":
+        return "gateway"
+    if kind in ("MetricTemplate", "AlertProvider"):
+        return "metric_templates"
+    if kind == "Namespace":
+        return "namespaces"
+    if "loadtester" in name and kind in ("Deployment", "Service"):
+        return "loadtester"
+    return None
+
+
+def check_name(metric: str) -> str:
+    """A Dagster-safe asset check name for a canary metric (``error-rate`` -> ``error_rate``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", metric)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A canary target as the pipeline names it."""
+
+    namespace: str
+    name: str
+    strategy: str = "canary"
+    metrics: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ident(self) -> str:
+        return check_name(f"{self.namespace}_{self.name}")
+
+    @property
+    def partitions_name(self) -> str:
+        return f"revisions_{self.ident}"
+
+    @property
+    def tag_value(self) -> str:
+        return f"{self.namespace}-{self.name}"
+
+
+def targets_from(manifest_dir: Path) -> list[Target]:
+    """Canary targets declared in a manifests tree (invalid files are skipped here; sync reports them)."""
+    from playground import analysis
+    from playground.manifests import load_tree
+
+    mset = load_tree(manifest_dir)
+    out = []
+    for c in mset.canaries():
+        out.append(Target(c.namespace, c.name, analysis.strategy(c), tuple(m.name for m in c.spec.analysis.metrics)))
+    return sorted(out, key=lambda t: t.key)
+
+
+def discover_targets() -> list[Target]:
+    """Targets of the manifests this code location ships (``$PLAYGROUND_MANIFESTS`` or ``manifests/``)."""
+    path = Path(os.environ.get("PLAYGROUND_MANIFESTS") or REPO_ROOT / "manifests")
+    if not path.exists():
+        return []
+    return targets_from(path)
+
+
+# ------------------------------------------------------------------------------------------ gitops sync
+
+
+@dataclass
+class SyncOutcome:
+    """A sync of the cluster to the GitOps origin's HEAD."""
+
+    sha: str
+    message: str
+    plan: "object"  # playground.gitops.SyncPlan
+    result: "object"  # playground.gitops.SyncResult
+
+    def components(self) -> dict[str, list[str]]:
+        """Applied (created or updated) objects per cluster component."""
+        applied = set(self.result.applied)
+        out: dict[str, list[str]] = {}
+        for item in self.plan.items:
+            comp = component_of(item.desired)
+            if comp and item.key in applied:
+                out.setdefault(comp, []).append(item.key)
+        return out
+
+
+def sync(runtime, *, purpose: str = "sync") -> SyncOutcome:
+    """Fetch the GitOps origin, validate every manifest, then apply them all in dependency order.
+
+    Raises ``playground.gitops.SyncError`` carrying the validation report when any manifest is invalid;
+    nothing is applied then. ``runtime`` is a ``playground.runtime.Runtime``.
+    """
+    from playground.gitops import SyncError, apply_sync, plan_sync
+
+    git = runtime.git(purpose)
+    sha = git.fetch()
+    message = git.repo.commit(sha).message.strip()
+    cluster = runtime.cluster()
+    plan = plan_sync(cluster, git.path)
+    if not plan.ok:
+        raise SyncError(f"commit {sha[:12]}: invalid manifests, nothing applied\n{plan.report()}", findings=plan.errors)
+    result = apply_sync(cluster, plan)
+    return SyncOutcome(sha=sha, message=message, plan=plan, result=result)
+
+
+def alert_failed_run(runtime, *, job: str, run_id: str, target: str | None, message: str) -> list[str]:
+    """Send an error alert for a failed run to the target canary's providers (all canaries' for a sync)."""
+    from playground.alerts import notify
+    from playground.controller import Controller
+
+    ctl = Controller(runtime.cluster(), log=lambda _: None)
+    keys = [target] if target else [
+        f"{(o.get('metadata') or {}).get('namespace', 'default')}/{o['metadata']['name']}"
+        for o in runtime.cluster().list("flagger.app/v1beta1", "Canary")
+    ]
+    text = f"Dagster run {run_id[:8]} of {job} failed: {message}"
+    out = []
+    providers = ctl.providers()
+    secrets = runtime.secrets()
+    for key in keys:
+        try:
+            canary = ctl.canary(key)
+        except Exception as e:  # the canary may be gone or invalid: say so, keep alerting the others
+            out.append(f"{key}: cannot alert: {e}")
+            continue
+        for d in notify(canary, "error", text, providers, secrets=secrets, env=runtime.config.env):
+            out.append(f"{key}: alert via {d.provider}: {'sent' if d.ok else d.error}")
+    return out
