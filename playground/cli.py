@@ -14,6 +14,7 @@ CLI_MODULES = [
     "playground.manifests",
     "playground.backtest",
     "playground.local.env",
+    "playground.demo",
 ]
 
 
