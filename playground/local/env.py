@@ -352,6 +352,8 @@ DAGSTER_YAML = """\
 # Written by `playground up`.
 telemetry:
   enabled: false
+nux:
+  enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 8
