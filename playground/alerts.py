@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from playground.secrets import lookup_secret
 from playground.models import AlertProvider, AlertProviderType, AlertSeverity, Canary, CanaryAlert, Phase
 
 __all__ = [
@@ -177,16 +178,6 @@ class AddressError(Exception):
     """The provider's address cannot be found (or is refused); the message says what to do."""
 
 
-def _secret(secrets: Mapping[Any, Mapping[str, Any]] | None, namespace: str, name: str) -> dict[str, str] | None:
-    if not secrets:
-        return None
-    data = secrets.get((namespace, name))
-    if data is None:
-        data = secrets.get(f"{namespace}/{name}")
-    if data is None:
-        return None
-    return {k: v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for k, v in data.items()}
-
 
 def provider_address(
     provider: AlertProvider,
@@ -205,7 +196,7 @@ def provider_address(
             f"variable named by spec.addressFromEnv"
         )
     if spec.secretRef is not None:
-        data = _secret(secrets, ns, spec.secretRef.name)
+        data = lookup_secret(secrets, ns, spec.secretRef.name)
         if data is None:
             raise AddressError(f"{ref}: secret {ns}/{spec.secretRef.name} (spec.secretRef) not found")
         address = data.get("address", "").strip()

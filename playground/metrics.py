@@ -61,6 +61,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from playground.secrets import lookup_secret
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.observe import MetricValue
 
@@ -73,7 +74,6 @@ __all__ = [
     "PrometheusProvider",
     "ResolvedQuery",
     "identity",
-    "lookup_secret",
     "query_metric",
     "render",
     "resolve_query",
@@ -198,17 +198,6 @@ class ResolvedQuery:
     insecure_skip_verify: bool = False
     truncate: bool = False  # request-duration: whole milliseconds
 
-
-def lookup_secret(secrets: Mapping[Any, Mapping[str, Any]] | None, namespace: str, name: str) -> dict[str, str] | None:
-    """Find a secret's data by ``(namespace, name)`` (or ``"namespace/name"``); values are decoded to str."""
-    if not secrets:
-        return None
-    data = secrets.get((namespace, name))
-    if data is None:
-        data = secrets.get(f"{namespace}/{name}")
-    if data is None:
-        return None
-    return {k: v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for k, v in data.items()}
 
 
 def _metric_interval(metric: CanaryMetric) -> str:

@@ -130,7 +130,7 @@ class Runtime:
 
     def secrets(self) -> dict[tuple[str, str], dict[str, str]]:
         """Secrets the engine may read (alert addresses, Prometheus credentials), from the cluster."""
-        from playground.local.cluster import decode_secret
+        from playground.secrets import decode_secret
 
         out = {}
         for obj in self.cluster().list("v1", "Secret"):

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from playground.local.loadtester import command_argv, needs_shell, parse_duration
+from playground.durations import parse_duration
+from playground.local.loadtester import command_argv, needs_shell
 from tests.support.procs import free_port, start_process, stop_process, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]

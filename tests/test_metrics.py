@@ -16,12 +16,12 @@ from playground.metrics import (
     ISTIO_QUERIES,
     MetricError,
     PrometheusProvider,
-    lookup_secret,
     query_metric,
     render,
     resolve_query,
 )
 from playground.models import Canary, CanaryMetric, MetricTemplate
+from playground.secrets import lookup_secret
 from tests.support.http_server import RecordingServer, Reply
 from tests.support.prometheus import PrometheusProcess, free_port, prometheus_available
 

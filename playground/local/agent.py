@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from playground.secrets import decode_secret
 from playground.local.cluster import (
     HEARTBEAT_KEY,
     HEARTBEAT_PERIOD,
     configs_index,
-    decode_secret,
     desired_replicas,
     pod_revision,
     render_envoy,

@@ -20,7 +20,6 @@ module only stores them and reports readiness.
 """
 from __future__ import annotations
 
-import base64
 import copy
 import fcntl
 import hashlib
@@ -34,7 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from playground import routing
 from playground.cluster.base import Cluster, ClusterError, NotFound, WorkloadStatus
-from playground.local.store import Home, Store, atomic_write, default_home
+from playground.fsutil import atomic_write
+from playground.local.store import Home, Store, default_home
 from playground.models import CanaryStatus
 
 __all__ = [
@@ -470,15 +470,3 @@ class LocalCluster(Cluster):
             return url
         h, p = eps.addresses[0]
         return urlunsplit(parts._replace(netloc=f"{h}:{p}"))
-
-
-def decode_secret(obj: dict[str, Any]) -> dict[str, str]:
-    """A Secret's values: ``data`` (base64) decoded, ``stringData`` as is (wins, as in Kubernetes)."""
-    out = {}
-    for k, v in (obj.get("data") or {}).items():
-        try:
-            out[k] = base64.b64decode(str(v)).decode()
-        except (ValueError, UnicodeDecodeError):
-            out[k] = str(v)
-    out.update({k: str(v) for k, v in (obj.get("stringData") or {}).items()})
-    return out

@@ -51,6 +51,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from playground.fsutil import replace_if_changed
+
 __all__ = [
     "CONFIG_DIR_PLACEHOLDER",
     "EnvoyConfig",
@@ -1141,28 +1143,6 @@ def _dump(doc: dict[str, Any]) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
 
 
-def _replace_if_changed(path: Path, text: str) -> bool:
-    """Atomically replace ``path`` with ``text`` (temp file in the same directory + rename) unless equal."""
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # No fsync: Envoy reads through the page cache, the rename alone makes the switch atomic for it, and
-        # the files are re-rendered from the object store on start (an fsync costs ~50 ms per file here).
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return True
-
 
 def write_config(cfg: EnvoyConfig, directory: Path) -> bool:
     """Write ``cfg`` into ``directory``; return True if any file changed.
@@ -1176,11 +1156,11 @@ def write_config(cfg: EnvoyConfig, directory: Path) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     where = str(directory.resolve())
     changed = False
-    changed |= _replace_if_changed(directory / CDS_FILE, _dump(_resolve(cfg.cds, where)))
+    changed |= replace_if_changed(directory / CDS_FILE, _dump(_resolve(cfg.cds, where)))
     for name in sorted(cfg.rds):
-        changed |= _replace_if_changed(directory / name, _dump(_resolve(cfg.rds[name], where)))
-    changed |= _replace_if_changed(directory / LDS_FILE, _dump(_resolve(cfg.lds, where)))
-    changed |= _replace_if_changed(directory / BOOTSTRAP_FILE, _dump(_resolve(cfg.bootstrap, where)))
+        changed |= replace_if_changed(directory / name, _dump(_resolve(cfg.rds[name], where)))
+    changed |= replace_if_changed(directory / LDS_FILE, _dump(_resolve(cfg.lds, where)))
+    changed |= replace_if_changed(directory / BOOTSTRAP_FILE, _dump(_resolve(cfg.bootstrap, where)))
     return changed
 
 

@@ -62,6 +62,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from playground.durations import parse_duration
+
 MAX_BODY = 1024 * 1024
 DEFAULT_TIMEOUT = 3600.0  # Flagger: flag.DurationVar(&timeout, "timeout", time.Hour, "Load test exec timeout.")
 
@@ -79,19 +81,6 @@ def log(level: str, msg: str, **fields: Any) -> None:
         except (OSError, ValueError):
             pass
 
-
-def parse_duration(text: str) -> float:
-    """Seconds from a Go duration ("1h", "90s", "1m30s", "500ms") or a plain number of seconds."""
-    s = str(text).strip()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, like 30s, 1m or 1h")
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 def format_duration(seconds: float) -> str:
@@ -516,7 +505,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--allowlist", default=os.environ.get("LOADTESTER_ALLOWLIST"),
                         help='JSON file {"commands": [...]} of the commands that may run')
-    parser.add_argument("--timeout", type=parse_duration, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--timeout", type=lambda v: parse_duration(v, allow_plain=True), default=DEFAULT_TIMEOUT,
                         help="exec timeout of a command, Go duration (default 1h, as Flagger)")
     parser.add_argument("--log-level", default="info", help="accepted for compatibility")
     return parser.parse_known_args(_go_flags(argv))

@@ -77,6 +77,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from playground.durations import parse_duration
+
 DEFAULT_VERSION = "6.7.0"
 MAX_BODY = 4 * 1024 * 1024
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # Prometheus DefBuckets
@@ -137,19 +139,6 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"invalid boolean {text!r}: use true or false")
 
 
-def parse_duration(text: str | int | float) -> float:
-    """Seconds from a Go duration ("30s", "2m", "1m30s", "500ms") or a plain number of seconds."""
-    s = str(text).strip()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", s)
-    if not parts or "".join(n + u for n, u in parts) != s:
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, like 30s, 2m or 1m30s")
-    return sum(float(n) * units[u] for n, u in parts)
-
 
 def _convert(name: str, kind: str, raw: Any) -> Any:
     try:
@@ -164,7 +153,7 @@ def _convert(name: str, kind: str, raw: Any) -> Any:
                 return raw
             return [p for p in re.split(r"[\s,]+", str(raw)) if p]
         if kind == _DUR:
-            return parse_duration(raw)
+            return parse_duration(raw, allow_plain=True)
         if kind == _FRAC:
             rate = Fraction(str(raw).strip() or "0")
             if not 0 <= rate <= 1:

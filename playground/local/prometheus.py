@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from playground.fsutil import replace_if_changed
 
 __all__ = [
     "ENVOY_JOB",
@@ -132,24 +133,7 @@ def write_targets(path: Path, targets: Iterable[dict[str, Any]]) -> bool:
     """Atomically (re)write a file_sd JSON targets file; return True if its content changed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(list(targets), indent=1, sort_keys=True) + "\n"
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return True
+    return replace_if_changed(path, json.dumps(list(targets), indent=1, sort_keys=True) + "\n")
 
 
 def prometheus_args(config_path: Path, data_dir: Path, port: int, *, retention: str = "2d",

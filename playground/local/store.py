@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from playground.cluster.base import ClusterError, Conflict, NotFound
+from playground.fsutil import atomic_write
 
 __all__ = [
     "Home",
@@ -47,7 +47,6 @@ __all__ = [
     "object_key",
     "group_of",
     "CLUSTER_SCOPED",
-    "atomic_write",
 ]
 
 try:  # the manifest loader's list of cluster-scoped kinds, so both agree on which objects have no namespace
@@ -136,21 +135,6 @@ class Home:
         env = self.read_env()
         return dict(env.get("ports") or {}) if env else None
 
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # --------------------------------------------------------------------------------------------- objects
