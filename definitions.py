@@ -2,12 +2,13 @@
 import dagster as dg
 
 from assets import ASSET_CHECKS, ASSETS
+from assets.history import HISTORY_ASSETS
 from jobs import canary_release, gitops_sync
 from jobs.resources import PlaygroundResource
 from sensors import SENSORS
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, *HISTORY_ASSETS],
     asset_checks=ASSET_CHECKS,
     jobs=[gitops_sync, canary_release],
     sensors=SENSORS,

@@ -136,10 +136,12 @@ class ReleaseRecorder:
         outcome = {"target": self.target.key, "revision": rec.revision, "phase": st.phase.value,
                    "ticks": self.ticks, "duration_s": round(time.monotonic() - self.started, 1),
                    "failed_checks": st.failedChecks, "reason": reason}
-        if st.phase == Phase.Succeeded:
-            self.context.log_event(dg.AssetMaterialization(self.key("promotions"), partition=part, metadata=outcome))
-        elif st.phase == Phase.Failed:
-            self.context.log_event(dg.AssetMaterialization(self.key("rollbacks"), partition=part, metadata=outcome))
+        if st.phase in (Phase.Succeeded, Phase.Failed):
+            from assets.history import attach_release_history  # metric history + chart of the release window
+
+            meta = {**outcome, **attach_release_history(self.context, self.target, rec, outcome)}
+            kind = "promotions" if st.phase == Phase.Succeeded else "rollbacks"
+            self.context.log_event(dg.AssetMaterialization(self.key(kind), partition=part, metadata=meta))
         return outcome
 
 

@@ -30,6 +30,10 @@ Choices where DESIGN.md or Flagger leave room (each covered by a test):
 - In Promoting with ``stepWeightPromotion`` > 0 and no traffic left on the canary, the phase moves on to
   Finalising (Flagger would wait forever).
 - Event webhooks (type ``event``) are not actions: the controller forwards ``TickResult.events`` to them.
+- Extension: a metric with ``judge`` (``playground.judge``) is checked by comparing ``Probe.samples`` of the
+  canary and the primary (after its threshold, if it has one). A ``fail`` is a failed check (failedChecks + 1);
+  a critical one sets failedChecks to the threshold, so the next tick rolls back. ``Probe.samples`` is only
+  asked for judged metrics, and scipy is only imported for canaries that have one.
 """
 from __future__ import annotations
 
@@ -250,6 +254,10 @@ class MetricCheck:
     passed: bool
     message: str
     query: str = ""
+    # Judge extension (``playground.judge``): the decision and test statistics, and whether a failure is critical
+    # (a critical failure sets failedChecks to the threshold, so the next tick rolls back).
+    details: Any = None
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +399,7 @@ class _Plan:
     iterations: int
     step_promotion: int
     metrics: tuple[CanaryMetric, ...]
+    judged: bool  # some metric has a judge (extension): checked through playground.judge
     # webhooks asked during a tick, by type, in spec order
     hooks_confirm_rollout: tuple[CanaryWebhook, ...]
     hooks_pre_rollout: tuple[CanaryWebhook, ...]
@@ -418,6 +427,7 @@ class _Plan:
             iterations=a.iterations,
             step_promotion=a.stepWeightPromotion,
             metrics=tuple(checked_metrics(canary)),
+            judged=any(m.judge is not None for m in a.metrics),
             hooks_confirm_rollout=hooks(HookType.confirm_rollout),
             hooks_pre_rollout=hooks(HookType.pre_rollout),
             hooks_rollout=hooks(HookType.rollout),
@@ -633,6 +643,8 @@ class _Tick:
             ok = self.gate(self.plan.hooks_rollout, "external check") and self.run_metrics()
         if not ok:
             self.failed += 1
+            if self.checks and self.checks[-1].critical:  # judge extension: a critical metric failed
+                self.failed = max(self.failed, plan.threshold)
             return
         # 9. advance
         if plan.strategy == "canary":
@@ -685,8 +697,17 @@ class _Tick:
     def run_metrics(self) -> bool:
         metric_of = self.probe.metric
         checks = self.checks
+        if self.plan.judged:
+            from playground.judge import evaluate_judged  # scipy: imported only by canaries that use a judge
+
+            def check_of(metric: CanaryMetric) -> MetricCheck:
+                if metric.judge is None:
+                    return evaluate_metric(metric, metric_of(metric))
+                return evaluate_judged(metric, self.probe)
+        else:
+            check_of = None
         for metric in self.plan.metrics:
-            check = evaluate_metric(metric, metric_of(metric))
+            check = evaluate_metric(metric, metric_of(metric)) if check_of is None else check_of(metric)
             checks.append(check)
             if not check.passed:
                 self.events.append(f"Halt {self.plan.id} advancement {check.message}")

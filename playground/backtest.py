@@ -3,8 +3,10 @@
 The replay engine (``replay``) feeds ``playground.analysis.tick`` one ``TraceRow`` per tick through a
 ``TraceProbe`` and yields the lines the command prints: one dict per tick with exactly the keys ``tick, phase,
 canaryWeight, routes, failedChecks, iterations`` (in that order), then ``{"result": <final phase>, "ticks": N}``.
-It stops at Succeeded or Failed, or when the rows run out. Rows come from a CSV file (``load_trace``) or, later,
-from Prometheus history; both produce ``TraceRow`` objects.
+It stops at Succeeded or Failed, or when the rows run out. Rows come from a CSV file (``load_trace``) or from
+Prometheus history (``PrometheusHistory``: instant queries at each tick time); both produce ``TraceRow`` objects.
+``--sweep`` replays the same history once per combination of setting values (``sweep``) and prints a table of
+which settings would have rolled back which releases.
 
 The replay starts from a canary that was initialized (primary ready, phase Initialized) and whose target got a
 new revision just before row 0, so row 0 is the tick that detects it (Progressing, weight 0, canary scaled up).
@@ -26,7 +28,7 @@ from pydantic import ValidationError
 
 from playground.analysis import CanaryState, analysis_interval, tick
 from playground.models import Canary, CanaryMetric, CanaryWebhook, Phase, parse_duration
-from playground.observe import MetricValue, Observation, Readiness, WebhookAnswer
+from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
 
 DEFAULT_REVISION = "1"
 DEFAULT_WEBHOOK_STATUS = 200
@@ -70,6 +72,7 @@ class TraceRow:
     primary: Readiness = field(default_factory=Readiness)
     metrics: Mapping[str, float | None] = field(default_factory=dict)
     webhooks: Mapping[str, int] = field(default_factory=dict)
+    samples: Mapping[str, MetricSamples] = field(default_factory=dict)  # judged metrics only (extension)
 
 
 class TraceProbe:
@@ -90,6 +93,9 @@ class TraceProbe:
 
     def metric(self, metric: CanaryMetric) -> MetricValue:
         return MetricValue(metric.name, self.row.metrics.get(metric.name))
+
+    def samples(self, metric: CanaryMetric) -> MetricSamples:
+        return self.row.samples.get(metric.name) or MetricSamples(metric.name)
 
 
 def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
@@ -282,41 +288,284 @@ def _parse_time(text: str, flag: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def prometheus_rows(canary: Canary, url: str, start: datetime, end: datetime) -> Iterator[TraceRow]:
+class PrometheusHistory:
+    """Rows from Prometheus history: one per analysis interval from ``start`` (row 0) up to ``end``.
+
+    Each row holds the value of every analysis metric from an instant query at the tick time (``time=`` of the
+    tick), with the same PromQL as the live analysis (``metrics.resolve_query``, MetricTemplates from
+    ``templates``) and the same result handling (last sample wins, empty/NaN = no values, ``request-duration``
+    truncated to whole ms). Every query goes to ``url``: in-cluster provider addresses are not reachable from a
+    backtest. Judged metrics also get their canary/primary samples over the metric interval. Webhooks are not in
+    Prometheus: gates answer 200 and rollback webhooks 404 (no manual rollback), canary and primary are ready.
+    Rows are queried lazily (a replay that ends early queries no more) and cached, so sweeps reuse them.
+    A Prometheus that cannot be reached, or that rejects a query, is an ``InputError``.
+    """
+
+    def __init__(self, canary: Canary, url: str, start: datetime, end: datetime,
+                 templates: Mapping | None = None, *, timeout: float = 30.0) -> None:
+        from playground.metrics import PrometheusProvider
+
+        self.canary = canary
+        self.url = url
+        self.start, self.end = start, end
+        self.templates = templates or {}
+        self.interval = parse_duration(analysis_interval(canary))
+        self.times = []
+        t = start
+        while t <= end:
+            self.times.append(t)
+            t = t + timedelta(seconds=self.interval)
+        self._rows: list[TraceRow] = []
+        self._prom = PrometheusProvider(url, timeout=timeout)
+        self._queries: dict[str, tuple[str, bool] | None] = {}
+        self._webhooks = {w.name: 404 for w in canary.spec.analysis.webhooks if w.type.value == "rollback"}
+
+    def _query_of(self, metric: CanaryMetric) -> tuple[str, bool] | None:
+        from playground.metrics import MetricError, resolve_query
+
+        if metric.name not in self._queries:
+            try:
+                rq = resolve_query(self.canary, metric, self.templates, default_prometheus=self.url)
+            except MetricError as e:
+                if metric.templateRef is None and not metric.query and metric.name not in _BUILTIN:
+                    self._queries[metric.name] = None  # never checked by the analysis either
+                else:
+                    raise InputError(f"{e} (MetricTemplates come from the canary file and --templates)") from None
+            else:
+                self._queries[metric.name] = (rq.query, rq.truncate)
+        return self._queries[metric.name]
+
+    def _value(self, metric: CanaryMetric, at: datetime) -> float | None:
+        import math
+
+        import requests
+        from prometheus_api_client import PrometheusApiClientException
+
+        from playground.metrics import MetricError, _reason, _value_of
+
+        q = self._query_of(metric)
+        if q is None:
+            return None
+        query, truncate = q
+        try:
+            result = self._prom._client.custom_query(" ".join(query.split()), params={"time": at.timestamp()})
+            value = _value_of(result, self._prom.shown)
+        except MetricError as e:
+            raise InputError(f"metric {metric.name!r}: {e}") from None
+        except requests.exceptions.ConnectionError as e:
+            raise InputError(f"cannot reach Prometheus at {self.url} ({_reason(e)}): check --prometheus URL "
+                             f"and that Prometheus is running") from None
+        except PrometheusApiClientException as e:
+            raise InputError(f"metric {metric.name!r}: Prometheus at {self.url} rejected the query at "
+                             f"{at.isoformat()} ({str(e)[:300]}); query: {query}") from None
+        except Exception as e:
+            raise InputError(f"metric {metric.name!r}: query to Prometheus at {self.url} failed at "
+                             f"{at.isoformat()} ({type(e).__name__}: {str(e)[:300]}); query: {query}") from None
+        if value is not None and truncate and math.isfinite(value):
+            value = float(math.trunc(value))
+        return value
+
+    def row(self, i: int) -> TraceRow:
+        while len(self._rows) <= i:
+            at = self.times[len(self._rows)]
+            metrics = {}
+            samples = {}
+            for m in self.canary.spec.analysis.metrics:
+                metrics[m.name] = self._value(m, at)
+                if m.judge is not None:
+                    from playground.history import query_samples
+
+                    samples[m.name] = query_samples(self.canary, m, self.templates, default_prometheus=self.url,
+                                                    address_resolver=lambda _a: self.url, now=at)
+                    if samples[m.name].error:
+                        raise InputError(samples[m.name].error)
+            self._rows.append(TraceRow(metrics=metrics, webhooks=self._webhooks, samples=samples))
+        return self._rows[i]
+
+    def __iter__(self) -> Iterator[TraceRow]:
+        for i in range(len(self.times)):
+            yield self.row(i)
+
+    def close(self) -> None:
+        self._prom.close()
+
+
+_BUILTIN = ("request-success-rate", "request-duration")
+
+
+def prometheus_rows(canary: Canary, url: str, start: datetime, end: datetime,
+                    templates: Mapping | None = None) -> PrometheusHistory:
     """Rows from Prometheus history between ``start`` and ``end`` (one per analysis interval)."""
-    raise NotImplementedError(
-        "replaying Prometheus history (--prometheus) is not implemented yet: record the metrics into a TRACE.csv "
-        "and run `playground backtest CANARY.yaml TRACE.csv`"
-    )
+    return PrometheusHistory(canary, url, start, end, templates)
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+_METRIC_FIELDS = ("thresholdRange.min", "thresholdRange.max", "threshold")
+_ANALYSIS_FIELDS = ("analysis.threshold", "analysis.stepWeight", "analysis.maxWeight", "analysis.iterations")
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    """One ``--sweep`` option: a setting (``metric`` None for analysis settings) and its values."""
+
+    metric: str | None
+    field: str
+    values: tuple[float, ...]
+
+    def label(self, value: float) -> str:
+        return f"{self.metric + ':' if self.metric else ''}{self.field}={value:g}"
+
+
+def parse_sweep(text: str, canary: Canary) -> SweepAxis:
+    """``[METRIC:]FIELD=V1,V2,...``; FIELD is thresholdRange.min|max or threshold (a metric's), or
+    analysis.threshold|stepWeight|maxWeight|iterations. METRIC may be left out when one metric has the field."""
+    spec, eq, values = text.partition("=")
+    if not eq or not values.strip():
+        raise InputError(f"--sweep {text!r}: use [METRIC:]FIELD=V1,V2,... e.g. request-duration:thresholdRange.max=300,400")
+    try:
+        vals = tuple(float(v) for v in values.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--sweep {text!r}: values must be numbers separated by commas") from None
+    metric, colon, field_ = spec.strip().rpartition(":")
+    if field_ in _ANALYSIS_FIELDS:
+        if colon:
+            raise InputError(f"--sweep {text!r}: {field_} is an analysis setting, not a metric's")
+        return SweepAxis(None, field_, vals)
+    if field_ not in _METRIC_FIELDS:
+        raise InputError(f"--sweep {text!r}: unknown setting {field_!r}; use one of "
+                         f"{', '.join(_METRIC_FIELDS + _ANALYSIS_FIELDS)}")
+    names = [m.name for m in canary.spec.analysis.metrics]
+    if colon:
+        if metric not in names:
+            raise InputError(f"--sweep {text!r}: the canary has no metric {metric!r} (its metrics: {', '.join(names)})")
+        return SweepAxis(metric, field_, vals)
+    having = [m.name for m in canary.spec.analysis.metrics
+              if (m.thresholdRange is not None and getattr(m.thresholdRange, field_.split(".")[-1]) is not None)
+              or (field_ == "threshold" and m.threshold is not None)]
+    if len(having) != 1:
+        raise InputError(f"--sweep {text!r}: say which metric, e.g. {names[0] if names else 'METRIC'}:{field_}=... "
+                         f"({len(having)} metrics set {field_})")
+    return SweepAxis(having[0], field_, vals)
+
+
+def with_setting(canary: Canary, axis: SweepAxis, value: float) -> Canary:
+    """A copy of ``canary`` with one setting changed."""
+    data = canary.model_dump(mode="json", exclude_none=True, by_alias=True)
+    analysis = data["spec"]["analysis"]
+    if axis.metric is None:
+        analysis[axis.field.split(".", 1)[1]] = int(value)
+    else:
+        for m in analysis.get("metrics", []):
+            if m["name"] == axis.metric:
+                if axis.field == "threshold":
+                    m["threshold"] = value
+                else:
+                    m.setdefault("thresholdRange", {})[axis.field.split(".")[1]] = value
+    return Canary.model_validate(data)
+
+
+def sweep(canary: Canary, axes: list[SweepAxis], histories: list[Iterable[TraceRow]]) -> list[dict]:
+    """Replay every release history once per combination of sweep values: one dict per combination with
+    ``setting`` and ``results`` (per release: result, ticks, rolled_back)."""
+    import itertools
+
+    out = []
+    for combo in itertools.product(*[a.values for a in axes]):
+        c = canary
+        for axis, value in zip(axes, combo):
+            c = with_setting(c, axis, value)
+        results = []
+        for rows in histories:
+            lines = list(replay(c, rows))
+            final = lines[-1]
+            results.append({"result": final["result"], "ticks": final["ticks"],
+                            "rolled_back": final["result"] == Phase.Failed.value})
+        out.append({"setting": ", ".join(a.label(v) for a, v in zip(axes, combo)), "results": results})
+    return out
+
+
+def format_sweep(rows: list[dict], releases: list[str]) -> str:
+    """The sweep as a text table: one line per setting, one column per release."""
+    def cell(r: dict) -> str:
+        if r["rolled_back"]:
+            return f"ROLLED BACK (tick {r['ticks'] - 1})"
+        return {"Succeeded": "promoted"}.get(r["result"], r["result"]) + f" ({r['ticks']} ticks)"
+
+    header = ["setting"] + releases + ["rolled back"]
+    table = [[row["setting"]] + [cell(r) for r in row["results"]]
+             + [f"{sum(r['rolled_back'] for r in row['results'])}/{len(row['results'])}"] for row in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
+                     for line in [header] + table) + "\n"
+
+
+def load_templates(paths: list[Path]) -> dict[tuple[str, str], "MetricTemplate"]:
+    """MetricTemplates from YAML files (or every *.yaml/*.yml under directories), keyed by (namespace, name)."""
+    from playground.models import MetricTemplate
+
+    out = {}
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files += sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml")) if p.is_dir() else [p]
+    for f in files:
+        try:
+            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise InputError(f"{f}: cannot read MetricTemplates: {e}") from None
+        for i, doc in enumerate(docs):
+            if isinstance(doc, dict) and doc.get("kind") == "MetricTemplate":
+                try:
+                    t = MetricTemplate.model_validate(doc)
+                except ValidationError as e:
+                    raise InputError(f"{f}: document {i + 1}: invalid MetricTemplate: {e.errors()[0]['msg']}") from None
+                out[(t.metadata.namespace or "default", t.metadata.name)] = t
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
+    histories: list[PrometheusHistory] = []
     try:
+        starts, ends = list(args.start or []), list(args.end or [])
         if (args.trace is None) == (args.prometheus is None):
             raise InputError("give either TRACE.csv or --prometheus URL --from T --to T (exactly one of them)")
-        if args.prometheus is None and (args.start or args.end):
-            raise InputError("--from and --to only apply with --prometheus")
+        if args.prometheus is None and (starts or ends or args.sweep):
+            raise InputError("--from, --to and --sweep only apply with --prometheus")
         canary = load_canary(Path(args.canary))
-        if args.prometheus is not None:
-            if not (args.start and args.end):
-                raise InputError("--prometheus needs both --from T and --to T")
-            start, end = _parse_time(args.start, "--from"), _parse_time(args.end, "--to")
-            if end <= start:
-                raise InputError(f"--to {args.end!r} is not after --from {args.start!r}")
-            rows: Iterable[TraceRow] = prometheus_rows(canary, args.prometheus, start, end)
-        else:
-            rows, notes = load_trace(Path(args.trace), canary)
-            for note in notes:
-                print(note, file=sys.stderr)
         out = sys.stdout
-        for line in replay(canary, rows):
+        if args.prometheus is not None:
+            if not starts or len(starts) != len(ends):
+                raise InputError("--prometheus needs --from T and --to T (one pair per release window)")
+            windows = []
+            for a, b in zip(starts, ends):
+                start, end = _parse_time(a, "--from"), _parse_time(b, "--to")
+                if end <= start:
+                    raise InputError(f"--to {b!r} is not after --from {a!r}")
+                windows.append((start, end))
+            templates = load_templates([Path(args.canary)] + [Path(t) for t in (args.templates or [])])
+            histories = [PrometheusHistory(canary, args.prometheus, s, e, templates) for s, e in windows]
+            if args.sweep:
+                axes = [parse_sweep(text, canary) for text in args.sweep]
+                rows = sweep(canary, axes, histories)
+                labels = [f"release {i + 1} ({s.strftime('%Y-%m-%dT%H:%M:%SZ')})" for i, (s, _) in enumerate(windows)]
+                out.write(format_sweep(rows, labels))
+                return 0
+            for history in histories:
+                for line in replay(canary, history):
+                    out.write(json.dumps(line) + "\n")
+            return 0
+        rows_, notes = load_trace(Path(args.trace), canary)
+        for note in notes:
+            print(note, file=sys.stderr)
+        for line in replay(canary, rows_):
             out.write(json.dumps(line) + "\n")
     except InputError as e:
         print(f"playground backtest: {e}", file=sys.stderr)
         return 2
-    except NotImplementedError as e:
-        print(f"playground backtest: {e}", file=sys.stderr)
-        return 1
+    finally:
+        for h in histories:
+            h.close()
     return 0
 
 
@@ -334,6 +583,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("canary", metavar="CANARY.yaml", help="file holding the Canary manifest")
     p.add_argument("trace", metavar="TRACE.csv", nargs="?", help="recorded trace, one row per tick (see below)")
     p.add_argument("--prometheus", metavar="URL", help="replay real history from this Prometheus instead of a CSV")
-    p.add_argument("--from", dest="start", metavar="T", help="start of the history (RFC 3339 or Unix time)")
-    p.add_argument("--to", dest="end", metavar="T", help="end of the history (RFC 3339 or Unix time)")
+    p.add_argument("--from", dest="start", metavar="T", action="append",
+                   help="start of a release window (RFC 3339 or Unix time); repeat --from/--to for several releases")
+    p.add_argument("--to", dest="end", metavar="T", action="append", help="end of a release window")
+    p.add_argument("--templates", metavar="PATH", action="append",
+                   help="MetricTemplate YAML file or directory (with --prometheus; the canary file is read too)")
+    p.add_argument("--sweep", metavar="[METRIC:]FIELD=V1,V2", action="append",
+                   help="with --prometheus: replay once per value (several --sweep: every combination) and print "
+                   "which settings would have rolled back which releases; FIELD: thresholdRange.min, "
+                   "thresholdRange.max, threshold, analysis.threshold, analysis.stepWeight, analysis.maxWeight, "
+                   "analysis.iterations")
     p.set_defaults(func=run)

@@ -98,6 +98,19 @@ class LiveProbe:
             proxy=self._c.settings.http_proxy,
         )
 
+    def samples(self, metric: CanaryMetric):
+        """Canary and primary samples over the metric interval; only asked for metrics with a judge (extension)."""
+        from playground.history import query_samples
+
+        return query_samples(
+            self._canary,
+            metric,
+            self._c.templates(),
+            secrets=self._c.settings.secrets,
+            default_prometheus=self._c.settings.default_prometheus,
+            proxy=self._c.settings.http_proxy,
+        )
+
 
 class Controller:
     def __init__(

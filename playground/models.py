@@ -15,23 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from playground.durations import parse_duration  # noqa: F401  (re-exported: models name the duration fields)
+
 CANARY_API = "flagger.app/v1beta1"
-
-_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go/Prometheus style duration ("15s", "1m30s", "500ms") into seconds.
-
-    Raises ValueError with a message that says what a valid value looks like.
-    """
-    s = str(text).strip()
-    if not s or not _DURATION_RE.match(s):
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, like 30s, 1m or 1m30s")
-    return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(s))
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -87,6 +73,30 @@ class ThresholdRange(_Model):
     max: float | None = None
 
 
+class MetricJudge(_Model):
+    """Extension (off unless set): judge a metric by comparing canary samples with primary samples over the
+    metric's interval with a Mann-Whitney U test (``playground.judge``), instead of (or after) a threshold.
+
+    ``confidence``: 1 - alpha of the test. ``direction``: which change is bad (``increase`` e.g. latency,
+    ``decrease`` e.g. success rate, ``either``); the test is one-sided for increase/decrease. ``allowedIncrease`` /
+    ``allowedDecrease``: tolerated change of the canary relative to the primary, in percent (Hodges-Lehmann
+    shift / primary median). Decision: ``fail`` = significant and beyond the allowance; ``marginal`` = only one
+    of the two (the check passes, flagged); ``pass`` = neither. ``critical``: a failed judgement sets
+    failedChecks to the analysis threshold, so the next tick rolls back whatever the threshold. ``noData``:
+    fewer than ``minSamples`` finite samples on either side fails (default) or passes the check. ``step``:
+    spacing of the samples queried live (a range query over the last ``interval``).
+    """
+
+    confidence: float = Field(0.95, gt=0, lt=1)
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    allowedIncrease: float = Field(10.0, ge=0)
+    allowedDecrease: float = Field(10.0, ge=0)
+    critical: bool = False
+    noData: Literal["fail", "pass"] = "fail"
+    minSamples: int = Field(3, ge=1)
+    step: str = "10s"
+
+
 class CanaryMetric(_Model):
     name: str
     interval: str | None = None
@@ -97,6 +107,8 @@ class CanaryMetric(_Model):
     templateVariables: dict[str, str] = Field(default_factory=dict)
     # Extension (documented in README): what an empty/NaN result means. Flagger's behaviour is "fail".
     noData: Literal["fail", "pass"] = "fail"
+    # Extension (off by default): statistical canary-vs-primary judgement, see MetricJudge.
+    judge: MetricJudge | None = None
 
 
 class HookType(str, Enum):

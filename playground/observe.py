@@ -26,6 +26,20 @@ class MetricValue:
 
 
 @dataclass(frozen=True)
+class MetricSamples:
+    """Canary and primary samples of one metric over its interval, for metrics with a ``judge`` (extension).
+
+    Non-finite values are kept here; the judge drops them. ``error`` set means the samples could not be read.
+    """
+
+    name: str
+    canary: tuple[float, ...] = ()
+    primary: tuple[float, ...] = ()
+    query: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class WebhookAnswer:
     """One webhook call. Success iff an HTTP status was received and it is <= 202."""
 
@@ -63,3 +77,6 @@ class Probe(Protocol):
     def webhook(self, hook: CanaryWebhook, phase: Phase) -> WebhookAnswer: ...
 
     def metric(self, metric: CanaryMetric) -> MetricValue: ...
+
+    # Only asked for metrics with a ``judge`` (opt-in extension); probes of canaries without one may omit it.
+    def samples(self, metric: CanaryMetric) -> MetricSamples: ...

@@ -340,14 +340,15 @@ def test_prometheus_source_arguments(capsys):
     assert code == 2 and "exactly one" in err
     code, _, err = run_cli(capsys, CANARY, "--prometheus", "http://localhost:9090", "--from", "2024-05-01T00:00:00Z")
     assert code == 2 and "--to" in err
-    code, _, err = run_cli(capsys, CANARY, "--prometheus", "http://p:9090", "--from", "yesterday", "--to", "1714521600")
+    code, _, err = run_cli(capsys, CANARY, "--prometheus", "http://127.0.0.1:1", "--from", "yesterday", "--to", "1714521600")
     assert code == 2 and "--from 'yesterday'" in err
     code, _, err = run_cli(capsys, CANARY, DATA / "weighted_pass.csv", "--from", "1714521600")
     assert code == 2 and "only apply with --prometheus" in err
+    # a Prometheus that cannot be reached (nothing listens on port 1): a clear error, exit 2
     code, _, err = run_cli(
-        capsys, CANARY, "--prometheus", "http://p:9090", "--from", "2024-05-01T00:00:00Z", "--to", "1714525200"
+        capsys, CANARY, "--prometheus", "http://127.0.0.1:1", "--from", "2024-05-01T00:00:00Z", "--to", "1714525200"
     )
-    assert code == 1 and "not implemented yet" in err
+    assert code == 2 and "cannot reach Prometheus" in err
 
 
 def test_help_describes_the_trace_format(capsys):
