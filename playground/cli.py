@@ -13,7 +13,9 @@ import sys
 CLI_MODULES = [
     "playground.manifests",
     "playground.backtest",
+    "playground.history",
     "playground.local.env",
+    "playground.commands",
     "playground.demo",
 ]
 
