@@ -81,6 +81,7 @@ class ReleaseRecorder:
         self.target = target
         self.started = time.monotonic()
         self.ticks = 0
+        self.active = False  # whether this run drove the release (not only found it already finished)
         self._partitions: set[str] = set()
 
     def key(self, kind: str) -> dg.AssetKey:
@@ -96,6 +97,8 @@ class ReleaseRecorder:
 
     def on_tick(self, rec: TickRecord) -> None:
         self.ticks += 1
+        if rec.phase not in (Phase.Initialized, Phase.Succeeded, Phase.Failed) or rec.result.actions:
+            self.active = True
         st = rec.state.status
         routes = rec.state.routes
         part = self._partition(rec.revision)
@@ -136,7 +139,11 @@ class ReleaseRecorder:
         outcome = {"target": self.target.key, "revision": rec.revision, "phase": st.phase.value,
                    "ticks": self.ticks, "duration_s": round(time.monotonic() - self.started, 1),
                    "failed_checks": st.failedChecks, "reason": reason}
-        if st.phase in (Phase.Succeeded, Phase.Failed):
+        if st.phase in (Phase.Succeeded, Phase.Failed) and not self.active:
+            # The run found the revision already promoted or rolled back (e.g. it was queued behind the run that
+            # released it): the promotion or rollback is already recorded; do not record it a second time.
+            outcome["reason"] = f"nothing to do: revision {rec.revision} is already {st.phase.value}"
+        elif st.phase in (Phase.Succeeded, Phase.Failed):
             from assets.history import attach_release_history  # metric history + chart of the release window
 
             meta = {**outcome, **attach_release_history(self.context, self.target, rec, outcome)}
@@ -150,8 +157,26 @@ def _reason(rec: TickRecord) -> str:
     return events[-1] if events else rec.state.status.phase.value
 
 
+def _target_of(run: dg.DagsterRun) -> str | None:
+    return ((run.run_config or {}).get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
+
+
+def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str) -> None:
+    """One release per target at a time. Runs launched by the sensors carry the target tag, so the run queue
+    serialises them; a run launched by hand without the tag must not drive the same canary as another."""
+    active = context.instance.get_runs(filters=dg.RunsFilter(
+        job_name="canary_release", statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    others = [r.run_id for r in active if r.run_id != context.run_id and _target_of(r) == target]
+    if others:
+        raise dg.Failure(
+            description=f"{target} is already being released by run {others[0]}: one canary_release per target at "
+                        f"a time. Launch with --tags '{{\"{TARGET_TAG}\": \"{target.replace('/', '-')}\"}}' to "
+                        "queue behind it instead, or terminate that run first.")
+
+
 @dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
 def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: PlaygroundResource) -> dict:
+    _refuse_concurrent_release(context, config.target)
     rt = playground.runtime()
     ns, _, name = config.target.partition("/")
     try:
