@@ -128,15 +128,12 @@ class Runtime:
     def interval_override(self) -> float | None:
         return parse_duration(self.config.interval) if self.config.interval else None
 
-    def secrets(self) -> dict[tuple[str, str], dict[str, str]]:
-        """Secrets the engine may read (alert addresses, Prometheus credentials), from the cluster."""
-        from playground.secrets import decode_secret
+    def secrets(self):
+        """Secrets the engine may read (alert addresses, Prometheus credentials): read from the cluster on
+        demand, only those referenced (``playground.secrets.ClusterSecrets``)."""
+        from playground.secrets import ClusterSecrets
 
-        out = {}
-        for obj in self.cluster().list("v1", "Secret"):
-            meta = obj.get("metadata") or {}
-            out[(meta.get("namespace") or "default", meta.get("name", ""))] = decode_secret(obj)
-        return out
+        return ClusterSecrets(self.cluster())
 
     def controller(self, log: Callable[[str], None] = print, *, interval: float | None = None):
         from playground.controller import Controller, Settings

@@ -578,7 +578,7 @@ def test_rbac_covers_a_whole_release_with_the_release_roles_only(release_request
     missing = sorted(a for a in used if not grants.allows(*a))
     assert missing == [], f"a release needs more than deploy/rbac/ grants: {missing}"
     cluster_wide = sorted({(g, r, v) for g, r, v, ns in used if ns is None})
-    assert cluster_wide == [("", "secrets", "list"), ("flagger.app", "alertproviders", "list"),
+    assert cluster_wide == [("flagger.app", "alertproviders", "list"),
                             ("flagger.app", "metrictemplates", "list")], cluster_wide
 
 

@@ -284,7 +284,7 @@ def test_release_cli_errors_are_clear(tmp_path, capsys, monkeypatch):
         assert "--context only applies to the kubernetes backend" in capsys.readouterr().err
         assert cli.main(["canaries", "--kubeconfig", str(tmp_path / "absent")]) == 2
         assert "no such file" in capsys.readouterr().err
-        kube.fail("/api/v1/secrets", 403, method="GET")
+        kube.fail("/apis/flagger.app/v1beta1/namespaces/prod/canaries/backend", 403, method="GET")
         assert cli.main(["release", "prod/backend", "--kubeconfig", str(config)]) == 2
         assert "HTTP 403 Forbidden" in capsys.readouterr().err
 
