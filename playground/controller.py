@@ -84,6 +84,13 @@ class LiveProbe:
         self._c = controller
         self._canary = canary
         self._checksum = checksum
+        self._templates: dict[tuple[str, str], MetricTemplate] | None = None
+
+    def templates(self) -> dict[tuple[str, str], MetricTemplate]:
+        """The MetricTemplates, read once per tick (not once per metric)."""
+        if self._templates is None:
+            self._templates = self._c.templates()
+        return self._templates
 
     def webhook(self, hook: CanaryWebhook, phase: Phase) -> WebhookAnswer:
         return hooks.call_webhook(self._canary, hook, phase, self._checksum, proxy=self._c.settings.http_proxy)
@@ -92,7 +99,7 @@ class LiveProbe:
         return metrics.query_metric(
             self._canary,
             metric,
-            self._c.templates(),
+            self.templates(),
             secrets=self._c.settings.secrets,
             default_prometheus=self._c.settings.default_prometheus,
             proxy=self._c.settings.http_proxy,
@@ -105,7 +112,7 @@ class LiveProbe:
         return query_samples(
             self._canary,
             metric,
-            self._c.templates(),
+            self.templates(),
             secrets=self._c.settings.secrets,
             default_prometheus=self._c.settings.default_prometheus,
             proxy=self._c.settings.http_proxy,
@@ -186,7 +193,9 @@ class Controller:
     def interval(self, canary: Canary) -> float:
         if self.settings.interval_override:
             return float(self.settings.interval_override)
-        return max(10.0, parse_duration(canary.spec.analysis.interval or "60s"))
+        seconds = parse_duration(canary.spec.analysis.interval or "60s")
+        # DESIGN: below 10s is raised to 10s on real clusters; the local backend accepts shorter intervals
+        return seconds if self.cluster.name == "local" else max(10.0, seconds)
 
     # ------------------------------------------------------------------------------------ state
     def load_state(self, canary: Canary) -> analysis.CanaryState | None:
@@ -309,9 +318,11 @@ class Controller:
         """Route all traffic to the primary (used when a run is terminated or crashes)."""
         canary = self.canary(key)
         self._set_routes(canary, analysis.Routes(100, 0, False))
-        state = self.load_state(canary)
-        if state is not None:
-            self.save_state(canary, state.with_routes(analysis.Routes(100, 0, False)))
+        # The persisted status must agree with the mesh (its routes are not part of the status): weight 0, so
+        # `playground status` and a relaunched run both see all traffic on the primary.
+        status = self.cluster.get_canary_status(canary.namespace, canary.name)
+        if status is not None and status.canaryWeight:
+            self.cluster.set_canary_status(canary.namespace, canary.name, status.model_copy(update={"canaryWeight": 0}))
         self.log(f"{key}: all traffic routed to the primary")
 
     def _event_hooks(self, canary: Canary, result: analysis.TickResult) -> None:
