@@ -360,9 +360,13 @@ class _Renderer:
         if port is None and service is not None and len(service.ports) > 1:
             raise RenderError(f"{where}: Service {ns}/{svc} has several ports {service.ports}; "
                               f"set destination.port.number")
-        if ep is not None and (port is None or ep.port == port):
+        if ep is not None and (port is None or ep.port == port) and ep.addresses:
             return cluster_name(ns, ep.workload)
-        # A Service without ready workload (or not applied yet): an empty cluster answers 503, as Istio does.
+        # A Service without a ready replica (or not applied yet): an empty cluster answers 503, as Istio does.
+        # It is not the workload's cluster: Istio's destination reporter never counts requests that reached no
+        # pod, so a canary scaled to zero must not collect 503s in istio_requests_total{destination_workload}.
+        if ep is not None and (port is None or ep.port == port):
+            return self._empty_cluster(f"noendpoints__{ns}__{svc}")
         suffix = f"__{port}" if port is not None and ep is not None else ""
         return self._empty_cluster(f"noendpoints__{ns}__{svc}{suffix}")
 
