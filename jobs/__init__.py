@@ -161,25 +161,43 @@ def _target_of(run: dg.DagsterRun) -> str | None:
     return ((run.run_config or {}).get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
 
 
-def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str) -> None:
+def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, interval: float) -> None:
     """One release per target at a time. Runs launched by the sensors carry the target tag, so the run queue
-    serialises them; a run launched by hand without the tag must not drive the same canary as another."""
+    serialises them; a run launched by hand without the tag must not drive the same canary as another.
+
+    A release run logs at least one event per analysis tick. One that has been silent for three intervals (and
+    at least 60 s) lost its worker (killed hard: the local run launcher cannot tell); it is marked failed so that
+    this run takes over and resumes from the persisted canary status."""
     active = context.instance.get_runs(filters=dg.RunsFilter(
         job_name="canary_release", statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    others = [r.run_id for r in active if r.run_id != context.run_id and _target_of(r) == target]
-    if others:
+    stale_after = max(60.0, 3 * interval)
+    for run in active:
+        if run.run_id == context.run_id or _target_of(run) != target:
+            continue
+        last = context.instance.get_records_for_run(run.run_id, ascending=False, limit=1).records
+        silent = time.time() - last[0].event_log_entry.timestamp if last else float("inf")
+        if silent > stale_after:
+            context.instance.report_run_failed(
+                run, f"taken over by run {context.run_id}: no event for {silent:.0f}s (its worker is gone)")
+            context.log.warning(f"{target}: run {run.run_id} was silent for {silent:.0f}s: marked failed, resuming")
+            continue
         raise dg.Failure(
-            description=f"{target} is already being released by run {others[0]}: one canary_release per target at "
-                        f"a time. Launch with --tags '{{\"{TARGET_TAG}\": \"{target.replace('/', '-')}\"}}' to "
-                        "queue behind it instead, or terminate that run first.")
+            description=f"{target} is already being released by run {run.run_id}: one canary_release per target "
+                        f"at a time. Launch with --tags '{{\"{TARGET_TAG}\": \"{target.replace('/', '-')}\"}}' "
+                        f"to queue behind it instead, or terminate that run first (a run whose worker died is "
+                        f"taken over after {stale_after:.0f}s without events).")
 
 
 @dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
 def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: PlaygroundResource) -> dict:
-    _refuse_concurrent_release(context, config.target)
+    from playground.models import parse_duration
+
     rt = playground.runtime()
     ns, _, name = config.target.partition("/")
     try:
+        ctl = rt.controller(log=context.log.info,
+                            interval=parse_duration(config.interval) if config.interval else None)
+        _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
         if config.image:
             from playground.images import set_workload_image
 
@@ -187,10 +205,6 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
             context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
             outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
             context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
-        from playground.models import parse_duration
-
-        ctl = rt.controller(log=context.log.info,
-                            interval=parse_duration(config.interval) if config.interval else None)
         canary = ctl.canary(config.target)
         from playground import analysis
 
