@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -139,6 +140,12 @@ def test_canary_release_promotes_a_new_image(playground) -> None:
     promotions = materializations(result, "promotions")
     assert len(promotions) == 1 and promotions[0].partition == revision
     assert meta(promotions[0])["phase"] == "Succeeded" and meta(promotions[0])["revision"] == revision
+    # the release window's metric history (Parquet) and chart (PNG) are attached to the promotion
+    final = promotions[0].metadata
+    assert final["history_rows"].value > 0, meta(promotions[0]).get("history")
+    assert Path(final["history"].value).stat().st_size > 0
+    chart = Path(final["chart"].value)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     assert materializations(result, "rollbacks") == []
 
     # the primary now runs the new image, all traffic is on it, the canary is scaled to zero
