@@ -268,6 +268,9 @@ def test_release_with_bad_metrics_is_rolled_back_through_the_cli(prometheus, hoo
         listing = capsys.readouterr().out.splitlines()
         assert listing[0].split() == ["NAMESPACE", "NAME", "PHASE", "WEIGHT", "FAILEDCHECKS", "LASTTRANSITIONTIME"]
         assert listing[1].split()[:5] == ["staging", "backend", "Failed", "0", "10"]
+        # `playground status` against the cluster shows the same (the local playground's table otherwise).
+        assert cli.main(["status", "--kubeconfig", str(config), "-n", "staging"]) == 0
+        assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["staging", "backend", "Failed", "0", "10"]
 
 
 def test_release_cli_errors_are_clear(tmp_path, capsys, monkeypatch):

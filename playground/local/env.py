@@ -647,8 +647,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--purge", action="store_true", help="also delete the environment directory and all its state")
     p.set_defaults(func=_cli_down)
 
-    p = subparsers.add_parser("status", help="components and workloads of the local playground")
-    p.add_argument("--home", type=Path, default=None, help=home_help)
+    p = subparsers.add_parser(
+        "status", help="components and workloads of the local playground (canaries on a real cluster)",
+        description="The local playground's components and workloads (phase, canary weight, ready replicas, "
+        "image, errors). With --backend kubernetes (or --kubeconfig/--context) it lists the cluster's canaries, "
+        "like `playground canaries`.")
+    p.add_argument("-n", "--namespace", default=None, help="kubernetes backend: only this namespace")
+    from playground.backend_args import add_backend_args
+
+    add_backend_args(p)
     p.set_defaults(func=_cli_status)
 
 
@@ -676,5 +683,16 @@ def _cli_down(args: argparse.Namespace) -> int:
 
 
 def _cli_status(args: argparse.Namespace) -> int:
+    from playground.backend_args import BackendArgsError, runtime_from_args
+
+    try:
+        backend = runtime_from_args(args).config.backend
+    except BackendArgsError as exc:
+        print(f"playground status: {exc}", file=sys.stderr)
+        return 2
+    if backend == "kubernetes":
+        from playground.commands import cmd_canaries
+
+        return cmd_canaries(args)
     print(status_text(args.home))
     return 0
