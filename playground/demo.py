@@ -313,4 +313,6 @@ def _cli(args: argparse.Namespace) -> int:
         return demo.run()
     except (DemoError, localenv.EnvError) as e:
         print(f"playground demo: {e}", file=sys.stderr)
+        if "already in use" in str(e) and not args.free_ports:
+            print("playground demo: or run it on free ports: playground demo --free-ports", file=sys.stderr)
         return 1
