@@ -77,7 +77,9 @@ def target_assets(target: Target) -> tuple[list[dg.AssetSpec], dg.AssetChecksDef
 
 def build_assets(targets: list[Target]) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
     specs = [
-        dg.AssetSpec(GITOPS_COMMIT, description="HEAD of the GitOps repository as last synced.", group_name="gitops",
+        dg.AssetSpec(GITOPS_COMMIT, description="HEAD of the GitOps repository: observed by git_commit_sensor when a "
+                     "commit appears on the origin (data version = sha), materialized by gitops_sync once applied.",
+                     group_name="gitops",
                      kinds={"git"}),
     ]
     for name, description in COMPONENTS.items():

@@ -10,6 +10,7 @@
 
 import dagster as dg
 
+from assets import GITOPS_COMMIT
 from jobs import canary_release, gitops_sync, release_run_tags
 from jobs.resources import PlaygroundResource
 
@@ -29,8 +30,12 @@ def git_commit_sensor(context: dg.SensorEvaluationContext, playground: Playgroun
     if sha == context.cursor:
         return dg.SkipReason(f"no new commit (HEAD {sha[:12]} already synced)")
     context.update_cursor(sha)
-    return dg.RunRequest(run_key=sha, run_config={"ops": {"sync_manifests": {"config": {"sha": sha}}}},
-                         tags={"gitops-playground/sha": sha})
+    # The GitOps revision is observed here, as it appears on the origin; gitops_sync materializes it once applied.
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=sha, run_config={"ops": {"sync_manifests": {"config": {"sha": sha}}}},
+                                    tags={"gitops-playground/sha": sha})],
+        asset_events=[dg.AssetObservation(GITOPS_COMMIT, metadata={"sha": sha}, tags={"dagster/data_version": sha})],
+    )
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[gitops_sync], request_job=canary_release,

@@ -95,6 +95,10 @@ def test_git_sensor_requests_one_sync_per_new_commit(tmp_path: Path) -> None:
         assert [r.run_key for r in data.run_requests] == [first]
         assert data.run_requests[0].run_config == {"ops": {"sync_manifests": {"config": {"sha": first}}}}
         assert data.cursor == first
+        # the GitOps revision is observed from git, its sha as the data version
+        (obs,) = data.asset_events
+        assert obs.asset_key == dg.AssetKey(["gitops", "commit"]) and obs.metadata["sha"].value == first
+        assert obs.tags["dagster/data_version"] == first
 
         second = commit(origin, tmp_path, "prod/backend/deployment.yaml", with_env_var("GREETING", "hi"),
                         "backend: add GREETING")
