@@ -9,6 +9,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: the asset definitions only need the names below
+    from playground.gitops import SyncPlan, SyncResult
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,8 +106,8 @@ class SyncOutcome:
 
     sha: str
     message: str
-    plan: "object"  # playground.gitops.SyncPlan
-    result: "object"  # playground.gitops.SyncResult
+    plan: "SyncPlan"
+    result: "SyncResult"
 
     def components(self) -> dict[str, list[str]]:
         """Applied (created or updated) objects per cluster component."""
