@@ -289,7 +289,8 @@ def _parse_time(text: str, flag: str) -> datetime:
 
 
 class PrometheusHistory:
-    """Rows from Prometheus history: one per analysis interval from ``start`` (row 0) up to ``end``.
+    """Rows from Prometheus history: one per analysis interval from ``start`` (row 0) up to ``end``, or one per
+    time of ``times`` (e.g. the recorded tick times of a live release, ``TickRecord.time``) instead.
 
     Each row holds the value of every analysis metric from an instant query at the tick time (``time=`` of the
     tick), with the same PromQL as the live analysis (``metrics.resolve_query``, MetricTemplates from
@@ -301,20 +302,31 @@ class PrometheusHistory:
     A Prometheus that cannot be reached, or that rejects a query, is an ``InputError``.
     """
 
-    def __init__(self, canary: Canary, url: str, start: datetime, end: datetime,
-                 templates: Mapping | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, canary: Canary, url: str, start: datetime | None = None, end: datetime | None = None,
+                 templates: Mapping | None = None, *, times: Iterable[datetime] | None = None,
+                 timeout: float = 30.0) -> None:
         from playground.metrics import PrometheusProvider
 
         self.canary = canary
         self.url = url
-        self.start, self.end = start, end
         self.templates = templates or {}
         self.interval = parse_duration(analysis_interval(canary))
-        self.times = []
-        t = start
-        while t <= end:
-            self.times.append(t)
-            t = t + timedelta(seconds=self.interval)
+        if times is not None:
+            if start is not None or end is not None:
+                raise ValueError("give either start and end, or times")
+            self.times = list(times)
+            if not self.times or any(b < a for a, b in zip(self.times, self.times[1:])):
+                raise ValueError("times must be a non-empty, non-decreasing sequence")
+            start, end = self.times[0], self.times[-1]
+        elif start is None or end is None:
+            raise ValueError("give start and end, or times")
+        else:
+            self.times = []
+            t = start
+            while t <= end:
+                self.times.append(t)
+                t = t + timedelta(seconds=self.interval)
+        self.start, self.end = start, end
         self._rows: list[TraceRow] = []
         self._prom = PrometheusProvider(url, timeout=timeout)
         self._queries: dict[str, tuple[str, bool] | None] = {}

@@ -57,12 +57,20 @@ class Settings:
 
 @dataclass(frozen=True)
 class TickRecord:
-    """What one tick did, for logs, Dagster materializations and tests."""
+    """What one tick did, for logs, Dagster materializations and tests.
+
+    ``at`` is the tick time in RFC 3339 (whole seconds); ``time`` the same instant as the controller's clock
+    value in Unix seconds, rounded to milliseconds: the evaluation time of the tick's metric queries (a backtest
+    querying Prometheus at ``time`` asks what the tick asked). ``observation`` is what the tick observed
+    (revision, canary and primary readiness).
+    """
 
     tick: int
     at: str
     revision: str
     result: analysis.TickResult
+    time: float | None = None
+    observation: Observation | None = None
 
     @property
     def state(self) -> analysis.CanaryState:
@@ -80,10 +88,11 @@ def _now_iso(ts: float) -> str:
 class LiveProbe:
     """Answers the state machine's questions with real webhooks and Prometheus queries."""
 
-    def __init__(self, controller: "Controller", canary: Canary, checksum: str):
+    def __init__(self, controller: "Controller", canary: Canary, checksum: str, at: float | None = None):
         self._c = controller
         self._canary = canary
         self._checksum = checksum
+        self._at = at  # evaluation time of the tick's metric queries (Unix seconds); None = Prometheus' now
         self._templates: dict[tuple[str, str], MetricTemplate] | None = None
 
     def templates(self) -> dict[tuple[str, str], MetricTemplate]:
@@ -103,6 +112,7 @@ class LiveProbe:
             secrets=self._c.settings.secrets,
             default_prometheus=self._c.settings.default_prometheus,
             proxy=self._c.settings.http_proxy,
+            time=self._at,
         )
 
     def samples(self, metric: CanaryMetric):
@@ -116,6 +126,7 @@ class LiveProbe:
             secrets=self._c.settings.secrets,
             default_prometheus=self._c.settings.default_prometheus,
             proxy=self._c.settings.http_proxy,
+            now=None if self._at is None else datetime.fromtimestamp(self._at, timezone.utc),
         )
 
 
@@ -227,13 +238,14 @@ class Controller:
         msg = ws.message or f"{ws.ready}/{ws.desired} replicas ready"
         return Readiness(ready=ready, deadline_exceeded=exceeded and not ready, message=msg)
 
-    def observe(self, canary: Canary) -> Observation:
+    def observe(self, canary: Canary, now: float | None = None) -> Observation:
+        """What the tick sees; ``now`` (the tick's clock value) defaults to the clock."""
         a = canary.spec.analysis
         return Observation(
             revision=self.revision(canary),
             canary=self._readiness(canary, canary.spec.targetRef.name, a.canaryReadyThreshold),
             primary=self._readiness(canary, routing.primary_name(canary.spec.targetRef.name), a.primaryReadyThreshold),
-            now=_now_iso(self.clock()),
+            now=_now_iso(self.clock() if now is None else now),
         )
 
     # ------------------------------------------------------------------------------------ bootstrap
@@ -337,14 +349,18 @@ class Controller:
         all of which are idempotent)."""
         canary = self.canary(key)
         state = self.bootstrap(canary)
-        obs = self.observe(canary)
-        result = analysis.tick(canary, state, obs, LiveProbe(self, canary, obs.revision))
+        # One time per tick, in milliseconds (Prometheus' resolution): the tick's time and the evaluation time
+        # of its metric queries, recorded so that a backtest can ask Prometheus the same questions.
+        now = round(self.clock(), 3)
+        obs = self.observe(canary, now)
+        result = analysis.tick(canary, state, obs, LiveProbe(self, canary, obs.revision, at=now))
         self.act(canary, result)
         self.save_state(canary, result.state)
         self._event_hooks(canary, result)
         for line in result.events:
             self.log(f"{key}: {line}")
-        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result)
+        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result, time=now,
+                          observation=obs)
 
     def run(
         self,

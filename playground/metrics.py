@@ -368,12 +368,15 @@ class PrometheusProvider:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def query(self, promql: str) -> float | None:
-        """Run an instant query; see the module docstring for how results map to a value."""
+    def query(self, promql: str, *, time: float | None = None) -> float | None:
+        """Run an instant query; see the module docstring for how results map to a value.
+
+        ``time``: evaluation time (Unix seconds; Prometheus keeps milliseconds); None = Prometheus' "now".
+        """
         promql = " ".join(promql.split())  # as Flagger's trimQuery
         self._last_response = None
         try:
-            result = self._client.custom_query(promql)
+            result = self._client.custom_query(promql, params=None if time is None else {"time": time})
         except requests.exceptions.JSONDecodeError as e:  # before RequestException: it is one too
             raise MetricError(f"Prometheus at {self.shown} returned a body that is not JSON ({e}); is this "
                               f"address really a Prometheus server?") from None
@@ -489,14 +492,18 @@ def query_metric(
     default_prometheus: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     proxy: str | None = None,
+    time: float | None = None,
 ) -> MetricValue:
-    """Evaluate one canary metric now. Never raises: problems come back as ``MetricValue.error``.
+    """Evaluate one canary metric now (or at ``time``, Unix seconds). Never raises: problems come back as
+    ``MetricValue.error``.
 
     ``templates`` maps ``(namespace, name)`` to MetricTemplates; ``secrets`` maps ``(namespace, name)`` (or
     ``"namespace/name"``) to a secret's data; ``address_resolver`` maps an in-cluster address such as
     ``http://prometheus.istio-system:9090`` to a reachable one; ``default_prometheus`` is the address used by
     built-in and inline metrics when the canary has no ``spec.metricsServer``; ``proxy`` sends the query
-    through an HTTP proxy (an alternative to the resolver for reaching in-cluster names).
+    through an HTTP proxy (an alternative to the resolver for reaching in-cluster names); ``time`` is the
+    instant query's evaluation time (the controller passes its tick time, so that a backtest querying the same
+    Prometheus at that time asks exactly the same question).
     """
     query = ""
     try:
@@ -515,7 +522,7 @@ def query_metric(
             shown_address=resolved.address,
             proxy=proxy,
         ) as prom:
-            value = prom.query(resolved.query)
+            value = prom.query(resolved.query, time=time)
         if value is not None and resolved.truncate and math.isfinite(value):
             value = float(math.trunc(value))
         return MetricValue(name=metric.name, value=value, query=query)
