@@ -7,7 +7,6 @@ import re
 import signal
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 import httpx

@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
 from collections import Counter
 from pathlib import Path
 
