@@ -1,4 +1,5 @@
 """The Dagster code location: wires the engine (playground/) into assets, jobs and sensors."""
+
 import dagster as dg
 
 from assets import ASSET_CHECKS, ASSETS

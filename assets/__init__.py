@@ -12,6 +12,7 @@ revision of a target). The assets are recorded by the ``gitops_sync`` and ``cana
 step happens (a release is materialized once per traffic step), so they are declared here as specs, not as
 functions to run: one way of doing each thing, in the engine.
 """
+
 from __future__ import annotations
 
 import dagster as dg
@@ -56,11 +57,17 @@ def target_assets(target: Target) -> tuple[list[dg.AssetSpec], dg.AssetChecksDef
         kinds={"prometheus"},
     )
     promotion = dg.AssetSpec(
-        ["promotions", ns, name], deps=[release.key], partitions_def=parts, group_name="releases",
+        ["promotions", ns, name],
+        deps=[release.key],
+        partitions_def=parts,
+        group_name="releases",
         description=f"Promotion of a revision of {ns}/{name} to the primary.",
     )
     rollback = dg.AssetSpec(
-        ["rollbacks", ns, name], deps=[release.key], partitions_def=parts, group_name="releases",
+        ["rollbacks", ns, name],
+        deps=[release.key],
+        partitions_def=parts,
+        group_name="releases",
         description=f"Rollback of a revision of {ns}/{name}: all traffic back on the primary.",
     )
     checks = None
@@ -77,14 +84,18 @@ def target_assets(target: Target) -> tuple[list[dg.AssetSpec], dg.AssetChecksDef
 
 def build_assets(targets: list[Target]) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
     specs = [
-        dg.AssetSpec(GITOPS_COMMIT, description="HEAD of the GitOps repository: observed by git_commit_sensor when a "
-                     "commit appears on the origin (data version = sha), materialized by gitops_sync once applied.",
-                     group_name="gitops",
-                     kinds={"git"}),
+        dg.AssetSpec(
+            GITOPS_COMMIT,
+            description="HEAD of the GitOps repository: observed by git_commit_sensor when a "
+            "commit appears on the origin (data version = sha), materialized by gitops_sync once applied.",
+            group_name="gitops",
+            kinds={"git"},
+        ),
     ]
     for name, description in COMPONENTS.items():
-        specs.append(dg.AssetSpec(component_key(name), deps=[GITOPS_COMMIT], description=description,
-                                  group_name="cluster"))
+        specs.append(
+            dg.AssetSpec(component_key(name), deps=[GITOPS_COMMIT], description=description, group_name="cluster")
+        )
     checks = []
     for t in targets:
         s, c = target_assets(t)

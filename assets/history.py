@@ -10,11 +10,14 @@ instance and records).
   and week, from the promotions/rollbacks materializations (+ the commit times of their revisions).
 * ``release_history``: the rows of `playground history` from an instance directory.
 """
+
 from __future__ import annotations
 
+import argparse
 import base64
 import os
-from datetime import datetime, timedelta, timezone
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ DEFAULT_PROMETHEUS = "http://prometheus.istio-system:9090"
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _home(env: dict | None = None) -> Path:
@@ -57,8 +60,7 @@ def _run_ticks(context, target) -> tuple[list[history.TickWeight], str | None]:
             continue
         routes = str(_text(mat.metadata.get("routes", "100/0"))).split()[0]
         primary, _, canary = routes.partition("/")
-        ticks.append(history.TickWeight(datetime.fromtimestamp(entry.timestamp, timezone.utc), int(primary),
-                                        int(canary)))
+        ticks.append(history.TickWeight(datetime.fromtimestamp(entry.timestamp, UTC), int(primary), int(canary)))
     failures: dict[str, list[Any]] = {}
     for entry in inst.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         ev = entry.dagster_event.event_specific_data
@@ -74,7 +76,7 @@ def _run_ticks(context, target) -> tuple[list[history.TickWeight], str | None]:
 def attach_release_history(context, target, rec, outcome: dict) -> dict:
     """Metadata for the release's final materialization: history Parquet + chart (never raises)."""
     meta: dict[str, Any] = {"strategy": target.strategy}
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     start = end - timedelta(seconds=float(outcome.get("duration_s") or 0))
     try:
         ticks, worst = _run_ticks(context, target)
@@ -87,18 +89,29 @@ def attach_release_history(context, target, rec, outcome: dict) -> dict:
             canary = rt.controller(log=lambda _l: None).canary(target.key)
             url = canary.spec.metricsServer or DEFAULT_PROMETHEUS
             interval = canary.spec.analysis.interval or "60s"
-            window = history.ReleaseWindow(target.namespace, target.name, rec.revision, start - timedelta(minutes=1),
-                                           end, step=_step(end - start), rate_window=_rate_window(interval))
+            window = history.ReleaseWindow(
+                target.namespace,
+                target.name,
+                rec.revision,
+                start - timedelta(minutes=1),
+                end,
+                step=_step(end - start),
+                rate_window=_rate_window(interval),
+            )
             rel = history.record_release(rt.home, url, window, ticks, proxy=rt.http_proxy(), result=outcome["phase"])
         finally:
             rt.close()
         png = rel.chart.read_bytes()
-        meta.update({
-            "history": dg.MetadataValue.path(str(rel.parquet)),
-            "history_rows": rel.rows,
-            "chart": dg.MetadataValue.path(str(rel.chart)),
-            "chart_preview": dg.MetadataValue.md(f"![release chart](data:image/png;base64,{base64.b64encode(png).decode()})"),
-        })
+        meta.update(
+            {
+                "history": dg.MetadataValue.path(str(rel.parquet)),
+                "history_rows": rel.rows,
+                "chart": dg.MetadataValue.path(str(rel.chart)),
+                "chart_preview": dg.MetadataValue.md(
+                    f"![release chart](data:image/png;base64,{base64.b64encode(png).decode()})"
+                ),
+            }
+        )
     except Exception as e:  # history is a report: a release must never fail because of it
         context.log.warning(f"{target.key}: metric history not recorded: {e}")
         meta["history"] = f"not recorded: {e}"[:500]
@@ -138,18 +151,20 @@ def outcome_records(instance: dg.DagsterInstance, target: str | None = None) -> 
                 mat = r.asset_materialization
                 meta = {k: _text(v) for k, v in (mat.metadata or {}).items()}
                 duration = float(meta.get("duration_s") or 0)
-                rows.append({
-                    "target": meta.get("target") or f"{path[1]}/{path[2]}",
-                    "revision": meta.get("revision") or mat.partition,
-                    "strategy": meta.get("strategy"),
-                    "started": meta.get("started") or _iso(r.timestamp - duration),
-                    "finished": _iso(r.timestamp),
-                    "duration_s": duration,
-                    "result": meta.get("phase") or ("Succeeded" if path[0] == "promotions" else "Failed"),
-                    "failed_checks": meta.get("failed_checks"),
-                    "worst_metric": meta.get("worst_metric"),
-                    "_ts": r.timestamp,
-                })
+                rows.append(
+                    {
+                        "target": meta.get("target") or f"{path[1]}/{path[2]}",
+                        "revision": meta.get("revision") or mat.partition,
+                        "strategy": meta.get("strategy"),
+                        "started": meta.get("started") or _iso(r.timestamp - duration),
+                        "finished": _iso(r.timestamp),
+                        "duration_s": duration,
+                        "result": meta.get("phase") or ("Succeeded" if path[0] == "promotions" else "Failed"),
+                        "failed_checks": meta.get("failed_checks"),
+                        "worst_metric": meta.get("worst_metric"),
+                        "_ts": r.timestamp,
+                    }
+                )
             if not res.has_more:
                 break
             cursor = res.cursor
@@ -162,8 +177,11 @@ def outcome_records(instance: dg.DagsterInstance, target: str | None = None) -> 
 def release_history(dagster_home: str | Path, target: str | None = None) -> list[dict]:
     """Rows of `playground history` from the instance in ``dagster_home``."""
     home = Path(dagster_home)
-    instance = (dg.DagsterInstance.from_config(str(home)) if (home / "dagster.yaml").exists()
-                else dg.DagsterInstance.local_temp(str(home)))
+    instance = (
+        dg.DagsterInstance.from_config(str(home))
+        if (home / "dagster.yaml").exists()
+        else dg.DagsterInstance.local_temp(str(home))
+    )
     try:
         return outcome_records(instance, target)
     finally:
@@ -194,25 +212,35 @@ def commit_times(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
 # ------------------------------------------------------------------------------------------------- assets
 
 
-@dg.asset(key=METRIC_HISTORY, group_name=HISTORY_GROUP, kinds={"parquet", "pandas"},
-          description="Prometheus range data of every release (success rate, p99 latency, request rate and traffic "
-          "weight, canary vs primary) as a Parquet dataset partitioned by target and revision; each release "
-          "appends its partition when it ends.")
+@dg.asset(
+    key=METRIC_HISTORY,
+    group_name=HISTORY_GROUP,
+    kinds={"parquet", "pandas"},
+    description="Prometheus range data of every release (success rate, p99 latency, request rate and traffic "
+    "weight, canary vs primary) as a Parquet dataset partitioned by target and revision; each release "
+    "appends its partition when it ends.",
+)
 def metric_history(context) -> dg.MaterializeResult:
     home = _home()
     frame = history.load_history(home)
     releases = frame[["target", "revision"]].drop_duplicates() if not frame.empty else frame
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(history.history_root(home))),
-        "rows": len(frame),
-        "releases": len(releases),
-        "targets": dg.MetadataValue.json(sorted(set(frame["target"])) if not frame.empty else []),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(history.history_root(home))),
+            "rows": len(frame),
+            "releases": len(releases),
+            "targets": dg.MetadataValue.json(sorted(set(frame["target"])) if not frame.empty else []),
+        }
+    )
 
 
-@dg.asset(key=DELIVERY, group_name=HISTORY_GROUP, kinds={"pandas"},
-          description="Delivery metrics per target and week from the release lineage: deployment frequency, lead "
-          "time from commit to promotion, change failure rate (rollbacks / releases), time to restore.")
+@dg.asset(
+    key=DELIVERY,
+    group_name=HISTORY_GROUP,
+    kinds={"pandas"},
+    description="Delivery metrics per target and week from the release lineage: deployment frequency, lead "
+    "time from commit to promotion, change failure rate (rollbacks / releases), time to restore.",
+)
 def delivery_metrics(context) -> dg.MaterializeResult:
     inst = context.instance
     commits = commit_times(inst)
@@ -232,8 +260,45 @@ def delivery_metrics(context) -> dg.MaterializeResult:
         chart = delivery.plot(weekly, out / "delivery.png")
         meta["chart"] = dg.MetadataValue.path(str(chart))
         meta["chart_preview"] = dg.MetadataValue.md(
-            f"![delivery](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})")
+            f"![delivery](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
 HISTORY_ASSETS = [metric_history, delivery_metrics]
+
+
+# ------------------------------------------------------------------------------------ `playground history`
+
+
+def run_history(args: argparse.Namespace) -> int:
+    home = Path(args.dagster_home) if args.dagster_home else history.dagster_home()
+    if not home.exists():
+        print(
+            f"playground history: no Dagster instance at {home}: run releases first (`playground up`), or set "
+            f"DAGSTER_HOME / --dagster-home",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        rows = release_history(home, target=args.target)
+    except Exception as e:
+        print(f"playground history: cannot read the Dagster instance at {home}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(history.format_history(rows, args.format))
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """`playground history`, registered through the ``playground.commands`` entry point (see playground/cli.py)."""
+    p = subparsers.add_parser(
+        "history",
+        help="list finished releases (promotions and rollbacks) from the Dagster instance",
+        description="Print the release history recorded by canary_release runs: target, revision, strategy, "
+        "start time, duration, result (Succeeded = promoted, Failed = rolled back), failed checks and the worst "
+        "metric (the one that failed most often). Reads $DAGSTER_HOME, else $PLAYGROUND_HOME/dagster.",
+    )
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--target", metavar="NS/NAME", help="only this target")
+    p.add_argument("--dagster-home", metavar="DIR", help="Dagster instance directory (default: see above)")
+    p.set_defaults(func=run_history)

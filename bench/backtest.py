@@ -8,6 +8,7 @@ same rows (observations built beforehand, no output dicts).
 
     .venv/bin/python bench/backtest.py [--ticks 1000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,26 +19,28 @@ from playground.backtest import TraceProbe, TraceRow, replay
 from playground.models import Canary
 from playground.observe import Observation
 
-CANARY = Canary.model_validate({
-    "metadata": {"name": "backend", "namespace": "prod"},
-    "spec": {
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
-        "service": {"port": 9898},
-        "analysis": {
-            "interval": "15s",
-            "threshold": 3,
-            "stepWeight": 2,
-            "metrics": [
-                {"name": "request-success-rate", "thresholdRange": {"min": 99}},
-                {"name": "request-duration", "thresholdRange": {"max": 500}},
-            ],
-            "webhooks": [
-                {"name": "smoke", "type": "pre-rollout", "url": "http://flagger-loadtester.prod/"},
-                {"name": "load", "url": "http://flagger-loadtester.prod/"},
-            ],
+CANARY = Canary.model_validate(
+    {
+        "metadata": {"name": "backend", "namespace": "prod"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "15s",
+                "threshold": 3,
+                "stepWeight": 2,
+                "metrics": [
+                    {"name": "request-success-rate", "thresholdRange": {"min": 99}},
+                    {"name": "request-duration", "thresholdRange": {"max": 500}},
+                ],
+                "webhooks": [
+                    {"name": "smoke", "type": "pre-rollout", "url": "http://flagger-loadtester.prod/"},
+                    {"name": "load", "url": "http://flagger-loadtester.prod/"},
+                ],
+            },
         },
-    },
-})
+    }
+)
 
 
 def trace(length: int) -> list[TraceRow]:
@@ -57,12 +60,14 @@ def main() -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     ticks = 0
     for _ in range(releases):
-        for line in replay(CANARY, rows):
+        for _line in replay(CANARY, rows):
             ticks += 1
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     ticks -= releases  # the final {"result": ...} line of each release is not a tick
-    print(f"backtest replay: {ticks:,} ticks ({releases:,} releases of {per_release} ticks, 2 metric checks per "
-          f"analysis tick): {ticks / cpu:,.0f} ticks/s of CPU time, {ticks / wall:,.0f} ticks/s of wall time")
+    print(
+        f"backtest replay: {ticks:,} ticks ({releases:,} releases of {per_release} ticks, 2 metric checks per "
+        f"analysis tick): {ticks / cpu:,.0f} ticks/s of CPU time, {ticks / wall:,.0f} ticks/s of wall time"
+    )
 
     probe = TraceProbe()
     observations = [Observation(row.revision, row.canary, row.primary, now=None) for row in rows[:per_release]]

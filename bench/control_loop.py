@@ -18,6 +18,7 @@ and prints:
 Usage: .venv/bin/python bench/control_loop.py [--interval 1s]
 Prints figures only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dagster as dg  # noqa: E402
+import dagster as dg
 
-from jobs import canary_release, gitops_sync  # noqa: E402
-from playground.models import parse_duration  # noqa: E402
-from sensors import git_commit_sensor, release_on_sync  # noqa: E402
-from tests.support.playground_env import PODINFO, playground_env, routes  # noqa: E402
+from jobs import canary_release, gitops_sync
+from playground.models import parse_duration
+from sensors import git_commit_sensor, release_on_sync
+from tests.support.playground_env import PODINFO, playground_env, routes
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}  # figures only on the terminal
 TEN_STEPS = {"maxWeight: 50": "maxWeight: 100", "stepWeight: 5\n": "stepWeight: 10\n"}
@@ -46,8 +47,10 @@ def main() -> int:
     args = ap.parse_args()
     interval = parse_duration(args.interval)
 
-    with tempfile.TemporaryDirectory(prefix="bench-control-loop-") as tmp, \
-            playground_env(Path(tmp) / "home", interval=args.interval) as env:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-control-loop-") as tmp,
+        playground_env(Path(tmp) / "home", interval=args.interval) as env,
+    ):
         res = env.resource()
         instance = dg.DagsterInstance.ephemeral()
 
@@ -59,12 +62,14 @@ def main() -> int:
             return text
 
         env.commit({"prod/backend/canary.yaml": ten_steps}, "bench: 10-step canary")
-        assert gitops_sync.execute_in_process(run_config=QUIET, resources={"playground": res},
-                                              instance=instance).success
+        assert gitops_sync.execute_in_process(
+            run_config=QUIET, resources={"playground": res}, instance=instance
+        ).success
         init = canary_release.execute_in_process(
-            run_config={"ops": {"release": {"config": {"target": "prod/backend", "interval": args.interval}}},
-                        **QUIET},
-            resources={"playground": res}, instance=instance)
+            run_config={"ops": {"release": {"config": {"target": "prod/backend", "interval": args.interval}}}, **QUIET},
+            resources={"playground": res},
+            instance=instance,
+        )
         assert init.output_for_node("release")["phase"] == "Initialized"
         cursor = env.head()
         time.sleep(2.0)  # let Prometheus and the agent settle after initialization
@@ -81,31 +86,40 @@ def main() -> int:
                 time.sleep(0.01)
 
         image = f"{PODINFO}:6.9.0"
-        sha = env.commit({"prod/backend/deployment.yaml":
-                          lambda t: t.replace(f"{PODINFO}:6.7.0", image)}, f"bench: release {image}")
+        sha = env.commit(
+            {"prod/backend/deployment.yaml": lambda t: t.replace(f"{PODINFO}:6.7.0", image)}, f"bench: release {image}"
+        )
         t_commit = time.monotonic()  # the commit is on the origin
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
             tick = git_commit_sensor.evaluate_tick(
-                dg.build_sensor_context(instance=instance, cursor=cursor, resources={"playground": res}))
+                dg.build_sensor_context(instance=instance, cursor=cursor, resources={"playground": res})
+            )
             assert [r.run_key for r in tick.run_requests] == [sha], tick
             t_sensor = time.monotonic()
-            sync = gitops_sync.execute_in_process(run_config={**tick.run_requests[0].run_config, **QUIET},
-                                                  resources={"playground": res}, instance=instance)
+            sync = gitops_sync.execute_in_process(
+                run_config={**tick.run_requests[0].run_config, **QUIET},
+                resources={"playground": res},
+                instance=instance,
+            )
             assert sync.success
             t_synced = time.monotonic()
             ctx = dg.build_run_status_sensor_context(
-                sensor_name="release_on_sync", dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(sync.run_id), dagster_event=sync.get_run_success_event())
+                sensor_name="release_on_sync",
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(sync.run_id),
+                dagster_event=sync.get_run_success_event(),
+            )
             # (prod/frontend, never initialized here, is requested too: only the backend's release is timed)
             (request,) = [r for r in release_on_sync(ctx) if r.run_key.startswith("prod/backend@")]
             t_requested = time.monotonic()
             config = {**request.run_config, **QUIET}
             config["ops"]["release"]["config"]["interval"] = args.interval
             t_run = time.monotonic()
-            result = canary_release.execute_in_process(run_config=config, resources={"playground": res},
-                                                       instance=instance, tags=request.tags)
+            result = canary_release.execute_in_process(
+                run_config=config, resources={"playground": res}, instance=instance, tags=request.tags
+            )
             t_end = time.monotonic()
         finally:
             stop.set()
@@ -113,22 +127,29 @@ def main() -> int:
 
         outcome = result.output_for_node("release")
         ticks = outcome["ticks"]
-        mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-                if e.event_specific_data.materialization.asset_key == dg.AssetKey(["releases", "prod", "backend"])]
+        mats = [
+            e.event_specific_data.materialization
+            for e in result.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key == dg.AssetKey(["releases", "prod", "backend"])
+        ]
         first_tick = mats[0].metadata if mats else {}
         wall = outcome["duration_s"]
         # a clean 10-step release: start, canary ready, pre-rollout (weight 10), 9 more steps to 100, one
         # passing tick at 100 to promote, promotion (primary rollout), finalising, succeeded
         ideal = 1 + 1 + 1 + 9 + 1 + 1 + 1 + 1
 
-        print(f"release            {outcome['target']} -> {image}: {outcome['phase']}, "
-              f"{outcome['failed_checks']} failed checks")
+        print(
+            f"release            {outcome['target']} -> {image}: {outcome['phase']}, "
+            f"{outcome['failed_checks']} failed checks"
+        )
         print(f"interval           {interval:g} s")
         print(f"ticks              {ticks} (clean 10-step release: {ideal})")
         print(f"wall time          {wall:.1f} s (run including Dagster start: {t_end - t_run:.1f} s)")
         print(f"wall / (ticks x interval)        {wall / (ticks * interval):.3f}")
-        print(f"wall / ((ticks - 1) x interval)  {wall / ((ticks - 1) * interval):.3f}  "
-              "(the last tick ends the run without waiting)")
+        print(
+            f"wall / ((ticks - 1) x interval)  {wall / ((ticks - 1) * interval):.3f}  "
+            "(the last tick ends the run without waiting)"
+        )
         print(f"wall / (clean ticks x interval)  {wall / (ideal * interval):.3f}")
         print(f"first tick phase   {first_tick['phase'].value if first_tick else '-'}")
         if "t" in first_step:

@@ -10,6 +10,7 @@
 
     .venv/bin/python bench/history.py [--source both|prometheus|json] [--releases 10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playground import delivery, history  # noqa: E402
+from playground import delivery, history
 
 SERIES = 20
 STEP = 15
@@ -48,8 +49,9 @@ def bench_json() -> tuple[int, float]:
     results = []
     for i in range(SERIES):
         ts = START + STEP * np.arange(POINTS)
-        results.append([{"metric": {"series": str(i)},
-                         "values": [[float(t), repr(float(v))] for t, v in zip(ts, values(i))]}])
+        results.append(
+            [{"metric": {"series": str(i)}, "values": [[float(t), repr(float(v))] for t, v in zip(ts, values(i))]}]
+        )
     t0 = time.perf_counter()
     parts = []
     for i, result in enumerate(results):
@@ -73,12 +75,15 @@ def bench_prometheus() -> tuple[int, float, float]:
                 f.writelines(f'bench_metric{{series="{i}"}} {v} {t}\n' for t, v in zip(ts, values(i)))
             f.write("# EOF\n")
         t0 = time.perf_counter()
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "data")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "data")],
+            check=True,
+            capture_output=True,
+        )
         backfill = time.perf_counter() - t0
         with PrometheusProcess(work, extra_args=["--storage.tsdb.retention.time=100y"]) as prom:
             client = history.connect(prom.url)
-            start, end = datetime.fromtimestamp(START, timezone.utc), datetime.fromtimestamp(END, timezone.utc)
+            start, end = datetime.fromtimestamp(START, UTC), datetime.fromtimestamp(END, UTC)
             t0 = time.perf_counter()
             parts = []
             for i in range(SERIES):
@@ -95,14 +100,16 @@ def bench_prometheus() -> tuple[int, float, float]:
 def bench_delivery(n: int) -> tuple[int, float]:
     rng = np.random.default_rng(1)
     started = END + np.sort(rng.integers(0, 365 * 86400, n))
-    rows = pd.DataFrame({
-        "target": [f"prod/svc{i % 20}" for i in range(n)],
-        "revision": [f"r{i}" for i in range(n)],
-        "result": np.where(rng.random(n) < 0.15, "Failed", "Succeeded"),
-        "started": pd.to_datetime(started, unit="s", utc=True),
-        "finished": pd.to_datetime(started + rng.integers(60, 3600, n), unit="s", utc=True),
-        "committed": pd.to_datetime(started - rng.integers(60, 86400, n), unit="s", utc=True),
-    })
+    rows = pd.DataFrame(
+        {
+            "target": [f"prod/svc{i % 20}" for i in range(n)],
+            "revision": [f"r{i}" for i in range(n)],
+            "result": np.where(rng.random(n) < 0.15, "Failed", "Succeeded"),
+            "started": pd.to_datetime(started, unit="s", utc=True),
+            "finished": pd.to_datetime(started + rng.integers(60, 3600, n), unit="s", utc=True),
+            "committed": pd.to_datetime(started - rng.integers(60, 86400, n), unit="s", utc=True),
+        }
+    )
     t0 = time.perf_counter()
     frame = delivery.releases_frame(rows.to_dict("records"))
     weekly = delivery.weekly(frame)
@@ -126,11 +133,15 @@ def main() -> None:
             print("  real Prometheus: promtool not found (apt-get install prometheus)")
         else:
             rows, s, backfill = bench_prometheus()
-            print(f"  real Prometheus 2.42, backfilled ({backfill:.1f}s, not counted), range queries -> DataFrame: "
-                  f"{rows} rows in {s:.2f}s = {rows / s:,.0f} rows/s")
+            print(
+                f"  real Prometheus 2.42, backfilled ({backfill:.1f}s, not counted), range queries -> DataFrame: "
+                f"{rows} rows in {s:.2f}s = {rows / s:,.0f} rows/s"
+            )
     n, s = bench_delivery(args.releases)
-    print(f"delivery metrics (weekly + summary incl. building the releases table): {n} releases in {s:.3f}s = "
-          f"{n / s:,.0f} releases/s")
+    print(
+        f"delivery metrics (weekly + summary incl. building the releases table): {n} releases in {s:.3f}s = "
+        f"{n / s:,.0f} releases/s"
+    )
 
 
 if __name__ == "__main__":

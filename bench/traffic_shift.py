@@ -12,6 +12,7 @@ and prints:
 Usage: .venv/bin/python bench/traffic_shift.py [--steps 10] [--step-seconds 1.5] [--flips 10]
 Prints figures only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playground.local import envoy  # noqa: E402
-from playground.local.envoy import ServiceEndpoints  # noqa: E402
-from tests.support import procs  # noqa: E402
+from playground.local import envoy
+from playground.local.envoy import ServiceEndpoints
+from tests.support import procs
 
 NS = "prod"
 HOST = "app.example.com"
@@ -57,16 +58,32 @@ s.serve_forever()
 
 
 def service(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"ports": [{"name": "http", "port": 9898}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 9898}]},
+    }
 
 
 def virtual_service(primary: int, canary: int) -> dict:
-    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "backend", "namespace": NS},
-            "spec": {"hosts": ["backend", HOST], "gateways": [GATEWAY, "mesh"], "http": [{"route": [
-                {"destination": {"host": "backend-primary"}, "weight": primary},
-                {"destination": {"host": "backend-canary"}, "weight": canary}]}]}}
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "backend", "namespace": NS},
+        "spec": {
+            "hosts": ["backend", HOST],
+            "gateways": [GATEWAY, "mesh"],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": "backend-primary"}, "weight": primary},
+                        {"destination": {"host": "backend-canary"}, "weight": canary},
+                    ]
+                }
+            ],
+        },
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -92,8 +109,13 @@ def main() -> None:
     objects = [service("backend"), service("backend-primary"), service("backend-canary")]
 
     def apply(primary: int, canary: int, wait: bool = True) -> tuple[envoy.EnvoyConfig, float]:
-        cfg = envoy.render(objects + [virtual_service(primary, canary)], endpoints, gateway_port=gw_port,
-                           mesh_port=mesh_port, admin_port=admin_port)
+        cfg = envoy.render(
+            objects + [virtual_service(primary, canary)],
+            endpoints,
+            gateway_port=gw_port,
+            mesh_port=mesh_port,
+            admin_port=admin_port,
+        )
         t0 = time.monotonic()
         envoy.write_config(cfg, work / "envoy")
         if wait:
@@ -103,8 +125,9 @@ def main() -> None:
     started = []
     try:
         for name, port in (("primary", p_port), ("canary", c_port)):
-            started.append(procs.start_process([sys.executable, "-c", BACKEND, name, str(port)],
-                                               log_path=work / f"{name}.log"))
+            started.append(
+                procs.start_process([sys.executable, "-c", BACKEND, name, str(port)], log_path=work / f"{name}.log")
+            )
         cfg, _ = apply(100, 0, wait=False)
         envoy.validate_config(work / "envoy")
         proxy = procs.start_process(envoy.envoy_args(work / "envoy"), log_path=work / "envoy.log")
@@ -118,8 +141,9 @@ def main() -> None:
         # --- shift 0 -> 100% in steps under load
         workers = 10
         duration = args.steps * args.step_seconds + 2
-        load = procs.start_hey(url, duration=duration, concurrency=workers, rate_per_worker=args.rate / workers,
-                               extra=["-host", HOST])
+        load = procs.start_hey(
+            url, duration=duration, concurrency=workers, rate_per_worker=args.rate / workers, extra=["-host", HOST]
+        )
         applied = []
         time.sleep(1)
         for step in range(1, args.steps + 1):
@@ -135,8 +159,13 @@ def main() -> None:
         with httpx.Client(trust_env=False, timeout=5) as client:
             for _ in range(args.flips):
                 apply(100, 0)
-                cfg = envoy.render(objects + [virtual_service(0, 100)], endpoints, gateway_port=gw_port,
-                                   mesh_port=mesh_port, admin_port=admin_port)
+                cfg = envoy.render(
+                    objects + [virtual_service(0, 100)],
+                    endpoints,
+                    gateway_port=gw_port,
+                    mesh_port=mesh_port,
+                    admin_port=admin_port,
+                )
                 t0 = time.monotonic()
                 envoy.write_config(cfg, work / "envoy")
                 while client.get(url, headers={"host": HOST}).headers.get("x-backend") != "canary":
@@ -150,10 +179,14 @@ def main() -> None:
 
     ms = lambda s: f"{1000 * s:.1f} ms"  # noqa: E731
     lat = result.latency_percentiles
-    print(f"traffic shift 0->100% in {args.steps} steps of {args.step_seconds}s under hey "
-          f"({workers} keep-alive workers, {args.rate} req/s target, {result.requests_per_second or 0:.0f} req/s achieved)")
+    print(
+        f"traffic shift 0->100% in {args.steps} steps of {args.step_seconds}s under hey "
+        f"({workers} keep-alive workers, {args.rate} req/s target, {result.requests_per_second or 0:.0f} req/s achieved)"
+    )
     print(f"  requests answered:        {result.responses}")
-    print(f"  requests lost:            {result.lost} (non-2xx {result.non_2xx}, transport errors {result.error_count})")
+    print(
+        f"  requests lost:            {result.lost} (non-2xx {result.non_2xx}, transport errors {result.error_count})"
+    )
     print(f"  latency p50 / p99:        {ms(lat.get(50, float('nan')))} / {ms(lat.get(99, float('nan')))}")
     print(f"route change written -> Envoy reports it applied ({len(applied)} steps):")
     print(f"  median {ms(statistics.median(applied))}, p90 {ms(pct(applied, 0.9))}, max {ms(max(applied))}")

@@ -39,26 +39,51 @@ def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playgroun
         rt.close()
     result = outcome.result
     context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
-    context.log_event(dg.AssetMaterialization(GITOPS_COMMIT, metadata={
-        "sha": outcome.sha, "message": outcome.message, "applied": len(result.applied),
-        "unchanged": len(result.unchanged)}))
+    context.log_event(
+        dg.AssetMaterialization(
+            GITOPS_COMMIT,
+            metadata={
+                "sha": outcome.sha,
+                "message": outcome.message,
+                "applied": len(result.applied),
+                "unchanged": len(result.unchanged),
+            },
+        )
+    )
     for comp, keys in outcome.components().items():
-        context.log_event(dg.AssetMaterialization(component_key(comp), metadata={
-            "sha": outcome.sha, "objects": dg.MetadataValue.json(keys)}))
+        context.log_event(
+            dg.AssetMaterialization(
+                component_key(comp), metadata={"sha": outcome.sha, "objects": dg.MetadataValue.json(keys)}
+            )
+        )
     for t in result.targets:
         ns, name = t.canary.split("/")
-        context.log_event(dg.AssetMaterialization(["workloads", ns, name], metadata={
-            "sha": outcome.sha, "revision": t.new_revision, "previous_revision": t.old_revision or "",
-            "release_due": t.changed}))
+        context.log_event(
+            dg.AssetMaterialization(
+                ["workloads", ns, name],
+                metadata={
+                    "sha": outcome.sha,
+                    "revision": t.new_revision,
+                    "previous_revision": t.old_revision or "",
+                    "release_due": t.changed,
+                },
+            )
+        )
         if t.changed:
-            context.log.info(f"{t.canary}: new revision {t.new_revision} (was {t.old_revision or 'none'}): "
-                             "a canary_release run will be requested")
-    return {"sha": outcome.sha, "releases": [{"target": t.canary, "revision": t.new_revision}
-                                             for t in result.changed_targets]}
+            context.log.info(
+                f"{t.canary}: new revision {t.new_revision} (was {t.old_revision or 'none'}): "
+                "a canary_release run will be requested"
+            )
+    return {
+        "sha": outcome.sha,
+        "releases": [{"target": t.canary, "revision": t.new_revision} for t in result.changed_targets],
+    }
 
 
-@dg.job(description="Sync the cluster to the GitOps repository (validate all, then apply all).",
-        executor_def=dg.in_process_executor)
+@dg.job(
+    description="Sync the cluster to the GitOps repository (validate all, then apply all).",
+    executor_def=dg.in_process_executor,
+)
 def gitops_sync():
     sync_manifests()
 
@@ -117,28 +142,55 @@ class ReleaseRecorder:
             meta[f"metric/{name}"] = value if value is not None else "no values"
         self.context.log_event(dg.AssetMaterialization(self.key("releases"), partition=part, metadata=meta))
         if rec.result.checks:
-            self.context.log_event(dg.AssetMaterialization(self.key("release_metrics"), partition=part, metadata={
-                "tick": rec.tick, **{n: (v if v is not None else "no values") for n, v in metric_values.items()}}))
+            self.context.log_event(
+                dg.AssetMaterialization(
+                    self.key("release_metrics"),
+                    partition=part,
+                    metadata={
+                        "tick": rec.tick,
+                        **{n: (v if v is not None else "no values") for n, v in metric_values.items()},
+                    },
+                )
+            )
         for c in rec.result.checks:
-            self.context.log_event(dg.AssetCheckEvaluation(
-                asset_key=self.key("release_metrics"), check_name=check_name(c.name), passed=c.passed,
-                partition=part, metadata={"value": c.value if c.value is not None else "no values",
-                                          "message": c.message, "query": dg.MetadataValue.text(c.query or ""),
-                                          "tick": rec.tick}))
-        checks = ", ".join(f"{c.name}={'-' if c.value is None else round(c.value, 3)}{'' if c.passed else ' FAIL'}"
-                           for c in rec.result.checks)
+            self.context.log_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=self.key("release_metrics"),
+                    check_name=check_name(c.name),
+                    passed=c.passed,
+                    partition=part,
+                    metadata={
+                        "value": c.value if c.value is not None else "no values",
+                        "message": c.message,
+                        "query": dg.MetadataValue.text(c.query or ""),
+                        "tick": rec.tick,
+                    },
+                )
+            )
+        checks = ", ".join(
+            f"{c.name}={'-' if c.value is None else round(c.value, 3)}{'' if c.passed else ' FAIL'}"
+            for c in rec.result.checks
+        )
         self.context.log.info(
             f"tick {rec.tick}: {st.phase.value} routes {routes.primary}/{routes.canary}"
             f"{' mirror' if routes.mirror else ''} weight {st.canaryWeight} iterations {st.iterations} "
-            f"failedChecks {st.failedChecks}" + (f" | {checks}" if checks else "")
-            + (f" | {'; '.join(rec.result.events)}" if rec.result.events else ""))
+            f"failedChecks {st.failedChecks}"
+            + (f" | {checks}" if checks else "")
+            + (f" | {'; '.join(rec.result.events)}" if rec.result.events else "")
+        )
 
     def finish(self, rec: TickRecord, reason: str) -> dict:
         st = rec.state.status
         part = self._partition(rec.revision)
-        outcome = {"target": self.target.key, "revision": rec.revision, "phase": st.phase.value,
-                   "ticks": self.ticks, "duration_s": round(time.monotonic() - self.started, 1),
-                   "failed_checks": st.failedChecks, "reason": reason}
+        outcome = {
+            "target": self.target.key,
+            "revision": rec.revision,
+            "phase": st.phase.value,
+            "ticks": self.ticks,
+            "duration_s": round(time.monotonic() - self.started, 1),
+            "failed_checks": st.failedChecks,
+            "reason": reason,
+        }
         if st.phase in (Phase.Succeeded, Phase.Failed) and not self.active:
             # The run found the revision already promoted or rolled back (e.g. it was queued behind the run that
             # released it): the promotion or rollback is already recorded; do not record it a second time.
@@ -168,8 +220,11 @@ def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, inte
     A release run logs at least one event per analysis tick. One that has been silent for three intervals (and
     at least 60 s) lost its worker (killed hard: the local run launcher cannot tell); it is marked failed so that
     this run takes over and resumes from the persisted canary status."""
-    active = context.instance.get_runs(filters=dg.RunsFilter(
-        job_name="canary_release", statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    active = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name="canary_release", statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        )
+    )
     stale_after = max(60.0, 3 * interval)
     for run in active:
         if run.run_id == context.run_id or _target_of(run) != target:
@@ -178,14 +233,16 @@ def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, inte
         silent = time.time() - last[0].event_log_entry.timestamp if last else float("inf")
         if silent > stale_after:
             context.instance.report_run_failed(
-                run, f"taken over by run {context.run_id}: no event for {silent:.0f}s (its worker is gone)")
+                run, f"taken over by run {context.run_id}: no event for {silent:.0f}s (its worker is gone)"
+            )
             context.log.warning(f"{target}: run {run.run_id} was silent for {silent:.0f}s: marked failed, resuming")
             continue
         raise dg.Failure(
             description=f"{target} is already being released by run {run.run_id}: one canary_release per target "
-                        f"at a time. Launch with --tags '{{\"{TARGET_TAG}\": \"{target.replace('/', '-')}\"}}' "
-                        f"to queue behind it instead, or terminate that run first (a run whose worker died is "
-                        f"taken over after {stale_after:.0f}s without events).")
+            f'at a time. Launch with --tags \'{{"{TARGET_TAG}": "{target.replace("/", "-")}"}}\' '
+            f"to queue behind it instead, or terminate that run first (a run whose worker died is "
+            f"taken over after {stale_after:.0f}s without events)."
+        )
 
 
 @dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
@@ -195,8 +252,7 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
     rt = playground.runtime()
     ns, _, name = config.target.partition("/")
     try:
-        ctl = rt.controller(log=context.log.info,
-                            interval=parse_duration(config.interval) if config.interval else None)
+        ctl = rt.controller(log=context.log.info, interval=parse_duration(config.interval) if config.interval else None)
         _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
         if config.image:
             from playground.images import set_workload_image
@@ -208,8 +264,12 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
         canary = ctl.canary(config.target)
         from playground import analysis
 
-        target = Target(canary.namespace, canary.name, analysis.strategy(canary),
-                        tuple(m.name for m in canary.spec.analysis.metrics))
+        target = Target(
+            canary.namespace,
+            canary.name,
+            analysis.strategy(canary),
+            tuple(m.name for m in canary.spec.analysis.metrics),
+        )
         recorder = ReleaseRecorder(context, target)
         context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
         try:
@@ -219,8 +279,10 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
             ctl.make_safe(config.target)
             raise
         outcome = recorder.finish(final, _reason(final))
-        context.log.info(f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "
-                         f"({outcome['duration_s']}s, {outcome['failed_checks']} failed checks)")
+        context.log.info(
+            f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "
+            f"({outcome['duration_s']}s, {outcome['failed_checks']} failed checks)"
+        )
         return outcome
     finally:
         rt.close()

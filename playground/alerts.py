@@ -34,18 +34,20 @@ Payloads follow Flagger's pkg/notifier:
 Flagger treats any status other than 200 as a failure; we accept any 2xx (the generic webhook may answer 202
 or 204). Each post has a 5 second timeout (Flagger's) and is not retried: alerts are best effort.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from playground.secrets import lookup_secret
 from playground.models import AlertProvider, AlertProviderType, AlertSeverity, Canary, CanaryAlert, Phase
+from playground.secrets import lookup_secret
 
 __all__ = [
     "Delivery",
@@ -91,13 +93,15 @@ def _slack(canary: Canary, message: str, fields, severity: AlertSeverity, spec, 
         "username": spec.username or DEFAULT_USERNAME,
         "icon_url": "",
         "icon_emoji": ":rocket:",
-        "attachments": [{
-            "color": colors[1] if severity == AlertSeverity.error else colors[0],
-            "author_name": f"{canary.name}.{canary.namespace}",
-            "text": message,
-            "mrkdwn_in": ["text"],
-            "fields": [{"title": k, "value": v, "short": False} for k, v in fields],
-        }],
+        "attachments": [
+            {
+                "color": colors[1] if severity == AlertSeverity.error else colors[0],
+                "author_name": f"{canary.name}.{canary.namespace}",
+                "text": message,
+                "mrkdwn_in": ["text"],
+                "fields": [{"title": k, "value": v, "short": False} for k, v in fields],
+            }
+        ],
     }
 
 
@@ -108,24 +112,34 @@ def _msteams(canary: Canary, message: str, fields, severity: AlertSeverity) -> d
         "@context": "http://schema.org/extensions",
         "themeColor": "FF0000" if severity == AlertSeverity.error else "0076D7",
         "summary": subject,
-        "sections": [{
-            "activityTitle": message,
-            "activitySubtitle": subject,
-            "facts": [{"name": k, "value": v} for k, v in fields],
-        }],
+        "sections": [
+            {
+                "activityTitle": message,
+                "activitySubtitle": subject,
+                "facts": [{"name": k, "value": v} for k, v in fields],
+            }
+        ],
     }
 
 
 def _gchat(canary: Canary, message: str, fields) -> dict:
     sections = [{"widgets": [{"textParagraph": {"text": f"<font color=#848484><strong>{message}</strong></font>"}}]}]
     for k, v in fields:
-        sections.append({"widgets": [{"textParagraph": {
-            "text": f"{k}<br><font color=#848484><strong>{v}</strong></font>"}}]})
-    return {"cards": [{
-        "header": {"title": "Flagger", "subtitle": f"{canary.name}.{canary.namespace}",
-                   "imageUrl": "https://flagger.app/favicon.png"},
-        "sections": sections,
-    }]}
+        sections.append(
+            {"widgets": [{"textParagraph": {"text": f"{k}<br><font color=#848484><strong>{v}</strong></font>"}}]}
+        )
+    return {
+        "cards": [
+            {
+                "header": {
+                    "title": "Flagger",
+                    "subtitle": f"{canary.name}.{canary.namespace}",
+                    "imageUrl": "https://flagger.app/favicon.png",
+                },
+                "sections": sections,
+            }
+        ]
+    }
 
 
 def _generic(canary: Canary, message: str, fields, severity: AlertSeverity, now_ms: int) -> dict:
@@ -178,7 +192,6 @@ class AddressError(Exception):
     """The provider's address cannot be found (or is refused); the message says what to do."""
 
 
-
 def provider_address(
     provider: AlertProvider,
     *,
@@ -207,8 +220,9 @@ def provider_address(
         if not address:
             raise AddressError(f"{ref}: environment variable {spec.addressFromEnv} (spec.addressFromEnv) is not set")
     else:
-        raise AddressError(f"{ref} has no address source: set spec.secretRef (secret key 'address') or "
-                           f"spec.addressFromEnv")
+        raise AddressError(
+            f"{ref} has no address source: set spec.secretRef (secret key 'address') or spec.addressFromEnv"
+        )
     parts = urlsplit(address)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise AddressError(f"{ref}: the address from its secret/environment is not an http(s) URL")
@@ -273,16 +287,25 @@ def notify(
     try:
         severity = AlertSeverity(severity)
     except ValueError:
-        return [Delivery(alert=e.name, provider="", provider_type=None, ok=False,
-                         error=f"unknown severity {severity!r}: use info, warn or error") for e in entries]
+        return [
+            Delivery(
+                alert=e.name,
+                provider="",
+                provider_type=None,
+                ok=False,
+                error=f"unknown severity {severity!r}: use info, warn or error",
+            )
+            for e in entries
+        ]
     own = client is None
     http = client or httpx.Client(proxy=proxy or None)
     try:
         for entry in entries:
             if not accepts(entry.severity, severity):
                 continue
-            out.append(_deliver(canary, entry, severity, message, fields, providers, secrets, env, resolve, http,
-                                timeout))
+            out.append(
+                _deliver(canary, entry, severity, message, fields, providers, secrets, env, resolve, http, timeout)
+            )
     finally:
         if own:
             http.close()
@@ -294,8 +317,13 @@ def _deliver(canary, entry, severity, message, fields, providers, secrets, env, 
     key = f"{ns}/{entry.providerRef.name}"
     provider = (providers or {}).get((ns, entry.providerRef.name))
     if provider is None:
-        return Delivery(entry.name, key, None, False,
-                        error=f"alert {entry.name}: AlertProvider {key} not found; apply it or fix providerRef")
+        return Delivery(
+            entry.name,
+            key,
+            None,
+            False,
+            error=f"alert {entry.name}: AlertProvider {key} not found; apply it or fix providerRef",
+        )
     ptype = provider.spec.type.value
     try:
         url = provider_address(provider, secrets=secrets, env=env)
@@ -315,13 +343,31 @@ def _deliver(canary, entry, severity, message, fields, providers, secrets, env, 
         else:
             r = http.post(url, **kwargs)
     except httpx.TimeoutException:
-        return Delivery(entry.name, key, ptype, False, destination=shown,
-                        error=f"alert {entry.name}: {ptype} at {shown} did not answer within {timeout:g}s")
+        return Delivery(
+            entry.name,
+            key,
+            ptype,
+            False,
+            destination=shown,
+            error=f"alert {entry.name}: {ptype} at {shown} did not answer within {timeout:g}s",
+        )
     except httpx.HTTPError as e:
-        return Delivery(entry.name, key, ptype, False, destination=shown,
-                        error=f"alert {entry.name}: cannot post to {ptype} at {shown}: {type(e).__name__}: {e}")
+        return Delivery(
+            entry.name,
+            key,
+            ptype,
+            False,
+            destination=shown,
+            error=f"alert {entry.name}: cannot post to {ptype} at {shown}: {type(e).__name__}: {e}",
+        )
     if 200 <= r.status_code < 300:
         return Delivery(entry.name, key, ptype, True, status=r.status_code, destination=shown)
-    return Delivery(entry.name, key, ptype, False, status=r.status_code, destination=shown,
-                    error=f"alert {entry.name}: {ptype} at {shown} answered HTTP {r.status_code}: "
-                          f"{r.text.strip()[:300]}")
+    return Delivery(
+        entry.name,
+        key,
+        ptype,
+        False,
+        status=r.status_code,
+        destination=shown,
+        error=f"alert {entry.name}: {ptype} at {shown} answered HTTP {r.status_code}: {r.text.strip()[:300]}",
+    )

@@ -7,7 +7,7 @@ controller must carry out (in order), human-readable events, the metric checks a
 tick. It never performs I/O itself, so the same code runs live (``playground.hooks`` / ``playground.metrics``
 behind the probe) and in backtests (``playground.backtest``, a probe reading a recorded trace).
 
-The order of one tick follows DESIGN.md ("Canary semantics"), itself Flagger's ``advanceCanary``:
+The order of one tick follows docs/design.md ("Canary semantics"), itself Flagger's ``advanceCanary``:
 
 0. Initializing: once the primary is ready (not checked with skipAnalysis) the canary is scaled to zero, all
    traffic goes to the primary and the phase becomes Initialized with ``lastAppliedSpec = lastPromotedSpec =``
@@ -17,7 +17,7 @@ The order of one tick follows DESIGN.md ("Canary semantics"), itself Flagger's `
    (skipAnalysis skips that check); past its deadline while Promoting/Finalising the promotion failed.
 1.-9. See ``_Tick.run``.
 
-Choices where DESIGN.md or Flagger leave room (each covered by a test):
+Choices where docs/design.md or Flagger leave room (each covered by a test):
 - A workload whose progress deadline is exceeded counts as not ready, whatever ``ready`` says.
 - On rollback ``failedChecks`` keeps its count (DESIGN: "weight and iterations go to 0"); Flagger 1.44 resets it.
 - WaitingPromotion sets ``iterations`` to ``max(0, iterations - 1)`` (Flagger would store -1 for weighted
@@ -35,6 +35,7 @@ Choices where DESIGN.md or Flagger leave room (each covered by a test):
   a critical one sets failedChecks to the threshold, so the next tick rolls back. ``Probe.samples`` is only
   asked for judged metrics, and scipy is only imported for canaries that have one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -138,7 +139,9 @@ class Alert:
     message: str
 
 
-Action = Union[ScaleCanary, ScaleCanaryToZero, SetRoutes, PromoteCanarySpec, RunHooks, Alert]
+Action = Union[  # noqa: UP007 - a runtime alias used in isinstance checks
+    ScaleCanary, ScaleCanaryToZero, SetRoutes, PromoteCanarySpec, RunHooks, Alert
+]
 
 
 class AlertMessages:
@@ -149,7 +152,9 @@ class AlertMessages:
     TRAFFIC_WAITING_APPROVAL = "Canary traffic increase is waiting for approval."
     PROMOTION_WAITING_APPROVAL = "Canary promotion is waiting for approval."
     ROLLBACK_WEBHOOK = "Rolling back manual webhook invoked"
-    PROMOTION_FAILED = "Promotion failed: the primary is not ready past its progress deadline, all traffic is on the canary."
+    PROMOTION_FAILED = (
+        "Promotion failed: the primary is not ready past its progress deadline, all traffic is on the canary."
+    )
     SUCCEEDED = "Canary analysis completed successfully, promotion finished."
     SKIPPED = "Canary analysis was skipped, promotion finished."
 
@@ -336,9 +341,7 @@ def evaluate_metric(metric: CanaryMetric, mv: MetricValue) -> MetricCheck:
     if v is None or v != v:  # empty result or NaN
         if metric.noData == "pass":
             return MetricCheck(name, None, True, f"{name}: no values, passing (noData: pass)", mv.query)
-        return MetricCheck(
-            name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query
-        )
+        return MetricCheck(name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query)
     tr = metric.thresholdRange
     if tr is not None:
         if tr.min is not None and v < tr.min:
@@ -374,9 +377,7 @@ _FAILED = Phase.Failed
 _TERMINATING = Phase.Terminating
 
 # Phases in which a tick works on the current run even without a new revision.
-_ACTIVE = frozenset(
-    {Phase.Progressing, Phase.Waiting, Phase.WaitingPromotion, Phase.Promoting, Phase.Finalising}
-)
+_ACTIVE = frozenset({Phase.Progressing, Phase.Waiting, Phase.WaitingPromotion, Phase.Promoting, Phase.Finalising})
 # Phases that keep the status weight and iterations when entered.
 _KEEP_COUNTERS = frozenset({Phase.Progressing, Phase.Waiting, Phase.Promoting})
 
@@ -656,9 +657,7 @@ class _Tick:
 
     def initialize(self) -> None:
         if not self.plan.skip and not _ready(self.obs.primary):
-            self.events.append(
-                f"Waiting for primary of {self.plan.id} to be ready {self.obs.primary.message}".rstrip()
-            )
+            self.events.append(f"Waiting for primary of {self.plan.id} to be ready {self.obs.primary.message}".rstrip())
             return
         self.actions.append(ScaleCanaryToZero())
         self.set_routes(ALL_TO_PRIMARY)

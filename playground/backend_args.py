@@ -10,11 +10,12 @@ Options left unset fall back to the environment (``PLAYGROUND_BACKEND``, ``KUBEC
 configure the same thing the same way. ``--kubeconfig`` or ``--context`` without ``--backend`` (and without
 ``PLAYGROUND_BACKEND``) means ``--backend kubernetes``.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from playground.runtime import Runtime, RuntimeConfig
 
@@ -29,17 +30,35 @@ class BackendArgsError(ValueError):
 
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
-        "backend", "where the cluster is (unset options come from PLAYGROUND_BACKEND, KUBECONFIG, "
-        "PLAYGROUND_CONTEXT, PLAYGROUND_HOME)")
-    g.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="local (the embedded playground, default) or kubernetes (a real cluster)")
-    g.add_argument("--kubeconfig", metavar="FILE", default=None,
-                   help="kubeconfig for the kubernetes backend (default $KUBECONFIG, else ~/.kube/config; "
-                        "in-cluster service account inside a pod); implies --backend kubernetes")
-    g.add_argument("--context", metavar="NAME", default=None,
-                   help="kubeconfig context (default: its current-context); implies --backend kubernetes")
-    g.add_argument("--home", metavar="DIR", default=None,
-                   help="state directory of the local backend (default $PLAYGROUND_HOME or .playground)")
+        "backend",
+        "where the cluster is (unset options come from PLAYGROUND_BACKEND, KUBECONFIG, "
+        "PLAYGROUND_CONTEXT, PLAYGROUND_HOME)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="local (the embedded playground, default) or kubernetes (a real cluster)",
+    )
+    g.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        default=None,
+        help="kubeconfig for the kubernetes backend (default $KUBECONFIG, else ~/.kube/config; "
+        "in-cluster service account inside a pod); implies --backend kubernetes",
+    )
+    g.add_argument(
+        "--context",
+        metavar="NAME",
+        default=None,
+        help="kubeconfig context (default: its current-context); implies --backend kubernetes",
+    )
+    g.add_argument(
+        "--home",
+        metavar="DIR",
+        default=None,
+        help="state directory of the local backend (default $PLAYGROUND_HOME or .playground)",
+    )
 
 
 def runtime_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Runtime:
@@ -54,14 +73,19 @@ def runtime_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = 
     effective = backend or e.get("PLAYGROUND_BACKEND") or "local"
     if effective == "local" and (kubeconfig or context):
         given = "--kubeconfig" if kubeconfig else "--context"
-        raise BackendArgsError(f"{given} only applies to the kubernetes backend, but the backend is local "
-                               "(--backend or PLAYGROUND_BACKEND); drop it or pass --backend kubernetes")
+        raise BackendArgsError(
+            f"{given} only applies to the kubernetes backend, but the backend is local "
+            "(--backend or PLAYGROUND_BACKEND); drop it or pass --backend kubernetes"
+        )
     if kubeconfig and not os.path.exists(os.path.expanduser(kubeconfig)):
-        raise BackendArgsError(f"--kubeconfig {kubeconfig}: no such file; point it at your cluster's kubeconfig "
-                               "(kind writes ~/.kube/config; `kind get kubeconfig --name NAME > FILE` writes one)")
+        raise BackendArgsError(
+            f"--kubeconfig {kubeconfig}: no such file; point it at your cluster's kubeconfig "
+            "(kind writes ~/.kube/config; `kind get kubeconfig --name NAME > FILE` writes one)"
+        )
     try:
-        cfg = RuntimeConfig.from_env(e, backend=backend, kubeconfig=kubeconfig, context=context,
-                                     home=str(home) if home else None)
+        cfg = RuntimeConfig.from_env(
+            e, backend=backend, kubeconfig=kubeconfig, context=context, home=str(home) if home else None
+        )
     except ValueError as exc:  # an unknown PLAYGROUND_BACKEND
         raise BackendArgsError(str(exc)) from exc
     return Runtime(cfg)

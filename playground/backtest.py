@@ -11,6 +11,7 @@ which settings would have rolled back which releases.
 The replay starts from a canary that was initialized (primary ready, phase Initialized) and whose target got a
 new revision just before row 0, so row 0 is the tick that detects it (Progressing, weight 0, canary scaled up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from playground.analysis import CanaryState, analysis_interval, tick
-from playground.models import Canary, CanaryMetric, CanaryWebhook, Phase, parse_duration
+from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase, parse_duration
 from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
 
 DEFAULT_REVISION = "1"
@@ -37,7 +38,7 @@ BOOL_COLUMNS = ("canary_ready", "primary_ready", "canary_deadline_exceeded", "pr
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 _END_PHASES = frozenset({Phase.Succeeded, Phase.Failed})
-_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 TRACE_HELP = """\
 TRACE.csv has a header and one row per analysis tick; row 0 is the first tick after a new revision was applied.
@@ -161,9 +162,9 @@ def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
         if col in metrics or col in BOOL_COLUMNS or col == "revision":
             continue
         if col.startswith(WEBHOOK_PREFIX):
-            if col[len(WEBHOOK_PREFIX):] not in hooks:
+            if col[len(WEBHOOK_PREFIX) :] not in hooks:
                 raise InputError(
-                    f"{path}: column {col!r}: the canary has no webhook named {col[len(WEBHOOK_PREFIX):]!r}"
+                    f"{path}: column {col!r}: the canary has no webhook named {col[len(WEBHOOK_PREFIX) :]!r}"
                     f" (its webhooks: {', '.join(sorted(hooks)) or 'none'})"
                 )
             continue
@@ -172,8 +173,7 @@ def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
             f"({', '.join(sorted(metrics)) or 'none'}), webhook:<name>, {', '.join(BOOL_COLUMNS)} or revision"
         )
     notes = [
-        f"note: {path} has no column for metric {m!r}: every check of it sees no values"
-        for m in sorted(metrics - seen)
+        f"note: {path} has no column for metric {m!r}: every check of it sees no values" for m in sorted(metrics - seen)
     ]
 
     rows: list[TraceRow] = []
@@ -185,8 +185,10 @@ def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
         if len(cells) != len(header):
             raise InputError(f"{where} has {len(cells)} fields, the header has {len(header)}")
         values = {col: cell.strip() for col, cell in zip(header, cells)}
-        flags = {c: _parse_bool(values.get(c, ""), c == "canary_ready" or c == "primary_ready", where, c)
-                 for c in BOOL_COLUMNS}
+        flags = {
+            c: _parse_bool(values.get(c, ""), c == "canary_ready" or c == "primary_ready", where, c)
+            for c in BOOL_COLUMNS
+        }
         revision = values.get("revision") or revision
         rows.append(
             TraceRow(
@@ -195,7 +197,7 @@ def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
                 primary=Readiness(flags["primary_ready"], flags["primary_deadline_exceeded"]),
                 metrics={c: _parse_metric(values[c], where, c) for c in header if c in metrics},
                 webhooks={
-                    c[len(WEBHOOK_PREFIX):]: _parse_status(values[c], where, c)
+                    c[len(WEBHOOK_PREFIX) :]: _parse_status(values[c], where, c)
                     for c in header
                     if c.startswith(WEBHOOK_PREFIX)
                 },
@@ -278,14 +280,14 @@ def load_canary(path: Path) -> Canary:
 
 def _parse_time(text: str, flag: str) -> datetime:
     try:
-        return datetime.fromtimestamp(float(text), timezone.utc)
+        return datetime.fromtimestamp(float(text), UTC)
     except ValueError:
         pass
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
         raise InputError(f"{flag} {text!r}: use an RFC 3339 time (2024-05-01T12:00:00Z) or a Unix timestamp") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class PrometheusHistory:
@@ -302,9 +304,17 @@ class PrometheusHistory:
     A Prometheus that cannot be reached, or that rejects a query, is an ``InputError``.
     """
 
-    def __init__(self, canary: Canary, url: str, start: datetime | None = None, end: datetime | None = None,
-                 templates: Mapping | None = None, *, times: Iterable[datetime] | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        canary: Canary,
+        url: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        templates: Mapping | None = None,
+        *,
+        times: Iterable[datetime] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         from playground.metrics import PrometheusProvider
 
         self.canary = canary
@@ -365,14 +375,20 @@ class PrometheusHistory:
         except MetricError as e:
             raise InputError(f"metric {metric.name!r}: {e}") from None
         except requests.exceptions.ConnectionError as e:
-            raise InputError(f"cannot reach Prometheus at {self.url} ({_reason(e)}): check --prometheus URL "
-                             f"and that Prometheus is running") from None
+            raise InputError(
+                f"cannot reach Prometheus at {self.url} ({_reason(e)}): check --prometheus URL "
+                f"and that Prometheus is running"
+            ) from None
         except PrometheusApiClientException as e:
-            raise InputError(f"metric {metric.name!r}: Prometheus at {self.url} rejected the query at "
-                             f"{at.isoformat()} ({str(e)[:300]}); query: {query}") from None
+            raise InputError(
+                f"metric {metric.name!r}: Prometheus at {self.url} rejected the query at "
+                f"{at.isoformat()} ({str(e)[:300]}); query: {query}"
+            ) from None
         except Exception as e:
-            raise InputError(f"metric {metric.name!r}: query to Prometheus at {self.url} failed at "
-                             f"{at.isoformat()} ({type(e).__name__}: {str(e)[:300]}); query: {query}") from None
+            raise InputError(
+                f"metric {metric.name!r}: query to Prometheus at {self.url} failed at "
+                f"{at.isoformat()} ({type(e).__name__}: {str(e)[:300]}); query: {query}"
+            ) from None
         if value is not None and truncate and math.isfinite(value):
             value = float(math.trunc(value))
         return value
@@ -387,8 +403,14 @@ class PrometheusHistory:
                 if m.judge is not None:
                     from playground.history import query_samples
 
-                    samples[m.name] = query_samples(self.canary, m, self.templates, default_prometheus=self.url,
-                                                    address_resolver=lambda _a: self.url, now=at)
+                    samples[m.name] = query_samples(
+                        self.canary,
+                        m,
+                        self.templates,
+                        default_prometheus=self.url,
+                        address_resolver=lambda _a: self.url,
+                        now=at,
+                    )
                     if samples[m.name].error:
                         raise InputError(samples[m.name].error)
             self._rows.append(TraceRow(metrics=metrics, webhooks=self._webhooks, samples=samples))
@@ -405,8 +427,9 @@ class PrometheusHistory:
 _BUILTIN = ("request-success-rate", "request-duration")
 
 
-def prometheus_rows(canary: Canary, url: str, start: datetime, end: datetime,
-                    templates: Mapping | None = None) -> PrometheusHistory:
+def prometheus_rows(
+    canary: Canary, url: str, start: datetime, end: datetime, templates: Mapping | None = None
+) -> PrometheusHistory:
     """Rows from Prometheus history between ``start`` and ``end`` (one per analysis interval)."""
     return PrometheusHistory(canary, url, start, end, templates)
 
@@ -434,7 +457,9 @@ def parse_sweep(text: str, canary: Canary) -> SweepAxis:
     analysis.threshold|stepWeight|maxWeight|iterations. METRIC may be left out when one metric has the field."""
     spec, eq, values = text.partition("=")
     if not eq or not values.strip():
-        raise InputError(f"--sweep {text!r}: use [METRIC:]FIELD=V1,V2,... e.g. request-duration:thresholdRange.max=300,400")
+        raise InputError(
+            f"--sweep {text!r}: use [METRIC:]FIELD=V1,V2,... e.g. request-duration:thresholdRange.max=300,400"
+        )
     try:
         vals = tuple(float(v) for v in values.split(",") if v.strip())
     except ValueError:
@@ -445,19 +470,25 @@ def parse_sweep(text: str, canary: Canary) -> SweepAxis:
             raise InputError(f"--sweep {text!r}: {field_} is an analysis setting, not a metric's")
         return SweepAxis(None, field_, vals)
     if field_ not in _METRIC_FIELDS:
-        raise InputError(f"--sweep {text!r}: unknown setting {field_!r}; use one of "
-                         f"{', '.join(_METRIC_FIELDS + _ANALYSIS_FIELDS)}")
+        raise InputError(
+            f"--sweep {text!r}: unknown setting {field_!r}; use one of {', '.join(_METRIC_FIELDS + _ANALYSIS_FIELDS)}"
+        )
     names = [m.name for m in canary.spec.analysis.metrics]
     if colon:
         if metric not in names:
             raise InputError(f"--sweep {text!r}: the canary has no metric {metric!r} (its metrics: {', '.join(names)})")
         return SweepAxis(metric, field_, vals)
-    having = [m.name for m in canary.spec.analysis.metrics
-              if (m.thresholdRange is not None and getattr(m.thresholdRange, field_.split(".")[-1]) is not None)
-              or (field_ == "threshold" and m.threshold is not None)]
+    having = [
+        m.name
+        for m in canary.spec.analysis.metrics
+        if (m.thresholdRange is not None and getattr(m.thresholdRange, field_.split(".")[-1]) is not None)
+        or (field_ == "threshold" and m.threshold is not None)
+    ]
     if len(having) != 1:
-        raise InputError(f"--sweep {text!r}: say which metric, e.g. {names[0] if names else 'METRIC'}:{field_}=... "
-                         f"({len(having)} metrics set {field_})")
+        raise InputError(
+            f"--sweep {text!r}: say which metric, e.g. {names[0] if names else 'METRIC'}:{field_}=... "
+            f"({len(having)} metrics set {field_})"
+        )
     return SweepAxis(having[0], field_, vals)
 
 
@@ -491,31 +522,40 @@ def sweep(canary: Canary, axes: list[SweepAxis], histories: list[Iterable[TraceR
         for rows in histories:
             lines = list(replay(c, rows))
             final = lines[-1]
-            results.append({"result": final["result"], "ticks": final["ticks"],
-                            "rolled_back": final["result"] == Phase.Failed.value})
+            results.append(
+                {
+                    "result": final["result"],
+                    "ticks": final["ticks"],
+                    "rolled_back": final["result"] == Phase.Failed.value,
+                }
+            )
         out.append({"setting": ", ".join(a.label(v) for a, v in zip(axes, combo)), "results": results})
     return out
 
 
 def format_sweep(rows: list[dict], releases: list[str]) -> str:
     """The sweep as a text table: one line per setting, one column per release."""
+
     def cell(r: dict) -> str:
         if r["rolled_back"]:
             return f"ROLLED BACK (tick {r['ticks'] - 1})"
         return {"Succeeded": "promoted"}.get(r["result"], r["result"]) + f" ({r['ticks']} ticks)"
 
     header = ["setting"] + releases + ["rolled back"]
-    table = [[row["setting"]] + [cell(r) for r in row["results"]]
-             + [f"{sum(r['rolled_back'] for r in row['results'])}/{len(row['results'])}"] for row in rows]
+    table = [
+        [row["setting"]]
+        + [cell(r) for r in row["results"]]
+        + [f"{sum(r['rolled_back'] for r in row['results'])}/{len(row['results'])}"]
+        for row in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip()
-                     for line in [header] + table) + "\n"
+    return (
+        "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header] + table) + "\n"
+    )
 
 
-def load_templates(paths: list[Path]) -> dict[tuple[str, str], "MetricTemplate"]:
+def load_templates(paths: list[Path]) -> dict[tuple[str, str], MetricTemplate]:
     """MetricTemplates from YAML files (or every *.yaml/*.yml under directories), keyed by (namespace, name)."""
-    from playground.models import MetricTemplate
-
     out = {}
     files: list[Path] = []
     for p in paths:
@@ -595,14 +635,27 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("canary", metavar="CANARY.yaml", help="file holding the Canary manifest")
     p.add_argument("trace", metavar="TRACE.csv", nargs="?", help="recorded trace, one row per tick (see below)")
     p.add_argument("--prometheus", metavar="URL", help="replay real history from this Prometheus instead of a CSV")
-    p.add_argument("--from", dest="start", metavar="T", action="append",
-                   help="start of a release window (RFC 3339 or Unix time); repeat --from/--to for several releases")
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="T",
+        action="append",
+        help="start of a release window (RFC 3339 or Unix time); repeat --from/--to for several releases",
+    )
     p.add_argument("--to", dest="end", metavar="T", action="append", help="end of a release window")
-    p.add_argument("--templates", metavar="PATH", action="append",
-                   help="MetricTemplate YAML file or directory (with --prometheus; the canary file is read too)")
-    p.add_argument("--sweep", metavar="[METRIC:]FIELD=V1,V2", action="append",
-                   help="with --prometheus: replay once per value (several --sweep: every combination) and print "
-                   "which settings would have rolled back which releases; FIELD: thresholdRange.min, "
-                   "thresholdRange.max, threshold, analysis.threshold, analysis.stepWeight, analysis.maxWeight, "
-                   "analysis.iterations")
+    p.add_argument(
+        "--templates",
+        metavar="PATH",
+        action="append",
+        help="MetricTemplate YAML file or directory (with --prometheus; the canary file is read too)",
+    )
+    p.add_argument(
+        "--sweep",
+        metavar="[METRIC:]FIELD=V1,V2",
+        action="append",
+        help="with --prometheus: replay once per value (several --sweep: every combination) and print "
+        "which settings would have rolled back which releases; FIELD: thresholdRange.min, "
+        "thresholdRange.max, threshold, analysis.threshold, analysis.stepWeight, analysis.maxWeight, "
+        "analysis.iterations",
+    )
     p.set_defaults(func=run)

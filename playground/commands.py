@@ -11,12 +11,14 @@ release ends Succeeded (or there was nothing to release: Initialized), 1 when it
 3 when ``--max-ticks`` stopped it before it finished (the next run resumes from the persisted status),
 130 when interrupted (all traffic is routed back to the primary first).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from playground.backend_args import BackendArgsError, add_backend_args, runtime_from_args
 
@@ -34,11 +36,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "3 stopped by --max-ticks, 130 interrupted (traffic routed back to the primary).",
     )
     p.add_argument("target", metavar="TARGET", help="the Canary as NAMESPACE/NAME, e.g. prod/backend")
-    p.add_argument("--image", metavar="IMG", default=None,
-                   help="first commit IMG as the target's image in the GitOps repository and sync it")
-    p.add_argument("--interval", metavar="DURATION", default=None,
-                   help="analysis interval override, e.g. 2s (default: the Canary's analysis.interval, "
-                        "at least 10s on real clusters)")
+    p.add_argument(
+        "--image",
+        metavar="IMG",
+        default=None,
+        help="first commit IMG as the target's image in the GitOps repository and sync it",
+    )
+    p.add_argument(
+        "--interval",
+        metavar="DURATION",
+        default=None,
+        help="analysis interval override, e.g. 2s (default: the Canary's analysis.interval, "
+        "at least 10s on real clusters)",
+    )
     p.add_argument("--max-ticks", metavar="N", type=int, default=None, help="stop after N ticks")
     add_backend_args(p)
     p.set_defaults(func=cmd_release)
@@ -60,12 +70,15 @@ def format_tick(rec) -> str:
     """One progress line for a ``playground.controller.TickRecord``."""
     st = rec.state.status
     routes = rec.state.routes
-    line = (f"tick {rec.tick}: {st.phase.value} routes {routes.primary}/{routes.canary}"
-            f"{' mirror' if routes.mirror else ''} weight {st.canaryWeight} iterations {st.iterations} "
-            f"failedChecks {st.failedChecks}")
+    line = (
+        f"tick {rec.tick}: {st.phase.value} routes {routes.primary}/{routes.canary}"
+        f"{' mirror' if routes.mirror else ''} weight {st.canaryWeight} iterations {st.iterations} "
+        f"failedChecks {st.failedChecks}"
+    )
     checks = ", ".join(
         f"{c.name}={'-' if c.value is None else round(c.value, 3)}{'' if c.passed else ' FAIL'}"
-        for c in rec.result.checks)
+        for c in rec.result.checks
+    )
     if checks:
         line += f" | {checks}"
     if rec.result.events:
@@ -73,8 +86,9 @@ def format_tick(rec) -> str:
     return line
 
 
-def cmd_release(args: argparse.Namespace, *, out: TextIO | None = None,
-                clock: Callable[[], float] = time.monotonic) -> int:
+def cmd_release(
+    args: argparse.Namespace, *, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic
+) -> int:
     from playground.cluster.base import ClusterError
     from playground.controller import ControllerError
     from playground.models import Phase, parse_duration
@@ -113,8 +127,12 @@ def cmd_release(args: argparse.Namespace, *, out: TextIO | None = None,
         canary = ctl.canary(target)
         from playground import analysis
 
-        print(f"{target}: {analysis.strategy(canary)} release on the {rt.config.backend} backend, interval "
-              f"{ctl.interval(canary):g}s", file=out, flush=True)
+        print(
+            f"{target}: {analysis.strategy(canary)} release on the {rt.config.backend} backend, interval "
+            f"{ctl.interval(canary):g}s",
+            file=out,
+            flush=True,
+        )
         ticks = 0
 
         def on_tick(rec) -> None:
@@ -138,8 +156,10 @@ def cmd_release(args: argparse.Namespace, *, out: TextIO | None = None,
         rt.close()
     st = final.state.status
     elapsed = clock() - started
-    summary = (f"{target}: {st.phase.value} after {ticks} ticks ({elapsed:.1f}s, {st.failedChecks} failed checks, "
-               f"revision {final.revision})")
+    summary = (
+        f"{target}: {st.phase.value} after {ticks} ticks ({elapsed:.1f}s, {st.failedChecks} failed checks, "
+        f"revision {final.revision})"
+    )
     if st.phase in (Phase.Succeeded, Phase.Initialized):
         print(summary, file=out, flush=True)
         return EXIT_OK
@@ -169,8 +189,16 @@ def cmd_canaries(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             if status is None:
                 rows.append((ns, name, "-", "-", "-", "-"))
             else:
-                rows.append((ns, name, status.phase.value, str(status.canaryWeight), str(status.failedChecks),
-                             status.lastTransitionTime or "-"))
+                rows.append(
+                    (
+                        ns,
+                        name,
+                        status.phase.value,
+                        str(status.canaryWeight),
+                        str(status.failedChecks),
+                        status.lastTransitionTime or "-",
+                    )
+                )
     except (ClusterError, ValueError) as exc:
         _err(str(exc))
         return EXIT_ERROR

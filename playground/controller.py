@@ -10,22 +10,23 @@ queried at that tick: nothing is promoted on data from before the restart.
 The Dagster layer wraps ``Controller.run`` in the ``canary_release`` job; the CLI and the tests call it
 directly.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from playground import analysis, hooks, metrics, routing
 from playground.alerts import alert_fields, notify
-from playground.cluster.base import Cluster, ClusterError, WorkloadStatus
+from playground.cluster.base import Cluster, WorkloadStatus
 from playground.models import (
     AlertProvider,
     Canary,
     CanaryMetric,
-    CanaryStatus,
     CanaryWebhook,
     HookType,
     MetricTemplate,
@@ -82,13 +83,13 @@ class TickRecord:
 
 
 def _now_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LiveProbe:
     """Answers the state machine's questions with real webhooks and Prometheus queries."""
 
-    def __init__(self, controller: "Controller", canary: Canary, checksum: str, at: float | None = None):
+    def __init__(self, controller: Controller, canary: Canary, checksum: str, at: float | None = None):
         self._c = controller
         self._canary = canary
         self._checksum = checksum
@@ -126,7 +127,7 @@ class LiveProbe:
             secrets=self._c.settings.secrets,
             default_prometheus=self._c.settings.default_prometheus,
             proxy=self._c.settings.http_proxy,
-            now=None if self._at is None else datetime.fromtimestamp(self._at, timezone.utc),
+            now=None if self._at is None else datetime.fromtimestamp(self._at, UTC),
         )
 
 
@@ -195,7 +196,9 @@ class Controller:
         ref = canary.spec.autoscalerRef
         if ref is None:
             return None
-        return self.cluster.get(ref.apiVersion or "autoscaling/v2", "HorizontalPodAutoscaler", canary.namespace, ref.name)
+        return self.cluster.get(
+            ref.apiVersion or "autoscaling/v2", "HorizontalPodAutoscaler", canary.namespace, ref.name
+        )
 
     def revision(self, canary: Canary) -> str:
         target = self._target(canary)
@@ -219,8 +222,9 @@ class Controller:
         if status is None:
             return None
         routes = analysis.ALL_TO_PRIMARY
-        vs = self.cluster.get("networking.istio.io/v1beta1", "VirtualService", canary.namespace,
-                              routing.service_names(canary)[0])
+        vs = self.cluster.get(
+            "networking.istio.io/v1beta1", "VirtualService", canary.namespace, routing.service_names(canary)[0]
+        )
         if vs is not None:
             routes = analysis.Routes(*routing.routes_of(canary, vs))
         return analysis.CanaryState.from_status(status, routes)
@@ -263,10 +267,13 @@ class Controller:
         target = self._target(canary)
         configs = self._configs(canary, target)
         hpa = self._hpa(canary)
-        self.log(f"{canary.key}: initializing: creating {primary} (copy of {target['metadata']['name']}), "
-                 "services, destination rules and routes (all traffic to the primary)")
-        for obj in routing.bootstrap_objects(canary, target, hpa=hpa, configs=configs,
-                                             replicas=self._canary_replicas(canary)):
+        self.log(
+            f"{canary.key}: initializing: creating {primary} (copy of {target['metadata']['name']}), "
+            "services, destination rules and routes (all traffic to the primary)"
+        )
+        for obj in routing.bootstrap_objects(
+            canary, target, hpa=hpa, configs=configs, replicas=self._canary_replicas(canary)
+        ):
             self.cluster.apply(obj)
         if state is None:
             state = analysis.CanaryState.initial()
@@ -291,7 +298,9 @@ class Controller:
         hpa = self._hpa(canary)
         for obj in routing.primary_configs(target, configs):
             self.cluster.apply(obj)
-        current = self.cluster.get("apps/v1", "Deployment", canary.namespace, routing.primary_name(target["metadata"]["name"]))
+        current = self.cluster.get(
+            "apps/v1", "Deployment", canary.namespace, routing.primary_name(target["metadata"]["name"])
+        )
         replicas = (current or {}).get("spec", {}).get("replicas")
         self.cluster.apply(routing.primary_deployment(canary, target, configs, replicas=replicas))
         if hpa is not None:
@@ -300,8 +309,16 @@ class Controller:
     def _alert(self, canary: Canary, alert: analysis.Alert) -> None:
         if not canary.spec.analysis.alerts:
             return
-        for d in notify(canary, alert.severity, alert.message, self.providers(), secrets=self.settings.secrets,
-                        env=self.settings.env, fields=alert_fields(canary), proxy=self.settings.http_proxy):
+        for d in notify(
+            canary,
+            alert.severity,
+            alert.message,
+            self.providers(),
+            secrets=self.settings.secrets,
+            env=self.settings.env,
+            fields=alert_fields(canary),
+            proxy=self.settings.http_proxy,
+        ):
             if not d.ok:
                 self.log(f"{canary.key}: alert via {d.provider} failed: {d.error}")
 
@@ -316,10 +333,18 @@ class Controller:
             elif isinstance(action, analysis.PromoteCanarySpec):
                 self._promote(canary)
             elif isinstance(action, analysis.RunHooks):
-                for ans in hooks.call_hooks(canary, action.type, action.phase, result.state.lastAppliedSpec or "",
-                                            stop_on_failure=False, proxy=self.settings.http_proxy):
-                    self.log(f"{canary.key}: {action.type.value} hook {ans.name}: "
-                             f"{'ok' if ans.ok else 'failed'} ({ans.status or ans.error})")
+                for ans in hooks.call_hooks(
+                    canary,
+                    action.type,
+                    action.phase,
+                    result.state.lastAppliedSpec or "",
+                    stop_on_failure=False,
+                    proxy=self.settings.http_proxy,
+                ):
+                    self.log(
+                        f"{canary.key}: {action.type.value} hook {ans.name}: "
+                        f"{'ok' if ans.ok else 'failed'} ({ans.status or ans.error})"
+                    )
             elif isinstance(action, analysis.Alert):
                 self._alert(canary, action)
             else:  # pragma: no cover - a new action type must be handled here
@@ -359,8 +384,7 @@ class Controller:
         self._event_hooks(canary, result)
         for line in result.events:
             self.log(f"{key}: {line}")
-        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result, time=now,
-                          observation=obs)
+        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result, time=now, observation=obs)
 
     def run(
         self,

@@ -19,17 +19,25 @@ Per target and per week (weeks start on Monday 00:00 UTC; a release belongs to t
 ``summary`` gives the same figures per target over the whole history, with ``deployment_frequency`` as
 promotions per day over the span from the first week's Monday to the end of the last week.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 RELEASE_COLUMNS = ["target", "revision", "result", "started", "finished", "committed"]
-METRIC_COLUMNS = ["releases", "promotions", "rollbacks", "deployment_frequency", "change_failure_rate",
-                  "lead_time_median_s", "time_to_restore_median_s"]
+METRIC_COLUMNS = [
+    "releases",
+    "promotions",
+    "rollbacks",
+    "deployment_frequency",
+    "change_failure_rate",
+    "lead_time_median_s",
+    "time_to_restore_median_s",
+]
 PROMOTED, ROLLED_BACK = "Succeeded", "Failed"
 
 
@@ -56,19 +64,26 @@ def _prepare(releases: pd.DataFrame) -> pd.DataFrame:
     promoted = df["result"].to_numpy() == PROMOTED
     lead = (df["finished"] - df["committed"]).dt.total_seconds().to_numpy()
     restore = (df["finished"] - df["started"]).dt.total_seconds().to_numpy()
-    return pd.DataFrame({
-        "target": df["target"],
-        "week": week,
-        "promotion": promoted.astype(np.int64),
-        "rollback": (~promoted).astype(np.int64),
-        "lead_time_s": np.where(promoted, lead, np.nan),
-        "restore_s": np.where(promoted, np.nan, restore),
-    })
+    return pd.DataFrame(
+        {
+            "target": df["target"],
+            "week": week,
+            "promotion": promoted.astype(np.int64),
+            "rollback": (~promoted).astype(np.int64),
+            "lead_time_s": np.where(promoted, lead, np.nan),
+            "restore_s": np.where(promoted, np.nan, restore),
+        }
+    )
 
 
 def _figures(g: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
-    out = g.agg(releases=("promotion", "size"), promotions=("promotion", "sum"), rollbacks=("rollback", "sum"),
-                lead_time_median_s=("lead_time_s", "median"), time_to_restore_median_s=("restore_s", "median"))
+    out = g.agg(
+        releases=("promotion", "size"),
+        promotions=("promotion", "sum"),
+        rollbacks=("rollback", "sum"),
+        lead_time_median_s=("lead_time_s", "median"),
+        time_to_restore_median_s=("restore_s", "median"),
+    )
     out["change_failure_rate"] = out["rollbacks"] / out["releases"]
     return out
 

@@ -12,6 +12,7 @@ gateway requests failed (none: the primary serves throughout). Everything is obs
 way a user would: the cluster's canary statuses and the Dagster webserver's GraphQL API (this module does not
 import Dagster: the engine never does).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -140,17 +141,25 @@ class Demo:
         while True:
             st = self._statuses(rt)
             for key, s in sorted(st.items()):
-                view = (s.get("phase") or "(not initialized)", s.get("canaryWeight", 0), s.get("iterations", 0),
-                        s.get("failedChecks", 0))
+                view = (
+                    s.get("phase") or "(not initialized)",
+                    s.get("canaryWeight", 0),
+                    s.get("iterations", 0),
+                    s.get("failedChecks", 0),
+                )
                 if last.get(key) != view:
                     last[key] = view
-                    self.say(f"  {key:<14} {view[0]:<17} weight {view[1]:>3}  iterations {view[2]:>2}  "
-                             f"failed checks {view[3]}")
+                    self.say(
+                        f"  {key:<14} {view[0]:<17} weight {view[1]:>3}  iterations {view[2]:>2}  "
+                        f"failed checks {view[3]}"
+                    )
             if done(st):
                 return st
             if time.monotonic() > deadline:
-                raise DemoError(f"timed out after {self.timeout:.0f}s waiting for {what}; open the Dagster UI "
-                                f"(runs, sensors) and see the logs in {self.home / 'logs'}")
+                raise DemoError(
+                    f"timed out after {self.timeout:.0f}s waiting for {what}; open the Dagster UI "
+                    f"(runs, sensors) and see the logs in {self.home / 'logs'}"
+                )
             time.sleep(1.0)
 
     def _release(self, rt, releases: list[Release], before: dict[str, dict]) -> None:
@@ -202,8 +211,9 @@ class Demo:
             self.say(f"removing the previous playground in {h.root} (the demo starts from a fresh one)")
             localenv.down(h.root, purge=True, out=lambda _: None)
         self.say("[1/4] starting the local playground (Envoy, Prometheus, registry, git, node agent, Dagster)")
-        env = localenv.up(h.root, self.ports, dagster=True, interval=self.interval,
-                          out=lambda line: self.out("        " + line))
+        env = localenv.up(
+            h.root, self.ports, dagster=True, interval=self.interval, out=lambda line: self.out("        " + line)
+        )
         ports = env["ports"]
         rt = self._runtime()
         traffic = GatewayTraffic(f"http://127.0.0.1:{ports['gateway']}/")
@@ -211,25 +221,34 @@ class Demo:
             registry = f"http://127.0.0.1:{ports['registry']}"
             push_tag(registry, PODINFO_REPO, "6.7.0")  # the image the manifests run: the policy's baseline
 
-            self.say("[2/4] bootstrapping the cluster from git: git_commit_sensor -> gitops_sync -> "
-                     "canary_release initializes each canary (primary + routes)")
-            self._wait("the canaries to be initialized", lambda st: bool(st) and all(
-                s.get("phase") == Phase.Initialized.value for s in st.values()), rt)
+            self.say(
+                "[2/4] bootstrapping the cluster from git: git_commit_sensor -> gitops_sync -> "
+                "canary_release initializes each canary (primary + routes)"
+            )
+            self._wait(
+                "the canaries to be initialized",
+                lambda st: bool(st) and all(s.get("phase") == Phase.Initialized.value for s in st.values()),
+                rt,
+            )
             traffic.start()
 
             latest = max(list_tags(registry, PODINFO_REPO), key=_semver_key)
             major, minor, patch = (int(x) for x in latest.split("."))
             tag = f"{major}.{minor}.{patch + 1}"
-            self.say(f"[3/4] release: pushing podinfo:{tag} to the local registry; image_tag_sensor commits it, "
-                     "the sync releases prod/backend (weighted canary) and prod/frontend (A/B test)")
+            self.say(
+                f"[3/4] release: pushing podinfo:{tag} to the local registry; image_tag_sensor commits it, "
+                "the sync releases prod/backend (weighted canary) and prod/frontend (A/B test)"
+            )
             before = self._statuses(rt)
             wave = [Release("prod/backend", "canary", f"image {tag}"), Release("prod/frontend", "A/B", f"image {tag}")]
             push_tag(registry, PODINFO_REPO, tag)
             self._release(rt, wave, before)
             self.releases.extend(wave)
 
-            self.say("[4/4] faulty release: committing an injected 50% error rate to prod/backend; "
-                     "the analysis must roll it back")
+            self.say(
+                "[4/4] faulty release: committing an injected 50% error rate to prod/backend; "
+                "the analysis must roll it back"
+            )
             before = self._statuses(rt)
             faulty = Release("prod/backend", "canary", "commit: PODINFO_ERROR_RATE=0.5")
             self._commit_fault(rt)
@@ -249,11 +268,15 @@ class Demo:
         self.out("")
         self.out(self.table())
         self.out("")
-        self.out(f"gateway traffic during the releases: {traffic.ok + traffic.failed} requests, "
-                 f"{traffic.failed} failed" + (f" ({', '.join(sorted(set(traffic.errors)))})" if traffic.errors else ""))
-        self.out(f"Dagster UI: http://127.0.0.1:{ports['dagster']}/  (asset lineage: "
-                 f"http://127.0.0.1:{ports['dagster']}/asset-groups ; releases: "
-                 f"http://127.0.0.1:{ports['dagster']}/assets/releases/prod/backend)")
+        self.out(
+            f"gateway traffic during the releases: {traffic.ok + traffic.failed} requests, "
+            f"{traffic.failed} failed" + (f" ({', '.join(sorted(set(traffic.errors)))})" if traffic.errors else "")
+        )
+        self.out(
+            f"Dagster UI: http://127.0.0.1:{ports['dagster']}/  (asset lineage: "
+            f"http://127.0.0.1:{ports['dagster']}/asset-groups ; releases: "
+            f"http://127.0.0.1:{ports['dagster']}/assets/releases/prod/backend)"
+        )
         self.out(f"the playground keeps running: `playground status`, `playground down` (home {h.root})")
         ok = [r.result for r in self.releases] == ["promoted", "promoted", "rolled back"] and traffic.failed == 0
         return 0 if ok else 1
@@ -273,8 +296,18 @@ class Demo:
     def table(self) -> str:
         rows = [["TARGET", "REVISION", "STRATEGY", "TRIGGER", "RESULT", "DURATION", "FAILED CHECKS", "DAGSTER RUN"]]
         for r in self.releases:
-            rows.append([r.target, r.revision, r.strategy, r.trigger, r.result, r.duration, str(r.failed_checks),
-                         r.run_id or "-"])
+            rows.append(
+                [
+                    r.target,
+                    r.revision,
+                    r.strategy,
+                    r.trigger,
+                    r.result,
+                    r.duration,
+                    str(r.failed_checks),
+                    r.run_id or "-",
+                ]
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -290,12 +323,22 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "the playground keeps running afterwards (`playground down` stops it). Exit 0 when the releases ended "
         "as expected and no gateway request failed.",
     )
-    p.add_argument("--home", type=Path, default=None, help="environment directory (default: $PLAYGROUND_HOME or "
-                   "./.playground); it is purged first")
-    p.add_argument("--interval", default="2s", help="analysis interval of the demo releases (default 2s; the "
-                   "manifests keep their own 15s for real clusters)")
-    p.add_argument("--free-ports", action="store_true", help="use free ports instead of the defaults (8080, 9090, "
-                   "3000, ...), e.g. to run beside another playground")
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="environment directory (default: $PLAYGROUND_HOME or ./.playground); it is purged first",
+    )
+    p.add_argument(
+        "--interval",
+        default="2s",
+        help="analysis interval of the demo releases (default 2s; the manifests keep their own 15s for real clusters)",
+    )
+    p.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="use free ports instead of the defaults (8080, 9090, 3000, ...), e.g. to run beside another playground",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each stage (default 300)")
     p.set_defaults(func=_cli)
 
@@ -307,8 +350,13 @@ def _cli(args: argparse.Namespace) -> int:
     ports = localenv.Ports()
     if args.free_ports:
         ports = localenv.Ports(**{name: _free_port() for name in localenv.DEFAULT_PORTS})
-    demo = Demo(args.home or default_home(), ports, interval=args.interval,
-                out=lambda line: print(line, flush=True), timeout=args.timeout)
+    demo = Demo(
+        args.home or default_home(),
+        ports,
+        interval=args.interval,
+        out=lambda line: print(line, flush=True),
+        timeout=args.timeout,
+    )
     try:
         return demo.run()
     except (DemoError, localenv.EnvError) as e:

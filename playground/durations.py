@@ -2,6 +2,7 @@
 
 Kept free of heavy imports: the local workload programs (podinfo, loadtester) use it at start-up.
 """
+
 from __future__ import annotations
 
 import re

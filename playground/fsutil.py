@@ -1,5 +1,6 @@
 """Atomic file replacement, shared by everything that writes files other processes read (Envoy's dynamic
 configuration, Prometheus' file_sd targets, env.json)."""
+
 from __future__ import annotations
 
 import os

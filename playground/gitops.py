@@ -34,6 +34,7 @@ exists in the cluster the sync keeps the cluster's ``spec.replicas``; git must n
 back up. A new revision of a target (its pod template, or the data of a ConfigMap/Secret it references) is
 reported as a :class:`TargetChange` for the caller to start a ``canary_release`` run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,9 +44,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import git
 
@@ -182,8 +184,10 @@ class GitSource:
             repo.git.reset("--hard", ref)
             repo.git.clean("-ffdx")
         except git.exc.GitCommandError as e:
-            raise GitError(f"cannot update the checkout {self.workdir} of {self.url}: {_git_detail(e)}; "
-                           f"delete {self.workdir} and fetch again") from e
+            raise GitError(
+                f"cannot update the checkout {self.workdir} of {self.url}: {_git_detail(e)}; "
+                f"delete {self.workdir} and fetch again"
+            ) from e
         return repo.head.commit.hexsha
 
     def _clone(self) -> None:
@@ -228,8 +232,10 @@ class GitSource:
             else:
                 out = repo.git.diff("--name-only", "--no-renames", old_sha, new_sha)
         except git.exc.GitCommandError as e:
-            raise GitError(f"cannot compare {old_sha} and {new_sha} in {self.url}: {_git_detail(e)}; "
-                           "is the old commit still in the history (fetch again)?") from e
+            raise GitError(
+                f"cannot compare {old_sha} and {new_sha} in {self.url}: {_git_detail(e)}; "
+                "is the old commit still in the history (fetch again)?"
+            ) from e
         return sorted({p for p in out.splitlines() if p})
 
     def read(self, relpath: str) -> str:
@@ -240,8 +246,9 @@ class GitSource:
     def _safe(self, relpath: str) -> str:
         p = PurePosixPath(relpath.replace(os.sep, "/"))
         if p.is_absolute() or ".." in p.parts or not p.parts or p.parts[0] == ".git":
-            raise GitError(f"refusing to write {relpath!r}: paths must be relative to the repository root and stay "
-                           "inside it")
+            raise GitError(
+                f"refusing to write {relpath!r}: paths must be relative to the repository root and stay inside it"
+            )
         return str(p)
 
     def commit_and_push(
@@ -273,8 +280,12 @@ class GitSource:
                 if not repo.git.diff("--cached", "--name-only"):
                     return repo.head.commit.hexsha
                 name, email = author
-                env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
-                       "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+                env = {
+                    "GIT_AUTHOR_NAME": name,
+                    "GIT_AUTHOR_EMAIL": email,
+                    "GIT_COMMITTER_NAME": name,
+                    "GIT_COMMITTER_EMAIL": email,
+                }
                 with repo.git.custom_environment(**env):
                     repo.git.commit("--no-verify", "-q", "-m", message)
                 self._push_with_retry(repo, env)
@@ -284,8 +295,10 @@ class GitSource:
                 if isinstance(e, GitError):
                     raise
                 if isinstance(e, git.exc.GitCommandError):
-                    raise GitError(f"cannot commit and push to {self.url} (branch {self.branch}): "
-                                   f"{_git_detail(e)}; the checkout was reset to origin/{self.branch}") from e
+                    raise GitError(
+                        f"cannot commit and push to {self.url} (branch {self.branch}): "
+                        f"{_git_detail(e)}; the checkout was reset to origin/{self.branch}"
+                    ) from e
                 raise
 
     def _push_with_retry(self, repo: git.Repo, env: dict[str, str]) -> None:
@@ -314,8 +327,10 @@ class GitSource:
             try:
                 repo.git.push("origin", refspec, kill_after_timeout=GIT_TIMEOUT)
             except git.exc.GitCommandError as e:
-                raise GitError(f"the push to {self.url} (branch {self.branch}) failed again after a rebase: "
-                               f"{_git_detail(e)}; retry later") from e
+                raise GitError(
+                    f"the push to {self.url} (branch {self.branch}) failed again after a rebase: "
+                    f"{_git_detail(e)}; retry later"
+                ) from e
 
     def _reset_to_origin(self, repo: git.Repo) -> None:
         with contextlib.suppress(git.exc.GitCommandError):
@@ -345,8 +360,16 @@ CREATE, UPDATE, UNCHANGED, SKIP = "create", "update", "unchanged", "skip"
 GIT_ONLY_GROUPS = ("image.toolkit.fluxcd.io",)
 
 #: Metadata the API server (or the local store) sets; never compared, never sent.
-_SERVER_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink",
-                    "deletionTimestamp", "deletionGracePeriodSeconds")
+_SERVER_METADATA = (
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 
 
 @dataclass
@@ -385,15 +408,19 @@ class SyncPlan:
     def report(self) -> str:
         """The validation report: one line per finding, then a summary."""
         lines = [str(f) for f in self.errors + self.warnings]
-        lines.append(f"{self.root}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
-                     + ("; nothing was applied" if self.errors else ""))
+        lines.append(
+            f"{self.root}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+            + ("; nothing was applied" if self.errors else "")
+        )
         return "\n".join(lines)
 
     def summary(self) -> str:
         if self.errors:
             return f"invalid manifests ({len(self.errors)} errors): nothing to apply"
-        text = (f"{len(self.of_action(CREATE))} to create, {len(self.of_action(UPDATE))} to update, "
-                f"{len(self.of_action(UNCHANGED))} unchanged")
+        text = (
+            f"{len(self.of_action(CREATE))} to create, {len(self.of_action(UPDATE))} to update, "
+            f"{len(self.of_action(UNCHANGED))} unchanged"
+        )
         skipped = len(self.of_action(SKIP))
         return text + (f", {skipped} skipped (not served by the cluster)" if skipped else "")
 
@@ -469,11 +496,14 @@ def plan_sync(cluster: Cluster, manifest_dir: Path | str) -> SyncPlan:
     try:
         mset = load_tree(manifest_dir)
     except FileNotFoundError as e:
-        return SyncPlan(root, errors=[Finding(root, 1, str(e), "check the manifests directory of the GitOps "
-                                                                "repository (GitSource subdir)")])
+        return SyncPlan(
+            root,
+            errors=[
+                Finding(root, 1, str(e), "check the manifests directory of the GitOps repository (GitSource subdir)")
+            ],
+        )
     findings = validate_set(mset)  # the whole tree first: an error anywhere means nothing is applied
-    plan = SyncPlan(root, errors=[f for f in findings if f.is_error],
-                    warnings=[f for f in findings if not f.is_error])
+    plan = SyncPlan(root, errors=[f for f in findings if f.is_error], warnings=[f for f in findings if not f.is_error])
     if plan.errors:
         return plan
     plan.canaries = mset.canaries()
@@ -484,14 +514,36 @@ def plan_sync(cluster: Cluster, manifest_dir: Path | str) -> SyncPlan:
             current = cluster.get(o.api_version, o.kind, o.namespace, o.name)
         except ClusterError as e:
             if o.group in GIT_ONLY_GROUPS:
-                plan.warnings.append(o.finding((), f"not applied: {e}", "install the Flux image automation CRDs "
-                                               "to store it in the cluster; the image sensor reads it from git",
-                                               severity="warning"))
-                plan.items.append(SyncItem(_item_key(o.kind, o.namespace, o.name), o.api_version, o.kind,
-                                           o.namespace, o.name, _phase_of(o, mset), SKIP, desired, o.location))
+                plan.warnings.append(
+                    o.finding(
+                        (),
+                        f"not applied: {e}",
+                        "install the Flux image automation CRDs "
+                        "to store it in the cluster; the image sensor reads it from git",
+                        severity="warning",
+                    )
+                )
+                plan.items.append(
+                    SyncItem(
+                        _item_key(o.kind, o.namespace, o.name),
+                        o.api_version,
+                        o.kind,
+                        o.namespace,
+                        o.name,
+                        _phase_of(o, mset),
+                        SKIP,
+                        desired,
+                        o.location,
+                    )
+                )
                 continue
-            plan.errors.append(o.finding((), f"cannot read it from the cluster: {e}",
-                                         "make the cluster serve this kind (install its CRD) or remove it"))
+            plan.errors.append(
+                o.finding(
+                    (),
+                    f"cannot read it from the cluster: {e}",
+                    "make the cluster serve this kind (install its CRD) or remove it",
+                )
+            )
             continue
         is_target = o.kind == "Deployment" and o.group == "apps" and (o.namespace, o.name) in targets
         if is_target and current is not None:
@@ -500,7 +552,8 @@ def plan_sync(cluster: Cluster, manifest_dir: Path | str) -> SyncPlan:
         if current is None:
             action = CREATE
         elif managed_content(desired, ignore_replicas=ignore_replicas) == managed_content(
-                current, ignore_replicas=ignore_replicas):
+            current, ignore_replicas=ignore_replicas
+        ):
             action = UNCHANGED
         else:
             action = UPDATE
@@ -543,7 +596,9 @@ def apply_sync(cluster: Cluster, plan: SyncPlan) -> SyncResult:
     if plan.errors:
         raise SyncError(
             f"refusing to sync {plan.root}: the manifests have {len(plan.errors)} error(s); nothing was applied\n"
-            + plan.report(), findings=plan.errors + plan.warnings)
+            + plan.report(),
+            findings=plan.errors + plan.warnings,
+        )
     result = SyncResult()
     for item in plan.items:
         if item.action == UNCHANGED:
@@ -584,8 +639,9 @@ def target_changes(cluster: Cluster, canaries: list[Canary]) -> list[TargetChang
         if target is None:
             continue
         configs = []
-        for kind, name in sorted(routing.referenced_configs((target.get("spec") or {}).get("template", {})
-                                                            .get("spec") or {})):
+        for kind, name in sorted(
+            routing.referenced_configs((target.get("spec") or {}).get("template", {}).get("spec") or {})
+        ):
             obj = cluster.get("v1", kind, c.namespace, name)
             if obj is not None:
                 configs.append(obj)

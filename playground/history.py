@@ -24,23 +24,23 @@ release, primary vs canary, to a PNG (matplotlib, Agg backend).
 ``query_samples`` answers ``Probe.samples`` of the judge extension live: the metric's query rendered for the
 canary and for the primary, as range queries over the metric interval at the judge's step.
 
-``playground history`` lists the finished releases recorded in the Dagster instance (``$DAGSTER_HOME``, else
-``$PLAYGROUND_HOME/dagster``). Reading a Dagster instance is the Dagster layer's job, so the command imports
-``assets.history`` when it runs; this module itself never imports Dagster.
+``format_history`` prints the finished releases that ``playground history`` reads from the Dagster instance.
+Reading a Dagster instance is the Dagster layer's job: the command itself lives in ``assets/history.py`` and
+reaches the CLI through the ``playground.commands`` entry point; this module never imports Dagster.
 """
+
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import os
-import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,11 +54,13 @@ DEFAULT_RATE_WINDOW = "1m"
 DEFAULT_STEP = "15s"
 COLUMNS = ["time", "role", "metric", "value", "namespace", "name"]
 
-_SELECTOR = ('reporter="destination",destination_workload_namespace="{ns}",destination_workload="{wl}"')
+_SELECTOR = 'reporter="destination",destination_workload_namespace="{ns}",destination_workload="{wl}"'
 HISTORY_QUERIES = {
-    "success_rate": ('sum(rate(istio_requests_total{{{sel},response_code!~"5.*"}}[{w}])) / '
-                     'sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100'),
-    "latency_p99": 'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])) by (le))',
+    "success_rate": (
+        'sum(rate(istio_requests_total{{{sel},response_code!~"5.*"}}[{w}])) / '
+        "sum(rate(istio_requests_total{{{sel}}}[{w}])) * 100"
+    ),
+    "latency_p99": "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{w}])) by (le))",
     "request_rate": "sum(rate(istio_requests_total{{{sel}}}[{w}]))",
 }
 
@@ -117,7 +119,7 @@ def history_queries(namespace: str, name: str, rate_window: str = DEFAULT_RATE_W
 
 
 def _utc(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def connect(url: str, *, proxy: str | None = None, timeout: float = 30.0):
@@ -157,8 +159,9 @@ def query_range(client, query: str, start: datetime, end: datetime, step: str) -
         try:
             result = client.custom_query_range(query, start_time=t0, end_time=t1, step=f"{step_s:g}s")
         except Exception as e:  # requests errors, PrometheusApiClientException: name the address and the query
-            raise HistoryError(f"range query to Prometheus at {client.url} failed ({type(e).__name__}: "
-                               f"{str(e)[:300]}); query: {query}") from None
+            raise HistoryError(
+                f"range query to Prometheus at {client.url} failed ({type(e).__name__}: {str(e)[:300]}); query: {query}"
+            ) from None
         ts, vs = parse_range_result(result)
         times.append(ts)
         values.append(vs)
@@ -167,24 +170,32 @@ def query_range(client, query: str, start: datetime, end: datetime, step: str) -
 
 
 def _rows(times: np.ndarray, values: np.ndarray, role: str, metric: str) -> pd.DataFrame:
-    return pd.DataFrame({
-        "time": pd.to_datetime(np.round(times * 1000).astype("int64"), unit="ms", utc=True),
-        "role": role, "metric": metric, "value": values.astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime(np.round(times * 1000).astype("int64"), unit="ms", utc=True),
+            "role": role,
+            "metric": metric,
+            "value": values.astype(float),
+        }
+    )
 
 
 def weights_frame(ticks: Iterable[TickWeight]) -> pd.DataFrame:
     """The traffic weights of the tick records as history rows (metric ``weight``, both roles)."""
     ticks = list(ticks)
     times = np.array([_utc(t.time).timestamp() for t in ticks], dtype=float)
-    return pd.concat([
-        _rows(times, np.array([t.canary for t in ticks], dtype=float), "canary", "weight"),
-        _rows(times, np.array([t.primary for t in ticks], dtype=float), "primary", "weight"),
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            _rows(times, np.array([t.canary for t in ticks], dtype=float), "canary", "weight"),
+            _rows(times, np.array([t.primary for t in ticks], dtype=float), "primary", "weight"),
+        ],
+        ignore_index=True,
+    )
 
 
-def fetch_history(url: str, window: ReleaseWindow, ticks: Iterable[TickWeight] = (), *, proxy: str | None = None,
-                  client=None) -> pd.DataFrame:
+def fetch_history(
+    url: str, window: ReleaseWindow, ticks: Iterable[TickWeight] = (), *, proxy: str | None = None, client=None
+) -> pd.DataFrame:
     """The metric history of one release window as a long table (see the module docstring)."""
     client = client or connect(url, proxy=proxy)
     parts = [weights_frame(ticks)] if ticks else []
@@ -277,8 +288,15 @@ def plot_release(frame: pd.DataFrame, path: str | Path, title: str = "") -> Path
     return path
 
 
-def record_release(home: str | Path, url: str, window: ReleaseWindow, ticks: Iterable[TickWeight] = (), *,
-                   proxy: str | None = None, result: str = "") -> ReleaseHistory:
+def record_release(
+    home: str | Path,
+    url: str,
+    window: ReleaseWindow,
+    ticks: Iterable[TickWeight] = (),
+    *,
+    proxy: str | None = None,
+    result: str = "",
+) -> ReleaseHistory:
     """Fetch, store and chart one release's history: the engine call behind the release's final materialization."""
     frame = fetch_history(url, window, ticks, proxy=proxy)
     parquet = store_history(home, window, frame)
@@ -311,17 +329,22 @@ def query_samples(
         primary_canary = canary.model_copy(deep=True)
         primary_canary.spec.targetRef.name = f"{canary.spec.targetRef.name}-primary"
         rc = metrics.resolve_query(canary, metric, templates, secrets=secrets, default_prometheus=default_prometheus)
-        rp = metrics.resolve_query(primary_canary, metric, templates, secrets=secrets,
-                                   default_prometheus=default_prometheus)
+        rp = metrics.resolve_query(
+            primary_canary, metric, templates, secrets=secrets, default_prometheus=default_prometheus
+        )
         query = rc.query
         address = address_resolver(rc.address) if address_resolver else rc.address
-        end = now or datetime.now(timezone.utc)
+        end = now or datetime.now(UTC)
         start = end - timedelta(seconds=parse_duration(metric.interval or DEFAULT_RATE_WINDOW))
-        step = (metric.judge.step if metric.judge else "10s")
-        with metrics.PrometheusProvider(address, credentials=rc.credentials,
-                                        credentials_source=rc.credentials_source,
-                                        insecure_skip_verify=rc.insecure_skip_verify, shown_address=rc.address,
-                                        proxy=proxy) as prom:
+        step = metric.judge.step if metric.judge else "10s"
+        with metrics.PrometheusProvider(
+            address,
+            credentials=rc.credentials,
+            credentials_source=rc.credentials_source,
+            insecure_skip_verify=rc.insecure_skip_verify,
+            shown_address=rc.address,
+            proxy=proxy,
+        ) as prom:
             client = prom._client
             _, c = query_range(client, " ".join(rc.query.split()), start, end, step)
             _, p = query_range(client, " ".join(rp.query.split()), start, end, step)
@@ -332,8 +355,7 @@ def query_samples(
 
 # ------------------------------------------------------------------------------------ `playground history`
 
-HISTORY_FIELDS = ["target", "revision", "strategy", "started", "duration_s", "result", "failed_checks",
-                  "worst_metric"]
+HISTORY_FIELDS = ["target", "revision", "strategy", "started", "duration_s", "result", "failed_checks", "worst_metric"]
 
 
 def dagster_home(env: Mapping[str, str] | None = None) -> Path:
@@ -371,34 +393,3 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}" if math.isfinite(v) else str(v)
     return str(v)
-
-
-def run_history(args: argparse.Namespace) -> int:
-    home = Path(args.dagster_home) if args.dagster_home else dagster_home()
-    if not home.exists():
-        print(f"playground history: no Dagster instance at {home}: run releases first (`playground up`), or set "
-              f"DAGSTER_HOME / --dagster-home", file=sys.stderr)
-        return 2
-    from assets.history import release_history  # the Dagster layer reads the instance
-
-    try:
-        rows = release_history(home, target=args.target)
-    except Exception as e:
-        print(f"playground history: cannot read the Dagster instance at {home}: {e}", file=sys.stderr)
-        return 1
-    sys.stdout.write(format_history(rows, args.format))
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "history",
-        help="list finished releases (promotions and rollbacks) from the Dagster instance",
-        description="Print the release history recorded by canary_release runs: target, revision, strategy, "
-        "start time, duration, result (Succeeded = promoted, Failed = rolled back), failed checks and the worst "
-        "metric (the one that failed most often). Reads $DAGSTER_HOME, else $PLAYGROUND_HOME/dagster.",
-    )
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--target", metavar="NS/NAME", help="only this target")
-    p.add_argument("--dagster-home", metavar="DIR", help="Dagster instance directory (default: see above)")
-    p.set_defaults(func=run_history)

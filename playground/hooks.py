@@ -17,11 +17,12 @@ Event hooks (``type: event``) receive the same payload with ``metadata`` = ``eve
 Nothing here raises: every problem comes back in ``WebhookAnswer.error``. URLs go through a resolver so that
 in-cluster names (``http://flagger-loadtester.prod/``) reach local endpoints.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 
@@ -98,8 +99,12 @@ def _post(
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError("not an http(s) URL")
     except Exception as e:
-        return WebhookAnswer(name=name, status=None, attempts=0,
-                             error=f"webhook {name}: invalid URL {target!r} ({e}); use http://host[:port]/path")
+        return WebhookAnswer(
+            name=name,
+            status=None,
+            attempts=0,
+            error=f"webhook {name}: invalid URL {target!r} ({e}); use http://host[:port]/path",
+        )
     shown = url if target == url else f"{url} (reached as {target})"
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
@@ -160,8 +165,16 @@ def call_webhook(
         timeout = hook_timeout(hook)
     except ValueError as e:
         return WebhookAnswer(name=hook.name, status=None, attempts=0, error=f"webhook {hook.name}: {e}")
-    return _post(hook.name, hook.url, payload(canary, phase, checksum, hook.metadata),
-                 timeout=timeout, retries=hook.retries, resolve=resolve, client=client, proxy=proxy)
+    return _post(
+        hook.name,
+        hook.url,
+        payload(canary, phase, checksum, hook.metadata),
+        timeout=timeout,
+        retries=hook.retries,
+        resolve=resolve,
+        client=client,
+        proxy=proxy,
+    )
 
 
 def call_event_webhook(
@@ -187,8 +200,16 @@ def call_event_webhook(
         timeout = hook_timeout(hook)
     except ValueError as e:
         return WebhookAnswer(name=hook.name, status=None, attempts=0, error=f"webhook {hook.name}: {e}")
-    return _post(hook.name, hook.url, payload(canary, phase, checksum, metadata),
-                 timeout=timeout, retries=hook.retries, resolve=resolve, client=client, proxy=proxy)
+    return _post(
+        hook.name,
+        hook.url,
+        payload(canary, phase, checksum, metadata),
+        timeout=timeout,
+        retries=hook.retries,
+        resolve=resolve,
+        client=client,
+        proxy=proxy,
+    )
 
 
 def hooks_of_type(canary: Canary, hook_type: HookType | str) -> list[CanaryWebhook]:

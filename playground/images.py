@@ -29,14 +29,16 @@ manifests keep the public image name. ``overrides = {"ghcr.io/stefanprodan/podin
 line keeps the public name with the new tag (``ghcr.io/stefanprodan/podinfo:6.8.0``), because git must stay
 valid for a real cluster and the local image catalog maps both names to the same program.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import total_ordering
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -106,7 +108,7 @@ def parse_image(ref: str) -> ImageRef:
     tag = None
     slash, colon = s.rfind("/"), s.rfind(":")
     if colon > slash:
-        s, tag = s[:colon], s[colon + 1:]
+        s, tag = s[:colon], s[colon + 1 :]
     first, _, rest = s.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         registry, repo = first, rest
@@ -117,8 +119,9 @@ def parse_image(ref: str) -> ImageRef:
     if registry == DOCKER_HUB and "/" not in repo:
         repo = f"library/{repo}"
     if not repo or repo != repo.lower() or any(c in repo for c in " \t\n"):
-        raise ValueError(f"invalid image reference {ref!r}: the repository must be lower case, like "
-                         "ghcr.io/stefanprodan/podinfo")
+        raise ValueError(
+            f"invalid image reference {ref!r}: the repository must be lower case, like ghcr.io/stefanprodan/podinfo"
+        )
     return ImageRef(registry, repo, tag or None, digest)
 
 
@@ -149,7 +152,7 @@ def _next_link(header: str | None, current: str) -> str | None:
     if not header:
         return None
     for part in header.split(","):
-        m = re.match(r'\s*<([^>]*)>\s*;(.*)', part)
+        m = re.match(r"\s*<([^>]*)>\s*;(.*)", part)
         if m and re.search(r'rel\s*=\s*"?next"?', m.group(2)):
             return urljoin(current, m.group(1))
     return None
@@ -247,14 +250,19 @@ class RegistryClient:
             if r.status_code == 401:
                 r = self._authenticate_and_retry(client, url, r, repo, where)
         except httpx.HTTPError as e:
-            raise RegistryError(f"{where}: cannot reach the registry ({type(e).__name__}: {e}); check the "
-                                "address and that the registry is running") from e
+            raise RegistryError(
+                f"{where}: cannot reach the registry ({type(e).__name__}: {e}); check the "
+                "address and that the registry is running"
+            ) from e
         if r.status_code == 404:
-            raise RegistryError(f"{where}: repository not found (HTTP 404); check the image name in the "
-                                "ImageRepository (spec.image) and any registry override")
+            raise RegistryError(
+                f"{where}: repository not found (HTTP 404); check the image name in the "
+                "ImageRepository (spec.image) and any registry override"
+            )
         if r.status_code in (401, 403):
-            raise RegistryError(f"{where}: access denied (HTTP {r.status_code}); the image may be private: "
-                                "give registry credentials")
+            raise RegistryError(
+                f"{where}: access denied (HTTP {r.status_code}); the image may be private: give registry credentials"
+            )
         if r.status_code != 200:
             raise RegistryError(f"{where}: listing tags failed with HTTP {r.status_code}: {r.text[:200]}")
         return r
@@ -266,8 +274,9 @@ class RegistryClient:
                 return tok
         return None
 
-    def _authenticate_and_retry(self, client: httpx.Client, url: str, first: httpx.Response, repo: str,
-                                where: str) -> httpx.Response:
+    def _authenticate_and_retry(
+        self, client: httpx.Client, url: str, first: httpx.Response, repo: str, where: str
+    ) -> httpx.Response:
         scheme, params = _parse_challenge(first.headers.get("www-authenticate", ""))
         if scheme == "basic":
             if not self.auth:
@@ -280,8 +289,10 @@ class RegistryClient:
         query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
         tr = client.get(params["realm"], params=query, auth=self.auth)
         if tr.status_code != 200:
-            raise RegistryError(f"{where}: the token service {params['realm']} refused a pull token "
-                                f"(HTTP {tr.status_code}); the image may be private: give registry credentials")
+            raise RegistryError(
+                f"{where}: the token service {params['realm']} refused a pull token "
+                f"(HTTP {tr.status_code}); the image may be private: give registry credentials"
+            )
         try:
             data = tr.json()
         except ValueError as e:
@@ -317,7 +328,7 @@ class Version:
     original: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Version":
+    def parse(cls, text: str) -> Version:
         m = _VERSION_RE.match(text.strip())
         if not m:
             raise ValueError(f"{text!r} is not a semantic version")
@@ -328,7 +339,7 @@ class Version:
         return cls(int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), pre, m.group(5) or "", text)
 
     @classmethod
-    def try_parse(cls, text: str) -> "Version | None":
+    def try_parse(cls, text: str) -> Version | None:
         try:
             return cls.parse(text)
         except ValueError:
@@ -348,7 +359,7 @@ class Version:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and self.key() == other.key()
 
-    def __lt__(self, other: "Version") -> bool:
+    def __lt__(self, other: Version) -> bool:
         return self.key() < other.key()
 
     def __hash__(self) -> int:
@@ -364,9 +375,11 @@ class Version:
 
 
 # Masterminds/semver v3 constraint grammar (constraints.go), ported.
-_CV = (r"v?([0-9xX*]+)(\.[0-9xX*]+)?(\.[0-9xX*]+)?"
-       r"(-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
-       r"(\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+_CV = (
+    r"v?([0-9xX*]+)(\.[0-9xX*]+)?(\.[0-9xX*]+)?"
+    r"(-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+    r"(\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+)
 _OPS = r"!=|>=|=>|<=|=<|~>|>|<|=|~|\^|"
 _CONSTRAINT_RE = re.compile(rf"^\s*({_OPS})\s*({_CV})\s*$")
 _FIND_RE = re.compile(rf"({_OPS})\s*({_CV})")
@@ -388,7 +401,7 @@ class _Constraint:
     patch_dirty: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "_Constraint":
+    def parse(cls, text: str) -> _Constraint:
         m = _CONSTRAINT_RE.match(text)
         if not m:
             raise ValueError(f"improper constraint: {text}")
@@ -405,8 +418,9 @@ class _Constraint:
             ver = orig
         if any(_is_x(p.lstrip(".")) for p in (minor or "", patch or "") if p) and not dirty:
             raise ValueError(f"improper constraint: {text}")
-        return cls({"=>": ">=", "=<": "<=", "~>": "~"}.get(op, op), Version.parse(ver), orig, dirty, minor_dirty,
-                   patch_dirty)
+        return cls(
+            {"=>": ">=", "=<": "<=", "~>": "~"}.get(op, op), Version.parse(ver), orig, dirty, minor_dirty, patch_dirty
+        )
 
     # Each check returns whether ``v`` satisfies this constraint. A prerelease version never satisfies a
     # constraint whose own version has no prerelease (Masterminds' rule, as in npm and Cargo).
@@ -414,8 +428,15 @@ class _Constraint:
         if v.prerelease and not self.con.prerelease:
             return False
         return {
-            "": self._tilde_or_equal, "=": self._tilde_or_equal, "!=": self._not_equal, ">": self._greater,
-            "<": self._less, ">=": self._greater_equal, "<=": self._less_equal, "~": self._tilde, "^": self._caret,
+            "": self._tilde_or_equal,
+            "=": self._tilde_or_equal,
+            "!=": self._not_equal,
+            ">": self._greater,
+            "<": self._less,
+            ">=": self._greater_equal,
+            "<=": self._less_equal,
+            "~": self._tilde,
+            "^": self._caret,
         }[self.op](v)
 
     def _not_equal(self, v: Version) -> bool:
@@ -520,10 +541,13 @@ class SemverRange:
                 self.alternatives.append([_Constraint.parse("*")])  # "" is "*", as in Masterminds
                 continue
             if not _VALID_RE.match(segment):
-                raise ValueError(f"invalid semver range {self.expr!r}: improper constraint {segment.strip()!r}; "
-                                 'use comparisons like ">=6.0.0 <7.0.0", "~6.1", "^6" or "6.x"')
-            self.alternatives.append([_Constraint.parse(m.group(0)) for m in _FIND_RE.finditer(segment)
-                                      if m.group(0).strip()])
+                raise ValueError(
+                    f"invalid semver range {self.expr!r}: improper constraint {segment.strip()!r}; "
+                    'use comparisons like ">=6.0.0 <7.0.0", "~6.1", "^6" or "6.x"'
+                )
+            self.alternatives.append(
+                [_Constraint.parse(m.group(0)) for m in _FIND_RE.finditer(segment) if m.group(0).strip()]
+            )
 
     def __repr__(self) -> str:
         return f"SemverRange({self.expr!r})"
@@ -569,6 +593,7 @@ def _go_regex(pattern: str) -> re.Pattern[str]:
 
 def _go_expand(m: re.Match[str], template: str) -> str:
     """Go's ``Regexp.Expand``: ``$name``, ``${name}``, ``$1`` replaced by the match's groups (unknown: "")."""
+
     def group(g: str) -> str:
         try:
             return m.group(int(g) if g.isdigit() else g) or ""
@@ -671,8 +696,7 @@ def load_policies(
     ``errors`` list is given, ``(policy key, error)`` is appended to it instead and the policy skipped.
     """
     mset = manifests if isinstance(manifests, ManifestSet) else load_tree(manifests)
-    repos = {(o.namespace, o.name): o for o in mset.of_kind("ImageRepository")
-             if o.group == "image.toolkit.fluxcd.io"}
+    repos = {(o.namespace, o.name): o for o in mset.of_kind("ImageRepository") if o.group == "image.toolkit.fluxcd.io"}
     out = []
     for o in mset.of_kind("ImagePolicy"):
         if o.group != "image.toolkit.fluxcd.io":
@@ -693,15 +717,22 @@ def _policy(o: Any, repos: dict) -> ImagePolicy:
     rkey = (ref.get("namespace") or o.namespace, ref.get("name"))
     repo = repos.get(rkey)
     if repo is None:
-        raise PolicyError(f"{where}: ImageRepository {rkey[0]}/{rkey[1]} not found; add it or fix "
-                          "spec.imageRepositoryRef")
+        raise PolicyError(
+            f"{where}: ImageRepository {rkey[0]}/{rkey[1]} not found; add it or fix spec.imageRepositoryRef"
+        )
     image = ((repo.raw.get("spec") or {}).get("image") or "").strip()
     if not image:
         raise PolicyError(f"{repo.location}: ImageRepository {repo.qualified_name}: missing spec.image")
     policy = spec.get("policy") or {}
     ft = spec.get("filterTags") or {}
-    common = dict(namespace=o.namespace or "default", name=o.name, image=image, source=o.location,
-                  filter_pattern=ft.get("pattern") or None, filter_extract=ft.get("extract") or None)
+    common = dict(
+        namespace=o.namespace or "default",
+        name=o.name,
+        image=image,
+        source=o.location,
+        filter_pattern=ft.get("pattern") or None,
+        filter_extract=ft.get("extract") or None,
+    )
     if "semver" in policy:
         rng = str((policy.get("semver") or {}).get("range") or "")
         try:
@@ -713,8 +744,9 @@ def _policy(o: Any, repos: dict) -> ImagePolicy:
         kind = "alphabetical" if "alphabetical" in policy else "numerical"
         order = str((policy.get(kind) or {}).get("order") or "asc").lower()
         return ImagePolicy(kind=kind, order=order, **common)
-    raise PolicyError(f"{where}: spec.policy must have semver, alphabetical or numerical; got "
-                      f"{sorted(policy) or 'nothing'}")
+    raise PolicyError(
+        f"{where}: spec.policy must have semver, alphabetical or numerical; got {sorted(policy) or 'nothing'}"
+    )
 
 
 # ============================================================================================== markers
@@ -854,8 +886,9 @@ def commit_message(updates: list[ImageUpdate]) -> str:
         subject = "Update images: " + ", ".join(f"{u.image} to {u.new_tag} ({u.policy})" for u in updates)
     body = []
     for u in updates:
-        body.append(f"- {u.image}: {u.old_tag or '(none)'} -> {u.new_tag} (ImagePolicy {u.policy}) in "
-                    + ", ".join(u.files))
+        body.append(
+            f"- {u.image}: {u.old_tag or '(none)'} -> {u.new_tag} (ImagePolicy {u.policy}) in " + ", ".join(u.files)
+        )
     return subject + "\n\n" + "\n".join(body) + "\n"
 
 
@@ -924,8 +957,13 @@ def scan_and_update(
         old_tag = _newest(policy, current)
         files = []
         for rel in sorted(marked):
-            text, changed = apply_policy_update(new_texts[rel], policy.key, chosen, image=policy.image,
-                                                if_newer=lambda cur, p=policy, c=chosen: p.is_newer(c, cur))
+            text, changed = apply_policy_update(
+                new_texts[rel],
+                policy.key,
+                chosen,
+                image=policy.image,
+                if_newer=lambda cur, p=policy, c=chosen: p.is_newer(c, cur),
+            )
             if changed:
                 new_texts[rel] = text
                 files.append(prefix + rel)
@@ -951,8 +989,9 @@ def _newest(policy: ImagePolicy, tags: list[str]) -> str | None:
 _IMAGE_LINE = re.compile(r"^(?P<head>\s*(?:-\s+)?image:\s*)(?P<q>['\"]?)(?P<image>[^\s'\"#]+)(?P=q)(?P<tail>.*)$")
 
 
-def set_workload_image(git_source: Any, target: str, image: str, *, container: str | None = None,
-                       author: tuple[str, str] | None = None) -> str:
+def set_workload_image(
+    git_source: Any, target: str, image: str, *, container: str | None = None, author: tuple[str, str] | None = None
+) -> str:
     """Commit ``image`` as the image of ``target``'s Deployment (``fluxctl release --update-image``).
 
     ``target`` is ``namespace/name`` of a Canary (its targetRef Deployment is updated) or of a Deployment.
@@ -970,8 +1009,10 @@ def set_workload_image(git_source: Any, target: str, image: str, *, container: s
     dep_name = canary.spec.targetRef.name if canary is not None else name
     obj = mset.get("Deployment", ns, dep_name)
     if obj is None:
-        raise ValueError(f"no Deployment {ns}/{dep_name} in the GitOps repository {git_source.url}"
-                         f"{' (target of Canary ' + target + ')' if canary is not None else ''}")
+        raise ValueError(
+            f"no Deployment {ns}/{dep_name} in the GitOps repository {git_source.url}"
+            f"{' (target of Canary ' + target + ')' if canary is not None else ''}"
+        )
     containers = obj.raw.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
     index = next((i for i, c in enumerate(containers) if container is None or c.get("name") == container), None)
     if index is None:
@@ -983,10 +1024,13 @@ def set_workload_image(git_source: Any, target: str, image: str, *, container: s
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     m = _IMAGE_LINE.match(lines[line_no - 1].rstrip("\r\n")) if 0 < line_no <= len(lines) else None
     if m is None:
-        raise ValueError(f"{obj.file}:{line_no}: cannot find the image line of container "
-                         f"{containers[index].get('name')} to update")
-    ending = lines[line_no - 1][len(lines[line_no - 1].rstrip("\r\n")):]
+        raise ValueError(
+            f"{obj.file}:{line_no}: cannot find the image line of container {containers[index].get('name')} to update"
+        )
+    ending = lines[line_no - 1][len(lines[line_no - 1].rstrip("\r\n")) :]
     lines[line_no - 1] = f"{m['head']}{m['q']}{image}{m['q']}{m['tail']}{ending}"
     prefix = f"{git_source.subdir}/" if getattr(git_source, "subdir", "") else ""
-    message = f"Release {image} to {ns}/{dep_name}\n\nRequested by canary_release (like fluxctl release --update-image).\n"
+    message = (
+        f"Release {image} to {ns}/{dep_name}\n\nRequested by canary_release (like fluxctl release --update-image).\n"
+    )
     return git_source.commit_and_push({prefix + obj.file: "".join(lines)}, message, author=author or DEFAULT_AUTHOR)

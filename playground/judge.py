@@ -32,11 +32,13 @@ tick rolls back whatever the threshold (``MetricCheck.critical``; see ``playgrou
 always fails the check (never critical). If the metric also has ``thresholdRange`` (or ``threshold``), the
 threshold check on the instant value runs first and a failure there is the check's result.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -108,7 +110,9 @@ def relative_shift(shift: float, baseline: float) -> float:
     return shift / abs(baseline) * 100.0
 
 
-def judge(canary: Iterable[float] | None, primary: Iterable[float] | None, config: MetricJudge | None = None) -> Judgement:
+def judge(
+    canary: Iterable[float] | None, primary: Iterable[float] | None, config: MetricJudge | None = None
+) -> Judgement:
     """Compare canary with primary samples (see the module docstring for the exact rule)."""
     cfg = config or MetricJudge()
     c, p = clean(canary), clean(primary)
@@ -145,29 +149,39 @@ def judge(canary: Iterable[float] | None, primary: Iterable[float] | None, confi
 def message(name: str, j: Judgement, cfg: MetricJudge) -> str:
     """One line for events and the check's message, with the statistics."""
     if j.no_data:
-        return (f"{name}: judge: no data (canary {j.n_canary}, primary {j.n_primary} samples, need "
-                f"{cfg.minSamples}): {'passing' if j.passed else 'failing'} (noData: {cfg.noData})")
+        return (
+            f"{name}: judge: no data (canary {j.n_canary}, primary {j.n_primary} samples, need "
+            f"{cfg.minSamples}): {'passing' if j.passed else 'failing'} (noData: {cfg.noData})"
+        )
     crit = " (critical)" if j.critical else ""
-    return (f"{name}: judge {j.decision.upper()}{crit}: canary {j.relative_shift_pct:+.1f}% vs primary "
-            f"(HL shift {j.hl_shift:.4g}, medians {j.canary_median:.4g}/{j.primary_median:.4g}), "
-            f"Mann-Whitney U={j.u:g} p={j.p_value:.4g} ({j.alternative}, {j.method}, alpha {j.alpha:.3g}), "
-            f"n={j.n_canary}/{j.n_primary}")
+    return (
+        f"{name}: judge {j.decision.upper()}{crit}: canary {j.relative_shift_pct:+.1f}% vs primary "
+        f"(HL shift {j.hl_shift:.4g}, medians {j.canary_median:.4g}/{j.primary_median:.4g}), "
+        f"Mann-Whitney U={j.u:g} p={j.p_value:.4g} ({j.alternative}, {j.method}, alpha {j.alpha:.3g}), "
+        f"n={j.n_canary}/{j.n_primary}"
+    )
 
 
-def evaluate_samples(metric: CanaryMetric, samples: "MetricSamples") -> "MetricCheck":
+def evaluate_samples(metric: CanaryMetric, samples: MetricSamples) -> MetricCheck:
     """The check of a judged metric from its samples."""
     from playground.analysis import MetricCheck
 
     cfg = metric.judge or MetricJudge()
     name = metric.name
     if samples.error is not None:
-        return MetricCheck(name, None, False, f"{name}: judge: samples query failed: {samples.error}", samples.query,
-                           {"decision": "fail", "error": samples.error})
+        return MetricCheck(
+            name,
+            None,
+            False,
+            f"{name}: judge: samples query failed: {samples.error}",
+            samples.query,
+            {"decision": "fail", "error": samples.error},
+        )
     j = judge(samples.canary, samples.primary, cfg)
     return MetricCheck(name, j.canary_median, j.passed, message(name, j, cfg), samples.query, j.as_dict(), j.critical)
 
 
-def evaluate_judged(metric: CanaryMetric, probe: "Probe") -> "MetricCheck":
+def evaluate_judged(metric: CanaryMetric, probe: Probe) -> MetricCheck:
     """Threshold check first when the metric has one, then the judgement of ``probe.samples(metric)``."""
     if metric.thresholdRange is not None or metric.threshold is not None:
         from playground.analysis import evaluate_metric

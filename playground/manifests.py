@@ -24,6 +24,7 @@ Validation (:func:`validate`) reports, as :class:`Finding` objects:
 Only findings with ``severity == "error"`` make a manifest set invalid; warnings are printed but do not fail
 ``playground validate``. This module does no I/O besides reading the files and never imports Dagster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,10 @@ import sys
 import types
 import typing
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -70,7 +72,7 @@ __all__ = [
 ERROR = "error"
 WARNING = "warning"
 
-FieldPath = tuple[Union[str, int], ...]
+FieldPath = tuple[str | int, ...]
 
 #: Metrics Flagger computes without a MetricTemplate (for the istio provider: success rate in %, p99 in ms).
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
@@ -83,8 +85,16 @@ PROVIDERS = (
 )  # fmt: skip
 
 #: Providers that can route by HTTP headers and cookies (Flagger docs, deployment strategies, v1.44).
-AB_TESTING_PROVIDERS = ("istio", "appmesh", "appmesh:v1beta2", "nginx", "contour", "gloo", "gatewayapi:v1",
-                        "gatewayapi:v1beta1")
+AB_TESTING_PROVIDERS = (
+    "istio",
+    "appmesh",
+    "appmesh:v1beta2",
+    "nginx",
+    "contour",
+    "gloo",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+)
 
 #: Providers that can mirror traffic ("Traffic shadowing, compatible with Istio only").
 MIRROR_PROVIDERS = ("istio",)
@@ -424,8 +434,11 @@ class ManifestSet:
             # CRDs, then the control plane (IstioOperator), then the mesh configuration (Gateways...)
             sub = 0 if o.kind == "CustomResourceDefinition" else 1 if o.group == "install.istio.io" else 2
         elif phase == PHASES.index("workloads"):
-            sub = _WORKLOAD_LAST if o.group.endswith("toolkit.fluxcd.io") else _WORKLOAD_KIND_ORDER.get(
-                o.kind, _WORKLOAD_OTHER)
+            sub = (
+                _WORKLOAD_LAST
+                if o.group.endswith("toolkit.fluxcd.io")
+                else _WORKLOAD_KIND_ORDER.get(o.kind, _WORKLOAD_OTHER)
+            )
         else:
             sub = 0
         return (phase, sub, index)
@@ -525,8 +538,16 @@ def _load_file(full: Path, rel: str, display: str) -> tuple[list[ManifestObject]
             msg += f" {context}"
             if cmark is not None and mark is not None and (cmark.line, cmark.column) != (mark.line, mark.column):
                 msg += f" started at line {cmark.line + 1}, column {cmark.column + 1}"
-        problems.append(Finding(display, line, msg, column=col, document=index,
-                                fix="correct the YAML syntax at this position (indentation, quoting, ':' and '-')"))
+        problems.append(
+            Finding(
+                display,
+                line,
+                msg,
+                column=col,
+                document=index,
+                fix="correct the YAML syntax at this position (indentation, quoting, ':' and '-')",
+            )
+        )
     finally:
         loader.dispose()
     return objects, problems
@@ -572,20 +593,38 @@ def _check_identity(obj: ManifestObject) -> list[Finding]:
             out.append(obj.finding((key,), msg, f"add {key} (for example {key}: {example})"))
     md = obj.raw.get("metadata")
     if not isinstance(md, dict):
-        out.append(obj.finding(("metadata",), "missing metadata" if md is None else "metadata must be a mapping",
-                               "add metadata with at least a name"))
+        out.append(
+            obj.finding(
+                ("metadata",),
+                "missing metadata" if md is None else "metadata must be a mapping",
+                "add metadata with at least a name",
+            )
+        )
         return out
     name = md.get("name")
     if not isinstance(name, str) or not name:
-        out.append(obj.finding(("metadata", "name"), "missing metadata.name" if name in (None, "") else
-                               f"metadata.name must be a string, got {name!r}", "add metadata.name"))
+        out.append(
+            obj.finding(
+                ("metadata", "name"),
+                "missing metadata.name" if name in (None, "") else f"metadata.name must be a string, got {name!r}",
+                "add metadata.name",
+            )
+        )
     elif not _DNS1123.match(name) or len(name) > 253:
-        out.append(obj.finding(("metadata", "name"), f"invalid name {name!r}",
-                               "use lower case letters, digits, '-' and '.', starting and ending with a letter or digit"))
+        out.append(
+            obj.finding(
+                ("metadata", "name"),
+                f"invalid name {name!r}",
+                "use lower case letters, digits, '-' and '.', starting and ending with a letter or digit",
+            )
+        )
     ns = md.get("namespace")
     if ns is not None and (not isinstance(ns, str) or not _DNS1123.match(ns)):
-        out.append(obj.finding(("metadata", "namespace"), f"invalid namespace {ns!r}",
-                               "use lower case letters, digits and '-'"))
+        out.append(
+            obj.finding(
+                ("metadata", "namespace"), f"invalid namespace {ns!r}", "use lower case letters, digits and '-'"
+            )
+        )
     return out
 
 
@@ -595,8 +634,13 @@ def _parse_model(obj: ManifestObject, problems: list[Finding]) -> None:
     if cls is None or obj.group != _MODEL_GROUPS.get(obj.kind):
         return  # not modelled, or a same-named kind of another API group: keep the raw dict
     if obj.api_version not in _MODEL_VERSIONS[obj.kind]:
-        problems.append(obj.finding(("apiVersion",), f"unsupported apiVersion {obj.api_version!r} for {obj.kind}",
-                                    f"use apiVersion: {_MODEL_VERSIONS[obj.kind][0]}"))
+        problems.append(
+            obj.finding(
+                ("apiVersion",),
+                f"unsupported apiVersion {obj.api_version!r} for {obj.kind}",
+                f"use apiVersion: {_MODEL_VERSIONS[obj.kind][0]}",
+            )
+        )
         return
     try:
         obj.model = cls.model_validate(obj.raw)
@@ -611,8 +655,14 @@ def _parse_model(obj: ManifestObject, problems: list[Finding]) -> None:
 
 # ------------------------------------------------------------------------------ pydantic error translation
 
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
-               list: "a list"}
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    dict: "a mapping",
+    list: "a list",
+}
 
 
 def _candidates(tp: Any) -> list[Any]:
@@ -659,23 +709,29 @@ def _resolve_loc(cls: type[BaseModel], loc: tuple) -> tuple[FieldPath, list[Any]
             path.append(item)
             cur = nxt
             owner = new_owner or owner
-        elif isinstance(item, int) or (i == len(loc) - 1 and any(
+        elif isinstance(item, int) or (
+            i == len(loc) - 1
+            and any(
                 typing.get_origin(c) is dict or (isinstance(c, type) and issubclass(c, (BaseModel, dict)))
-                for t in cur for c in _candidates(t))):
+                for t in cur
+                for c in _candidates(t)
+            )
+        ):
             path.append(item)  # e.g. the unknown key of an extra_forbidden error
-            owner = next((c for t in cur for c in _candidates(t)
-                          if isinstance(c, type) and issubclass(c, BaseModel)), owner)
+            owner = next(
+                (c for t in cur for c in _candidates(t) if isinstance(c, type) and issubclass(c, BaseModel)), owner
+            )
             cur = []
         # else: a union-member tag ("int", "str", "function-after[...]"), not a field: drop it
     return tuple(path), cur, owner
 
 
 def _choices(types_: list[Any]) -> list[str]:
-    for t in (c for t in types_ for c in _candidates(t)):
-        if isinstance(t, type) and issubclass(t, enum.Enum):
-            return [str(m.value) for m in t]
-        if typing.get_origin(t) is typing.Literal:
-            return [str(a) for a in typing.get_args(t)]
+    for c in (c for t in types_ for c in _candidates(t)):
+        if isinstance(c, type) and issubclass(c, enum.Enum):
+            return [str(m.value) for m in c]
+        if typing.get_origin(c) is typing.Literal:
+            return [str(a) for a in typing.get_args(c)]
     return []
 
 
@@ -689,8 +745,9 @@ def _translate_error(obj: ManifestObject, cls: type[BaseModel], err: dict[str, A
         close = [a for a in allowed if a.lower() == key.lower()] or difflib.get_close_matches(key, allowed, n=1)
         if close:
             return obj.finding(path, f"unknown field; did you mean {close[0]}?", f"rename it to {close[0]}")
-        return obj.finding(path, "unknown field", "remove it" + (f"; fields allowed here: {', '.join(allowed)}"
-                                                                 if allowed else ""))
+        return obj.finding(
+            path, "unknown field", "remove it" + (f"; fields allowed here: {', '.join(allowed)}" if allowed else "")
+        )
     if typ == "missing":
         return obj.finding(path, "required field missing", f"add {path[-1]}")
     choices = _choices(end_types)
@@ -701,8 +758,20 @@ def _translate_error(obj: ManifestObject, cls: type[BaseModel], err: dict[str, A
     if typ == "value_error":
         text = str(err.get("msg", "")).removeprefix("Value error, ")
         return obj.finding(path, text)
-    if typ in ("int_from_float", "int_parsing", "int_type", "float_parsing", "float_type", "bool_parsing",
-               "bool_type", "string_type", "dict_type", "list_type", "model_type", "model_attributes_type"):
+    if typ in (
+        "int_from_float",
+        "int_parsing",
+        "int_type",
+        "float_parsing",
+        "float_type",
+        "bool_parsing",
+        "bool_type",
+        "string_type",
+        "dict_type",
+        "list_type",
+        "model_type",
+        "model_attributes_type",
+    ):
         want = _expected_words(end_types, typ)
         return obj.finding(path, f"expected {want}, got {_show(inp)}", f"set it to {want}")
     return obj.finding(path, f"{err.get('msg', typ)} (got {_show(inp)})")
@@ -710,8 +779,8 @@ def _translate_error(obj: ManifestObject, cls: type[BaseModel], err: dict[str, A
 
 def _expected_words(types_: list[Any], typ: str) -> str:
     words = []
-    for t in (c for t in types_ for c in _candidates(t)):
-        origin = typing.get_origin(t) or t
+    for c in (c for t in types_ for c in _candidates(t)):
+        origin = typing.get_origin(c) or c
         if isinstance(origin, type) and issubclass(origin, BaseModel):
             w = "a mapping"
         else:
@@ -720,8 +789,15 @@ def _expected_words(types_: list[Any], typ: str) -> str:
             words.append(w)
     if words:
         return " or ".join(words)
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
-            "dict": "a mapping", "list": "a list", "model": "a mapping"}.get(typ.split("_")[0], "another type")
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "string": "a string",
+        "dict": "a mapping",
+        "list": "a list",
+        "model": "a mapping",
+    }.get(typ.split("_")[0], "another type")
 
 
 def _show(v: Any) -> str:
@@ -764,16 +840,26 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
             tkey = (obj.namespace, obj.model.spec.targetRef.name)
             if tkey in canary_targets:
                 other = canary_targets[tkey]
-                out.append(obj.finding(("spec", "targetRef", "name"),
-                                       f"Deployment {tkey[0]}/{tkey[1]} is already the target of Canary "
-                                       f"{other.qualified_name} ({other.location})",
-                                       "one Canary per Deployment: remove one of them"))
+                out.append(
+                    obj.finding(
+                        ("spec", "targetRef", "name"),
+                        f"Deployment {tkey[0]}/{tkey[1]} is already the target of Canary "
+                        f"{other.qualified_name} ({other.location})",
+                        "one Canary per Deployment: remove one of them",
+                    )
+                )
             canary_targets.setdefault(tkey, obj)
         ns = obj.namespace
         if ns and ns not in BUILTIN_NAMESPACES and ns not in undefined_ns and mset.get("Namespace", None, ns) is None:
             undefined_ns.add(ns)  # reported once, on its first object
-            out.append(obj.finding(("metadata", "namespace"), f"namespace {obj.namespace} is not defined in the "
-                                   "manifests", f"add a Namespace manifest named {obj.namespace}", WARNING))
+            out.append(
+                obj.finding(
+                    ("metadata", "namespace"),
+                    f"namespace {obj.namespace} is not defined in the manifests",
+                    f"add a Namespace manifest named {obj.namespace}",
+                    WARNING,
+                )
+            )
     out.extend(_check_image_markers(mset))
     out.sort(key=Finding.sort_key)
     return out
@@ -787,8 +873,13 @@ def _check_duplicates(mset: ManifestSet) -> list[Finding]:
             continue
         if obj.key in first:
             other = first[obj.key]
-            out.append(obj.finding(("metadata", "name"), f"duplicate object: {obj.kind} {obj.qualified_name} is "
-                                   f"already defined at {other.location}", "rename or remove one of them"))
+            out.append(
+                obj.finding(
+                    ("metadata", "name"),
+                    f"duplicate object: {obj.kind} {obj.qualified_name} is already defined at {other.location}",
+                    "rename or remove one of them",
+                )
+            )
         else:
             first[obj.key] = obj
     return out
@@ -819,8 +910,11 @@ def _duplicate_names(obj: ManifestObject, items: list[Any], base: FieldPath, wha
     for i, item in enumerate(items):
         if counts[item.name] > 1:
             if item.name in seen:
-                out.append(obj.finding(base + (i, "name"), f"duplicate {what} name {item.name!r}",
-                                       f"give each {what} a unique name"))
+                out.append(
+                    obj.finding(
+                        base + (i, "name"), f"duplicate {what} name {item.name!r}", f"give each {what} a unique name"
+                    )
+                )
             seen.add(item.name)
     return out
 
@@ -834,15 +928,25 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     A: FieldPath = ("spec", "analysis")
     provider = spec.provider or DEFAULT_PROVIDER
     if spec.provider is not None and spec.provider not in PROVIDERS:
-        out.append(obj.finding(("spec", "provider"), f"unknown provider {spec.provider!r}",
-                               _suggest(spec.provider, PROVIDERS, "provider")))
+        out.append(
+            obj.finding(
+                ("spec", "provider"),
+                f"unknown provider {spec.provider!r}",
+                _suggest(spec.provider, PROVIDERS, "provider"),
+            )
+        )
 
     # -- durations and ranges
     _check_duration(obj, A + ("interval",), a.interval, out)
     _check_duration(obj, ("spec", "service", "timeout"), spec.service.timeout, out)
     if spec.progressDeadlineSeconds <= 0:
-        out.append(obj.finding(("spec", "progressDeadlineSeconds"), "must be a positive number of seconds",
-                               "set it to how long a new version may take to become ready, like 60"))
+        out.append(
+            obj.finding(
+                ("spec", "progressDeadlineSeconds"),
+                "must be a positive number of seconds",
+                "set it to how long a new version may take to become ready, like 60",
+            )
+        )
     for fname in ("maxWeight", "stepWeight", "stepWeightPromotion", "mirrorWeight"):
         v = getattr(a, fname)
         if not 0 <= v <= 100:
@@ -854,56 +958,108 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     if a.iterations < 0:
         out.append(obj.finding(A + ("iterations",), "must not be negative", "set iterations to 1 or more"))
     if a.threshold < 0:
-        out.append(obj.finding(A + ("threshold",), "must not be negative",
-                               "set threshold to the number of failed checks that triggers a rollback, like 5"))
+        out.append(
+            obj.finding(
+                A + ("threshold",),
+                "must not be negative",
+                "set threshold to the number of failed checks that triggers a rollback, like 5",
+            )
+        )
 
     # -- strategy
     if a.match and a.iterations > 0:
         strategy = "A/B testing"
         if provider not in AB_TESTING_PROVIDERS:
-            out.append(obj.finding(A + ("match",), f"provider {provider} cannot route by HTTP headers or cookies, "
-                                   "so A/B testing (match with iterations) is not possible",
-                                   f"use a provider that supports HTTP matching ({', '.join(AB_TESTING_PROVIDERS)}), "
-                                   "or remove match for a blue/green deployment"))
+            out.append(
+                obj.finding(
+                    A + ("match",),
+                    f"provider {provider} cannot route by HTTP headers or cookies, "
+                    "so A/B testing (match with iterations) is not possible",
+                    f"use a provider that supports HTTP matching ({', '.join(AB_TESTING_PROVIDERS)}), "
+                    "or remove match for a blue/green deployment",
+                )
+            )
     elif a.iterations > 0:
         strategy = "blue/green"
     else:
         strategy = "canary"
         if a.match:
-            out.append(obj.finding(A + ("match",), "match has no effect without iterations",
-                                   "set analysis.iterations for A/B testing, or remove match", WARNING))
+            out.append(
+                obj.finding(
+                    A + ("match",),
+                    "match has no effect without iterations",
+                    "set analysis.iterations for A/B testing, or remove match",
+                    WARNING,
+                )
+            )
         if provider == "kubernetes":
-            out.append(obj.finding(A, "the kubernetes provider cannot shift traffic gradually: it only supports "
-                                   "blue/green", "set analysis.iterations (and no stepWeight/stepWeights), or "
-                                   "use a mesh provider such as istio"))
+            out.append(
+                obj.finding(
+                    A,
+                    "the kubernetes provider cannot shift traffic gradually: it only supports blue/green",
+                    "set analysis.iterations (and no stepWeight/stepWeights), or use a mesh provider such as istio",
+                )
+            )
         elif a.stepWeight == 0 and not a.stepWeights:
-            out.append(obj.finding(A, "a weighted canary needs stepWeight or stepWeights (both are empty and "
-                                   "iterations is not set)", "set stepWeight (e.g. 10) and maxWeight (e.g. 50), "
-                                   "or stepWeights, or iterations for blue/green"))
+            out.append(
+                obj.finding(
+                    A,
+                    "a weighted canary needs stepWeight or stepWeights (both are empty and iterations is not set)",
+                    "set stepWeight (e.g. 10) and maxWeight (e.g. 50), or stepWeights, or iterations for blue/green",
+                )
+            )
     if strategy != "canary" and (a.stepWeight or a.stepWeights or a.maxWeight):
         which = [n for n in ("stepWeight", "stepWeights", "maxWeight") if getattr(a, n)]
-        out.append(obj.finding(A + (which[0],), f"{', '.join(which)} ignored: with iterations this canary is "
-                               f"{strategy}", f"remove {', '.join(which)}, or remove iterations for a weighted "
-                               "canary", WARNING))
+        out.append(
+            obj.finding(
+                A + (which[0],),
+                f"{', '.join(which)} ignored: with iterations this canary is {strategy}",
+                f"remove {', '.join(which)}, or remove iterations for a weighted canary",
+                WARNING,
+            )
+        )
     if a.stepWeights:
         prev = 0
         for i, w in enumerate(a.stepWeights):
             if not 1 <= w <= 100:
-                out.append(obj.finding(A + ("stepWeights", i), f"step weight {w} is outside 1..100",
-                                       "use percentages between 1 and 100"))
+                out.append(
+                    obj.finding(
+                        A + ("stepWeights", i),
+                        f"step weight {w} is outside 1..100",
+                        "use percentages between 1 and 100",
+                    )
+                )
             elif w <= prev:
-                out.append(obj.finding(A + ("stepWeights", i), f"step weights must increase: {w} follows {prev}",
-                                       "list the weights in increasing order, like [5, 10, 20, 50]"))
+                out.append(
+                    obj.finding(
+                        A + ("stepWeights", i),
+                        f"step weights must increase: {w} follows {prev}",
+                        "list the weights in increasing order, like [5, 10, 20, 50]",
+                    )
+                )
             prev = max(prev, w)
         if a.stepWeight and strategy == "canary":
-            out.append(obj.finding(A + ("stepWeight",), "stepWeight is ignored when stepWeights is set",
-                                   "remove stepWeight", WARNING))
+            out.append(
+                obj.finding(
+                    A + ("stepWeight",), "stepWeight is ignored when stepWeights is set", "remove stepWeight", WARNING
+                )
+            )
     if a.mirror and provider not in MIRROR_PROVIDERS:
-        out.append(obj.finding(A + ("mirror",), f"provider {provider} cannot mirror traffic",
-                               "use the istio provider or set mirror: false"))
+        out.append(
+            obj.finding(
+                A + ("mirror",),
+                f"provider {provider} cannot mirror traffic",
+                "use the istio provider or set mirror: false",
+            )
+        )
     if a.mirror and strategy == "A/B testing":
-        out.append(obj.finding(A + ("mirror",), "mirroring is not supported with A/B testing",
-                               "remove mirror, or remove match for blue/green with mirroring"))
+        out.append(
+            obj.finding(
+                A + ("mirror",),
+                "mirroring is not supported with A/B testing",
+                "remove mirror, or remove match for blue/green with mirroring",
+            )
+        )
 
     # -- metrics
     out.extend(_duplicate_names(obj, a.metrics, A + ("metrics",), "metric"))
@@ -913,33 +1069,56 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         _check_duration(obj, M + ("interval",), m.interval, out)
         r = m.thresholdRange
         if r is not None and r.min is not None and r.max is not None and r.min > r.max:
-            out.append(obj.finding(M + ("thresholdRange",), f"min {r.min:g} is greater than max {r.max:g}: every "
-                                   "value fails", "swap min and max"))
+            out.append(
+                obj.finding(
+                    M + ("thresholdRange",),
+                    f"min {r.min:g} is greater than max {r.max:g}: every value fails",
+                    "swap min and max",
+                )
+            )
         if m.templateRef is not None:
             ns = m.templateRef.namespace or c.namespace
             key = f"{ns}/{m.templateRef.name}"
             if key not in tkeys:
-                out.append(obj.finding(M + ("templateRef",), f"MetricTemplate {key} not found",
-                                       _suggest(key, tkeys, "MetricTemplate")))
+                out.append(
+                    obj.finding(
+                        M + ("templateRef",), f"MetricTemplate {key} not found", _suggest(key, tkeys, "MetricTemplate")
+                    )
+                )
             else:
                 t = mset.template(ns, m.templateRef.name)
                 if t is not None:
                     missing = sorted(v for v in _template_variables(t.spec.query) if v not in m.templateVariables)
                     if missing:
-                        out.append(obj.finding(M + ("templateVariables",), f"MetricTemplate {key} uses "
-                                               f"{', '.join('variables.' + v for v in missing)}, not set here",
-                                               f"add templateVariables: {{{', '.join(f'{v}: ...' for v in missing)}}}"))
+                        out.append(
+                            obj.finding(
+                                M + ("templateVariables",),
+                                f"MetricTemplate {key} uses "
+                                f"{', '.join('variables.' + v for v in missing)}, not set here",
+                                f"add templateVariables: {{{', '.join(f'{v}: ...' for v in missing)}}}",
+                            )
+                        )
         elif m.query:
             pass  # inline PromQL query: Flagger's legacy form
         elif m.name not in BUILTIN_METRICS:
             same = [k for k in tkeys if k.endswith("/" + m.name)]
-            fix = (f"add templateRef: {{name: {m.name}, namespace: {same[0].split('/')[0]}}}" if same else
-                   f"use a built-in metric ({', '.join(BUILTIN_METRICS)}), or add a templateRef or a query")
-            out.append(obj.finding(M, f"metric {m.name!r} has no templateRef or query and is not a built-in metric",
-                                   fix))
+            fix = (
+                f"add templateRef: {{name: {m.name}, namespace: {same[0].split('/')[0]}}}"
+                if same
+                else f"use a built-in metric ({', '.join(BUILTIN_METRICS)}), or add a templateRef or a query"
+            )
+            out.append(
+                obj.finding(M, f"metric {m.name!r} has no templateRef or query and is not a built-in metric", fix)
+            )
         if r is None and m.threshold is None:
-            out.append(obj.finding(M, "no thresholdRange: this metric is queried but can never fail the analysis",
-                                   "add thresholdRange with min and/or max", WARNING))
+            out.append(
+                obj.finding(
+                    M,
+                    "no thresholdRange: this metric is queried but can never fail the analysis",
+                    "add thresholdRange with min and/or max",
+                    WARNING,
+                )
+            )
 
     # -- webhooks
     out.extend(_duplicate_names(obj, a.webhooks, A + ("webhooks",), "webhook"))
@@ -947,13 +1126,24 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         W = A + ("webhooks", i)
         _check_duration(obj, W + ("timeout",), h.timeout, out)
         if not re.match(r"^https?://[^/\s]+", h.url):
-            out.append(obj.finding(W + ("url",), f"invalid URL {h.url!r}",
-                                   "use an http:// or https:// URL, like http://flagger-loadtester.prod/"))
+            out.append(
+                obj.finding(
+                    W + ("url",),
+                    f"invalid URL {h.url!r}",
+                    "use an http:// or https:// URL, like http://flagger-loadtester.prod/",
+                )
+            )
         else:
             missing = _missing_service(h.url, mset)
             if missing:
-                out.append(obj.finding(W + ("url",), f"Service {missing} is not in the manifests",
-                                       "check the host name, or add the Service", WARNING))
+                out.append(
+                    obj.finding(
+                        W + ("url",),
+                        f"Service {missing} is not in the manifests",
+                        "check the host name, or add the Service",
+                        WARNING,
+                    )
+                )
         if h.retries < 0:
             out.append(obj.finding(W + ("retries",), "must not be negative", "set retries to 0 or more"))
 
@@ -963,8 +1153,13 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     for i, al in enumerate(a.alerts):
         key = f"{al.providerRef.namespace or c.namespace}/{al.providerRef.name}"
         if key not in pkeys:
-            out.append(obj.finding(A + ("alerts", i, "providerRef"), f"AlertProvider {key} not found",
-                                   _suggest(key, pkeys, "AlertProvider")))
+            out.append(
+                obj.finding(
+                    A + ("alerts", i, "providerRef"),
+                    f"AlertProvider {key} not found",
+                    _suggest(key, pkeys, "AlertProvider"),
+                )
+            )
 
     # -- target, autoscaler, gateways
     out.extend(_check_target(obj, c, mset))
@@ -972,27 +1167,53 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         ref = spec.autoscalerRef
         hobj = mset.get("HorizontalPodAutoscaler", c.namespace, ref.name)
         if ref.kind not in (None, "HorizontalPodAutoscaler"):
-            out.append(obj.finding(("spec", "autoscalerRef", "kind"), f"kind {ref.kind} is not supported",
-                                   "use kind: HorizontalPodAutoscaler"))
+            out.append(
+                obj.finding(
+                    ("spec", "autoscalerRef", "kind"),
+                    f"kind {ref.kind} is not supported",
+                    "use kind: HorizontalPodAutoscaler",
+                )
+            )
         elif hobj is None:
             names = [f"{o.namespace}/{o.name}" for o in mset.of_kind("HorizontalPodAutoscaler", c.namespace)]
-            out.append(obj.finding(("spec", "autoscalerRef"), f"HorizontalPodAutoscaler {c.namespace}/{ref.name} "
-                                   "not found", _suggest(f"{c.namespace}/{ref.name}", names, "HorizontalPodAutoscaler")
-                                   if names else "add the HPA to the manifests or remove autoscalerRef"))
-        elif isinstance(hobj.model, HorizontalPodAutoscaler) and hobj.model.spec.scaleTargetRef.name != spec.targetRef.name:
-            out.append(obj.finding(("spec", "autoscalerRef"), f"HorizontalPodAutoscaler {hobj.qualified_name} scales "
-                                   f"{hobj.model.spec.scaleTargetRef.name}, not the canary target "
-                                   f"{spec.targetRef.name}", f"set the HPA's scaleTargetRef.name to "
-                                   f"{spec.targetRef.name}"))
+            out.append(
+                obj.finding(
+                    ("spec", "autoscalerRef"),
+                    f"HorizontalPodAutoscaler {c.namespace}/{ref.name} not found",
+                    _suggest(f"{c.namespace}/{ref.name}", names, "HorizontalPodAutoscaler")
+                    if names
+                    else "add the HPA to the manifests or remove autoscalerRef",
+                )
+            )
+        elif (
+            isinstance(hobj.model, HorizontalPodAutoscaler)
+            and hobj.model.spec.scaleTargetRef.name != spec.targetRef.name
+        ):
+            out.append(
+                obj.finding(
+                    ("spec", "autoscalerRef"),
+                    f"HorizontalPodAutoscaler {hobj.qualified_name} scales "
+                    f"{hobj.model.spec.scaleTargetRef.name}, not the canary target "
+                    f"{spec.targetRef.name}",
+                    f"set the HPA's scaleTargetRef.name to {spec.targetRef.name}",
+                )
+            )
     for i, gw in enumerate(spec.service.gateways):
         if gw == "mesh":
             continue
         gname, gns = _gateway_ref(gw, c.namespace)
         if mset.get("Gateway", gns, gname) is None:
             gws = [o.qualified_name for o in mset.of_kind("Gateway")]
-            out.append(obj.finding(("spec", "service", "gateways", i), f"Gateway {gns}/{gname} is not in the "
-                                   "manifests", _suggest(f"{gns}/{gname}", gws, "Gateway") if gws else
-                                   "add the Gateway to the manifests, or check the name", WARNING))
+            out.append(
+                obj.finding(
+                    ("spec", "service", "gateways", i),
+                    f"Gateway {gns}/{gname} is not in the manifests",
+                    _suggest(f"{gns}/{gname}", gws, "Gateway")
+                    if gws
+                    else "add the Gateway to the manifests, or check the name",
+                    WARNING,
+                )
+            )
     return out
 
 
@@ -1036,41 +1257,69 @@ def _check_target(obj: ManifestObject, c: Canary, mset: ManifestSet) -> list[Fin
     out: list[Finding] = []
     ref = c.spec.targetRef
     if ref.kind not in (None, "Deployment"):
-        return [obj.finding(("spec", "targetRef", "kind"), f"target kind {ref.kind} is not supported by the "
-                            "playground", "target a Deployment (kind: Deployment, apiVersion: apps/v1)")]
+        return [
+            obj.finding(
+                ("spec", "targetRef", "kind"),
+                f"target kind {ref.kind} is not supported by the playground",
+                "target a Deployment (kind: Deployment, apiVersion: apps/v1)",
+            )
+        ]
     dobj = mset.get("Deployment", c.namespace, ref.name)
     if dobj is None:
         names = [o.qualified_name for o in mset.of_kind("Deployment", c.namespace)]
-        return [obj.finding(("spec", "targetRef", "name"), f"Deployment {c.namespace}/{ref.name} not found",
-                            _suggest(f"{c.namespace}/{ref.name}", names, "Deployment") if names else
-                            f"add the Deployment {ref.name} in namespace {c.namespace} to the manifests")]
+        return [
+            obj.finding(
+                ("spec", "targetRef", "name"),
+                f"Deployment {c.namespace}/{ref.name} not found",
+                _suggest(f"{c.namespace}/{ref.name}", names, "Deployment")
+                if names
+                else f"add the Deployment {ref.name} in namespace {c.namespace} to the manifests",
+            )
+        ]
     d = dobj.model
     if not isinstance(d, Deployment):
         return out  # its schema errors are already reported
     labels = (d.spec.selector or {}).get("matchLabels") or {}
     if not any(k in labels for k in _SELECTOR_LABELS):
-        out.append(dobj.finding(("spec", "selector"), f"the target of Canary {c.key} needs a selector label "
-                                f"{', '.join(_SELECTOR_LABELS[:-1])} or {_SELECTOR_LABELS[-1]}",
-                                f"add spec.selector.matchLabels.app: {ref.name} (and the same pod label)"))
+        out.append(
+            dobj.finding(
+                ("spec", "selector"),
+                f"the target of Canary {c.key} needs a selector label "
+                f"{', '.join(_SELECTOR_LABELS[:-1])} or {_SELECTOR_LABELS[-1]}",
+                f"add spec.selector.matchLabels.app: {ref.name} (and the same pod label)",
+            )
+        )
     containers = d.spec.template.spec.containers
     if containers and not any(ct.readinessProbe for ct in containers):
         C = ("spec", "template", "spec", "containers", 0)
-        out.append(dobj.finding(C, f"no readinessProbe on the target of Canary {c.key}: a new version counts as "
-                                "ready as soon as it starts", "add a readinessProbe (podinfo: httpGet path /readyz "
-                                "on its http port)", WARNING))
+        out.append(
+            dobj.finding(
+                C,
+                f"no readinessProbe on the target of Canary {c.key}: a new version counts as "
+                "ready as soon as it starts",
+                "add a readinessProbe (podinfo: httpGet path /readyz on its http port)",
+                WARNING,
+            )
+        )
     ports = {p.get("containerPort") for ct in containers for p in ct.ports} | {
-        p.get("name") for ct in containers for p in ct.ports}
+        p.get("name") for ct in containers for p in ct.ports
+    }
     tp = c.spec.service.targetPort if c.spec.service.targetPort is not None else c.spec.service.port
     if any(ct.ports for ct in containers) and tp not in ports:
         field_ = "targetPort" if c.spec.service.targetPort is not None else "port"
-        out.append(obj.finding(("spec", "service", field_), f"port {tp} is not a container port of Deployment "
-                               f"{dobj.qualified_name}", "set service.targetPort to the container port the app "
-                               "listens on", WARNING))
+        out.append(
+            obj.finding(
+                ("spec", "service", field_),
+                f"port {tp} is not a container port of Deployment {dobj.qualified_name}",
+                "set service.targetPort to the container port the app listens on",
+                WARNING,
+            )
+        )
     return out
 
 
 def _template_variables(query: str) -> set[str]:
-    return {m[len("variables."):] for m in _TEMPLATE_VAR.findall(query) if m.startswith("variables.")}
+    return {m[len("variables.") :] for m in _TEMPLATE_VAR.findall(query) if m.startswith("variables.")}
 
 
 def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
@@ -1079,20 +1328,34 @@ def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         return []
     out = []
     if t.spec.provider.type != "prometheus":
-        out.append(obj.finding(("spec", "provider", "type"), f"provider type {t.spec.provider.type!r} is not "
-                               "supported by the playground", "use type: prometheus"))
+        out.append(
+            obj.finding(
+                ("spec", "provider", "type"),
+                f"provider type {t.spec.provider.type!r} is not supported by the playground",
+                "use type: prometheus",
+            )
+        )
     addr = t.spec.provider.address
     if addr is not None and not re.match(r"^https?://[^/\s]+", addr):
-        out.append(obj.finding(("spec", "provider", "address"), f"invalid address {addr!r}",
-                               "use an http:// or https:// URL, like http://prometheus.istio-system:9090"))
+        out.append(
+            obj.finding(
+                ("spec", "provider", "address"),
+                f"invalid address {addr!r}",
+                "use an http:// or https:// URL, like http://prometheus.istio-system:9090",
+            )
+        )
     if not t.spec.query.strip():
         out.append(obj.finding(("spec", "query"), "empty query", "write the PromQL query of this metric"))
     for var in _TEMPLATE_VAR.findall(t.spec.query):
         if var not in _TEMPLATE_NAMES and not re.match(r"^variables\.[A-Za-z0-9_-]+$", var):
             close = difflib.get_close_matches(var, _TEMPLATE_NAMES, n=1)
-            out.append(obj.finding(("spec", "query"), f"unknown template variable {{{{ {var} }}}}"
-                                   + (f"; did you mean {close[0]}?" if close else ""),
-                                   f"use {', '.join(_TEMPLATE_NAMES)} or variables.KEY"))
+            out.append(
+                obj.finding(
+                    ("spec", "query"),
+                    f"unknown template variable {{{{ {var} }}}}" + (f"; did you mean {close[0]}?" if close else ""),
+                    f"use {', '.join(_TEMPLATE_NAMES)} or variables.KEY",
+                )
+            )
     return out
 
 
@@ -1102,15 +1365,30 @@ def _check_alert_provider(obj: ManifestObject, mset: ManifestSet) -> list[Findin
         return []
     s = p.spec
     if s.address:
-        return [obj.finding(("spec", "address"), "inline alert address: webhook URLs are credentials and must not "
-                            "be stored in git", "remove address; put the URL in a Secret (key address) referenced "
-                            "by secretRef, or name an environment variable holding it with addressFromEnv")]
+        return [
+            obj.finding(
+                ("spec", "address"),
+                "inline alert address: webhook URLs are credentials and must not be stored in git",
+                "remove address; put the URL in a Secret (key address) referenced "
+                "by secretRef, or name an environment variable holding it with addressFromEnv",
+            )
+        ]
     if s.secretRef is None and not s.addressFromEnv:
-        return [obj.finding(("spec",), "no address: set secretRef or addressFromEnv",
-                            "add secretRef (a Secret with key address) or addressFromEnv (an environment variable)")]
+        return [
+            obj.finding(
+                ("spec",),
+                "no address: set secretRef or addressFromEnv",
+                "add secretRef (a Secret with key address) or addressFromEnv (an environment variable)",
+            )
+        ]
     if s.addressFromEnv and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", s.addressFromEnv):
-        return [obj.finding(("spec", "addressFromEnv"), f"invalid environment variable name {s.addressFromEnv!r}",
-                            "use letters, digits and '_', like PLAYGROUND_ALERT_WEBHOOK_URL")]
+        return [
+            obj.finding(
+                ("spec", "addressFromEnv"),
+                f"invalid environment variable name {s.addressFromEnv!r}",
+                "use letters, digits and '_', like PLAYGROUND_ALERT_WEBHOOK_URL",
+            )
+        ]
     return []
 
 
@@ -1122,11 +1400,21 @@ def _check_hpa(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     ref = h.spec.scaleTargetRef
     if ref.kind in (None, "Deployment") and mset.get("Deployment", obj.namespace, ref.name) is None:
         names = [o.qualified_name for o in mset.of_kind("Deployment", obj.namespace)]
-        out.append(obj.finding(("spec", "scaleTargetRef", "name"), f"Deployment {obj.namespace}/{ref.name} not "
-                               "found", _suggest(f"{obj.namespace}/{ref.name}", names, "Deployment")))
+        out.append(
+            obj.finding(
+                ("spec", "scaleTargetRef", "name"),
+                f"Deployment {obj.namespace}/{ref.name} not found",
+                _suggest(f"{obj.namespace}/{ref.name}", names, "Deployment"),
+            )
+        )
     if h.spec.minReplicas > h.spec.maxReplicas:
-        out.append(obj.finding(("spec", "minReplicas"), f"minReplicas {h.spec.minReplicas} is greater than "
-                               f"maxReplicas {h.spec.maxReplicas}", "make minReplicas <= maxReplicas"))
+        out.append(
+            obj.finding(
+                ("spec", "minReplicas"),
+                f"minReplicas {h.spec.minReplicas} is greater than maxReplicas {h.spec.maxReplicas}",
+                "make minReplicas <= maxReplicas",
+            )
+        )
     elif h.spec.minReplicas < 1:
         out.append(obj.finding(("spec", "minReplicas"), "must be at least 1", "set minReplicas to 1 or more"))
     return out
@@ -1141,22 +1429,37 @@ def _check_image_policy(obj: ManifestObject, mset: ManifestSet) -> list[Finding]
     ref = spec.get("imageRepositoryRef")
     rname = ref.get("name") if isinstance(ref, dict) else None
     if not rname:
-        out.append(obj.finding(("spec", "imageRepositoryRef"), "missing imageRepositoryRef.name",
-                               "name the ImageRepository that scans this image"))
+        out.append(
+            obj.finding(
+                ("spec", "imageRepositoryRef"),
+                "missing imageRepositoryRef.name",
+                "name the ImageRepository that scans this image",
+            )
+        )
     else:
         rns = ref.get("namespace") or obj.namespace
         if mset.get("ImageRepository", rns, rname) is None:
             names = [o.qualified_name for o in mset.of_kind("ImageRepository")]
-            out.append(obj.finding(("spec", "imageRepositoryRef"), f"ImageRepository {rns}/{rname} not found",
-                                   _suggest(f"{rns}/{rname}", names, "ImageRepository")))
+            out.append(
+                obj.finding(
+                    ("spec", "imageRepositoryRef"),
+                    f"ImageRepository {rns}/{rname} not found",
+                    _suggest(f"{rns}/{rname}", names, "ImageRepository"),
+                )
+            )
     policy = spec.get("policy")
     if not isinstance(policy, dict) or not policy:
         out.append(obj.finding(("spec", "policy"), "missing policy", 'add policy.semver.range, like ">=6.0.0 <7.0.0"'))
     elif "semver" in policy:
         rng = (policy.get("semver") or {}).get("range") if isinstance(policy.get("semver"), dict) else None
         if not rng or not _valid_semver_range(str(rng)):
-            out.append(obj.finding(("spec", "policy", "semver", "range"), f"invalid semver range {rng!r}",
-                                   'use comparisons like ">=6.0.0 <7.0.0", "~6.1" or "6.x"'))
+            out.append(
+                obj.finding(
+                    ("spec", "policy", "semver", "range"),
+                    f"invalid semver range {rng!r}",
+                    'use comparisons like ">=6.0.0 <7.0.0", "~6.1" or "6.x"',
+                )
+            )
     return out
 
 
@@ -1197,16 +1500,36 @@ def _check_image_markers(mset: ManifestSet) -> list[Finding]:
             owner = max((o for o in objs if o.line <= lineno), key=lambda o: o.line, default=objs[0])
             parts = m.group(1).split(":")
             if len(parts) not in (2, 3) or not all(parts[:2]):
-                out.append(Finding(owner.path, lineno, f"invalid image policy marker {m.group(1)!r}",
-                                   'write it as # {"$imagepolicy": "NAMESPACE:NAME"}', owner.kind,
-                                   owner.qualified_name, document=owner.document))
+                out.append(
+                    Finding(
+                        owner.path,
+                        lineno,
+                        f"invalid image policy marker {m.group(1)!r}",
+                        'write it as # {"$imagepolicy": "NAMESPACE:NAME"}',
+                        owner.kind,
+                        owner.qualified_name,
+                        document=owner.document,
+                    )
+                )
             elif (parts[0], parts[1]) not in policies:
                 names = [f"{ns}:{n}" for ns, n in policies]
-                fix = (_suggest(m.group(1), names, "ImagePolicy") if names else f"add an ImagePolicy named "
-                       f"{parts[1]} in namespace {parts[0]} (image.toolkit.fluxcd.io/v1beta2), or remove the marker")
-                out.append(Finding(owner.path, lineno, f"image policy marker names ImagePolicy {parts[0]}/{parts[1]}, "
-                                   "which is not in the manifests", fix,
-                                   owner.kind, owner.qualified_name, document=owner.document))
+                fix = (
+                    _suggest(m.group(1), names, "ImagePolicy")
+                    if names
+                    else f"add an ImagePolicy named "
+                    f"{parts[1]} in namespace {parts[0]} (image.toolkit.fluxcd.io/v1beta2), or remove the marker"
+                )
+                out.append(
+                    Finding(
+                        owner.path,
+                        lineno,
+                        f"image policy marker names ImagePolicy {parts[0]}/{parts[1]}, which is not in the manifests",
+                        fix,
+                        owner.kind,
+                        owner.qualified_name,
+                        document=owner.document,
+                    )
+                )
     return out
 
 
@@ -1225,8 +1548,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "per problem (file:line: object: field: message. Fix: ...) and a summary.",
         epilog="Exit status: 0 no errors (warnings allowed), 1 errors found, 2 PATH does not exist.",
     )
-    p.add_argument("path", nargs="?", default="manifests", metavar="PATH",
-                   help="directory or file to validate (default: manifests)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="manifests",
+        metavar="PATH",
+        help="directory or file to validate (default: manifests)",
+    )
     p.add_argument("--no-warnings", action="store_true", help="print errors only")
     p.add_argument("--strict", action="store_true", help="count warnings as errors for the exit status")
     p.set_defaults(func=_cli_validate)
@@ -1236,8 +1564,10 @@ def _cli_validate(args: argparse.Namespace) -> int:
     try:
         mset = load_tree(args.path)
     except FileNotFoundError as e:
-        print(f"playground validate: {e}. Give the directory of your manifests, like: playground validate "
-              "manifests", file=sys.stderr)
+        print(
+            f"playground validate: {e}. Give the directory of your manifests, like: playground validate manifests",
+            file=sys.stderr,
+        )
         return 2
     findings = validate_set(mset)
     errors = [f for f in findings if f.is_error]
@@ -1246,8 +1576,10 @@ def _cli_validate(args: argparse.Namespace) -> int:
         if f.is_error or not args.no_warnings:
             print(f)
     n_err, n_warn = len(errors), len(warnings)
-    print(f"{args.path}: {len(mset)} objects in {len(mset.files)} files: "
-          f"{n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}")
+    print(
+        f"{args.path}: {len(mset)} objects in {len(mset.files)} files: "
+        f"{n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}"
+    )
     if n_err or (args.strict and n_warn):
         return 1
     return 0

@@ -48,12 +48,14 @@ queries that aggregate (``sum(...)``) to get one series. No sample, or ``NaN``, 
 ``ErrNoValuesFound``; here it is ``value=None``. Credentials follow Flagger too: a secret with ``token`` gives
 ``Authorization: Bearer <token>``, else ``username`` and ``password`` give basic auth (both required).
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -61,9 +63,9 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from playground.secrets import lookup_secret
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.observe import MetricValue
+from playground.secrets import lookup_secret
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -82,7 +84,7 @@ __all__ = [
 DEFAULT_INTERVAL = "1m"
 DEFAULT_TIMEOUT = 5.0  # seconds, Flagger's Prometheus provider timeout
 
-#: Built-in metrics of the istio provider, exactly as DESIGN.md (and Flagger's istio observer) define them.
+#: Built-in metrics of the istio provider, exactly as docs/design.md (and Flagger's istio observer) define them.
 ISTIO_QUERIES: dict[str, str] = {
     "request-success-rate": (
         'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",'
@@ -199,7 +201,6 @@ class ResolvedQuery:
     truncate: bool = False  # request-duration: whole milliseconds
 
 
-
 def _metric_interval(metric: CanaryMetric) -> str:
     return metric.interval or DEFAULT_INTERVAL
 
@@ -248,8 +249,12 @@ def resolve_query(
                 raise MetricError(
                     f"{mname}: {creds_source} referenced by MetricTemplate {ref} spec.provider.secretRef not found"
                 )
-        query = render(tpl.spec.query, **_model(canary, metric), variables=metric.templateVariables,
-                       template=f"MetricTemplate {ref}")
+        query = render(
+            tpl.spec.query,
+            **_model(canary, metric),
+            variables=metric.templateVariables,
+            template=f"MetricTemplate {ref}",
+        )
         return ResolvedQuery(
             query=query,
             address=provider.address,
@@ -348,12 +353,25 @@ class PrometheusProvider:
         if proxy:
             session.proxies = {"http": proxy, "https": proxy}
         # One quick connection retry; no retries on HTTP status (a 5xx is reported, the next tick asks again).
-        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0.1,
-                      status_forcelist=(), raise_on_status=False)
+        retry = Retry(
+            total=1,
+            connect=1,
+            read=0,
+            status=0,
+            other=0,
+            backoff_factor=0.1,
+            status_forcelist=(),
+            raise_on_status=False,
+        )
         self.timeout = timeout
         self._client = PrometheusConnect(
-            url=address.rstrip("/"), headers=headers, auth=auth, retry=retry, session=session,
-            timeout=timeout, disable_ssl=insecure_skip_verify,
+            url=address.rstrip("/"),
+            headers=headers,
+            auth=auth,
+            retry=retry,
+            session=session,
+            timeout=timeout,
+            disable_ssl=insecure_skip_verify,
         )
 
     def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -362,7 +380,7 @@ class PrometheusProvider:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "PrometheusProvider":
+    def __enter__(self) -> PrometheusProvider:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -378,8 +396,10 @@ class PrometheusProvider:
         try:
             result = self._client.custom_query(promql, params=None if time is None else {"time": time})
         except requests.exceptions.JSONDecodeError as e:  # before RequestException: it is one too
-            raise MetricError(f"Prometheus at {self.shown} returned a body that is not JSON ({e}); is this "
-                              f"address really a Prometheus server?") from None
+            raise MetricError(
+                f"Prometheus at {self.shown} returned a body that is not JSON ({e}); is this "
+                f"address really a Prometheus server?"
+            ) from None
         except requests.exceptions.Timeout:
             raise MetricError(
                 f"Prometheus at {self.shown} did not answer within {self.timeout:g}s; check that it is healthy "
@@ -410,11 +430,14 @@ class PrometheusProvider:
         except PrometheusApiClientException:
             raise MetricError(self._http_error(promql)) from None
         except ValueError as e:  # body was not JSON
-            raise MetricError(f"Prometheus at {self.shown} returned a body that is not JSON ({e}); is this "
-                              f"address really a Prometheus server?") from None
+            raise MetricError(
+                f"Prometheus at {self.shown} returned a body that is not JSON ({e}); is this "
+                f"address really a Prometheus server?"
+            ) from None
         except (KeyError, TypeError):
-            raise MetricError(f"Prometheus at {self.shown} returned an unexpected answer; is this address "
-                              f"really a Prometheus API?") from None
+            raise MetricError(
+                f"Prometheus at {self.shown} returned an unexpected answer; is this address really a Prometheus API?"
+            ) from None
         return _value_of(result, self.shown)
 
     def _http_error(self, promql: str) -> str:
@@ -428,13 +451,17 @@ class PrometheusProvider:
             except ValueError:
                 detail = resp.text.strip()[:300]
         if status in (401, 403):
-            return (f"Prometheus at {self.shown} answered HTTP {status} ({detail or 'unauthorized'}); check the "
-                    f"credentials in {self.credentials_source} (keys 'token', or 'username' and 'password')")
+            return (
+                f"Prometheus at {self.shown} answered HTTP {status} ({detail or 'unauthorized'}); check the "
+                f"credentials in {self.credentials_source} (keys 'token', or 'username' and 'password')"
+            )
         if status in (400, 422):
             return f"Prometheus at {self.shown} rejected the query (HTTP {status}, {detail}); query: {promql}"
         if status == 404:
-            return (f"Prometheus at {self.shown} answered HTTP 404 for /api/v1/query; check that the address "
-                    f"points at Prometheus (including any path prefix)")
+            return (
+                f"Prometheus at {self.shown} answered HTTP 404 for /api/v1/query; check that the address "
+                f"points at Prometheus (including any path prefix)"
+            )
         return f"Prometheus at {self.shown} answered HTTP {status}: {detail or 'no details'}; query: {promql}"
 
 
@@ -465,8 +492,10 @@ def _value_of(result: Any, shown: str) -> float | None:
             if isinstance(series, dict) and isinstance(series.get("value"), list) and len(series["value"]) == 2:
                 samples.append(series["value"][1])
             elif isinstance(series, dict) and "values" in series:
-                raise MetricError(f"the query returned a range vector from {shown}; use an instant query "
-                                  f"(wrap the selector in a function such as rate() or sum())")
+                raise MetricError(
+                    f"the query returned a range vector from {shown}; use an instant query "
+                    f"(wrap the selector in a function such as rate() or sum())"
+                )
     else:
         raise MetricError(f"Prometheus at {shown} returned an unexpected result: {str(result)[:200]}")
     for sample in samples:
@@ -532,5 +561,9 @@ def query_metric(
             text = f"metric {metric.name!r} of canary {canary.key}: {text}"
         return MetricValue(name=metric.name, value=None, query=query, error=text)
     except Exception as e:  # last resort: a bug must still be a failed check, never a pass or a crash
-        return MetricValue(name=metric.name, value=None, query=query,
-                           error=f"metric {metric.name!r}: unexpected error {type(e).__name__}: {e}")
+        return MetricValue(
+            name=metric.name,
+            value=None,
+            query=query,
+            error=f"metric {metric.name!r}: unexpected error {type(e).__name__}: {e}",
+        )

@@ -7,9 +7,9 @@ reads them; everything else in those objects is kept verbatim in ``raw``.
 Models are strict about the fields they own (``extra="forbid"``) so that a typo such as ``stepweight`` is
 reported instead of silently ignored; free-form Istio fields (trafficPolicy, corsPolicy, ...) stay dicts.
 """
+
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from playground.durations import parse_duration  # noqa: F401  (re-exported: models name the duration fields)
 
 CANARY_API = "flagger.app/v1beta1"
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

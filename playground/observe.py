@@ -7,6 +7,7 @@ be learned by asking the outside world (a webhook's answer, a metric's current v
 promotion, post-rollout/event hooks, alerts) are returned by the state machine as actions and carried out by
 the controller.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

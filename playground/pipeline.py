@@ -3,6 +3,7 @@
 Names of assets, partitions and tags are derived here once, so the Dagster modules (assets/, jobs/, sensors/)
 stay thin and the CLI can compute the same names (e.g. ``playground history``).
 """
+
 from __future__ import annotations
 
 import os
@@ -106,8 +107,8 @@ class SyncOutcome:
 
     sha: str
     message: str
-    plan: "SyncPlan"
-    result: "SyncResult"
+    plan: SyncPlan
+    result: SyncResult
 
     def components(self) -> dict[str, list[str]]:
         """Applied (created or updated) objects per cluster component."""
@@ -145,10 +146,14 @@ def alert_failed_run(runtime, *, job: str, run_id: str, target: str | None, mess
     from playground.controller import Controller
 
     ctl = Controller(runtime.cluster(), log=lambda _: None)
-    keys = [target] if target else [
-        f"{(o.get('metadata') or {}).get('namespace', 'default')}/{o['metadata']['name']}"
-        for o in runtime.cluster().list("flagger.app/v1beta1", "Canary")
-    ]
+    keys = (
+        [target]
+        if target
+        else [
+            f"{(o.get('metadata') or {}).get('namespace', 'default')}/{o['metadata']['name']}"
+            for o in runtime.cluster().list("flagger.app/v1beta1", "Canary")
+        ]
+    )
     text = f"Dagster run {run_id[:8]} of {job} failed: {message}"
     out = []
     providers = ctl.providers()

@@ -13,12 +13,14 @@ This is what Flagger's Kubernetes and Istio controllers create, computed once fo
 Object shapes follow Flagger v1.44 (``pkg/canary/deployment_controller.go``, ``pkg/router/istio.go``) so that
 users of Flagger see the same objects, and the local backend renders exactly these into Envoy configuration.
 """
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from playground.models import Canary
 
@@ -218,9 +220,7 @@ def primary_deployment(
             "name": primary_name(meta["name"]),
             "namespace": meta.get("namespace") or canary.namespace,
             "labels": _primary_labels(meta.get("labels"), key, pvalue),
-            "annotations": {
-                k: v for k, v in (meta.get("annotations") or {}).items() if k not in _SKIPPED_ANNOTATIONS
-            },
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _SKIPPED_ANNOTATIONS},
             "ownerReferences": [owner_reference(canary)],
         },
         "spec": new_spec,
@@ -377,14 +377,17 @@ def virtual_service(canary: Canary, primary_weight: int, canary_weight: int, mir
     http: list[dict[str, Any]] = []
     if canary.spec.analysis.match:
         route = {
-            **({"match": _merge_matches(_match_dicts(canary.spec.analysis.match), service_match)}),
+            "match": _merge_matches(_match_dicts(canary.spec.analysis.match), service_match),
             **common,
             "route": [_destination(canary, primary, primary_weight), _destination(canary, canary_svc, canary_weight)],
         }
         http.append(route)
         # Flagger keeps the primary weight on the default route; a lone destination takes all traffic anyway.
-        default = {**({"match": service_match} if service_match else {}), **common,
-                   "route": [_destination(canary, primary, primary_weight)]}
+        default = {
+            **({"match": service_match} if service_match else {}),
+            **common,
+            "route": [_destination(canary, primary, primary_weight)],
+        }
         http.append(default)
     else:
         route = {

@@ -17,12 +17,13 @@ differ. Configuration comes from arguments or environment variables:
 ``PLAYGROUND_INTERVAL``      analysis interval override, e.g. ``2s`` (the local demo runs faster ticks)
 ==========================  ============================================================================
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from playground.cluster.base import Cluster
 from playground.models import parse_duration
@@ -42,7 +43,7 @@ class RuntimeConfig:
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "RuntimeConfig":
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
         e = dict(os.environ if env is None else env)
         cfg = cls(
             backend=e.get("PLAYGROUND_BACKEND", "local"),
@@ -60,7 +61,9 @@ class RuntimeConfig:
             if v is not None:
                 setattr(cfg, k, v)
         if cfg.backend not in ("local", "kubernetes"):
-            raise ValueError(f"unknown backend {cfg.backend!r}: use local or kubernetes (PLAYGROUND_BACKEND / --backend)")
+            raise ValueError(
+                f"unknown backend {cfg.backend!r}: use local or kubernetes (PLAYGROUND_BACKEND / --backend)"
+            )
         return cfg
 
 
@@ -108,9 +111,15 @@ class Runtime:
         """A checkout of the GitOps origin for one purpose (sensors and runs never share a work tree)."""
         from playground.gitops import GitSource
 
-        base = self.home if self.config.backend == "local" else Path(self.config.env.get("TMPDIR", "/tmp")) / "playground"
-        return GitSource(self.gitops_url(), base / "git" / "work" / purpose, branch=self.config.gitops_branch,
-                         subdir=self.config.gitops_path)
+        base = (
+            self.home if self.config.backend == "local" else Path(self.config.env.get("TMPDIR", "/tmp")) / "playground"
+        )
+        return GitSource(
+            self.gitops_url(),
+            base / "git" / "work" / purpose,
+            branch=self.config.gitops_branch,
+            subdir=self.config.gitops_path,
+        )
 
     # -- registry ----------------------------------------------------------------------------------
     def registry_url(self) -> str | None:

@@ -1,9 +1,11 @@
 """Secret data as the engine reads it (alert addresses, Prometheus credentials). Secrets never come from git:
 they are read from the cluster (or, for alert providers, the environment)."""
+
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 
 def decode_secret(obj: dict[str, Any]) -> dict[str, str]:

@@ -14,6 +14,7 @@ rendering the React app and its GraphQL calls), and checks the rendered DOM:
 Exit 0 when every check passes; 1 with one line per failed check. Screenshots (PNG) of each page go to
 --screenshots when given, so a person can look at them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,22 +25,41 @@ import tempfile
 from pathlib import Path
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1600,1000",
 ]
 
 # (path, strings that must appear in the rendered page, what it proves)
 PAGES = [
-    ("/assets/workloads/prod/backend?view=overview",
-     ['href="/assets/gitops/commit"', 'href="/assets/releases/prod/backend"'],
-     "lineage: commit -> workload -> release"),
-    ("/assets/releases/prod/backend?view=overview",
-     ['href="/assets/workloads/prod/backend"', 'href="/assets/promotions/prod/backend"',
-      'href="/assets/rollbacks/prod/backend"', 'href="/assets/release_metrics/prod/backend"'],
-     "lineage: workload -> release -> metrics, promotion, rollback"),
-    ("/assets/releases/prod/backend?view=events",
-     ["canary_weight", "failed_checks", "phase", "routes"], "release materializations per tick"),
+    (
+        "/assets/workloads/prod/backend?view=overview",
+        ['href="/assets/gitops/commit"', 'href="/assets/releases/prod/backend"'],
+        "lineage: commit -> workload -> release",
+    ),
+    (
+        "/assets/releases/prod/backend?view=overview",
+        [
+            'href="/assets/workloads/prod/backend"',
+            'href="/assets/promotions/prod/backend"',
+            'href="/assets/rollbacks/prod/backend"',
+            'href="/assets/release_metrics/prod/backend"',
+        ],
+        "lineage: workload -> release -> metrics, promotion, rollback",
+    ),
+    (
+        "/assets/releases/prod/backend?view=events",
+        ["canary_weight", "failed_checks", "phase", "routes"],
+        "release materializations per tick",
+    ),
     ("/assets/release_metrics/prod/backend?view=checks", ["error_rate", "latency"], "metric checks"),
     ("/assets/promotions/prod/backend?view=events", ["Succeeded", "duration_s"], "a promotion"),
     ("/assets/rollbacks/prod/backend?view=events", ["Failed", "failed_checks"], "a rollback"),
@@ -56,18 +76,34 @@ def chromium() -> str:
 
 def render(url: str, profile: Path, budget_ms: int = 20000) -> str:
     out = subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-         "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out.stdout
 
 
 def screenshot(url: str, profile: Path, path: Path, budget_ms: int = 20000) -> None:
     subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-         f"--screenshot={path}", url],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            f"--screenshot={path}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

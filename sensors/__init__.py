@@ -17,8 +17,12 @@ from jobs.resources import PlaygroundResource
 SENSOR_INTERVAL = 5
 
 
-@dg.sensor(job=gitops_sync, minimum_interval_seconds=SENSOR_INTERVAL, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Launch gitops_sync for each new commit on the GitOps origin.")
+@dg.sensor(
+    job=gitops_sync,
+    minimum_interval_seconds=SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launch gitops_sync for each new commit on the GitOps origin.",
+)
 def git_commit_sensor(context: dg.SensorEvaluationContext, playground: PlaygroundResource):
     from playground.gitops import GitError
 
@@ -32,19 +36,30 @@ def git_commit_sensor(context: dg.SensorEvaluationContext, playground: Playgroun
     context.update_cursor(sha)
     # The GitOps revision is observed here, as it appears on the origin; gitops_sync materializes it once applied.
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=sha, run_config={"ops": {"sync_manifests": {"config": {"sha": sha}}}},
-                                    tags={"gitops-playground/sha": sha})],
+        run_requests=[
+            dg.RunRequest(
+                run_key=sha,
+                run_config={"ops": {"sync_manifests": {"config": {"sha": sha}}}},
+                tags={"gitops-playground/sha": sha},
+            )
+        ],
         asset_events=[dg.AssetObservation(GITOPS_COMMIT, metadata={"sha": sha}, tags={"dagster/data_version": sha})],
     )
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[gitops_sync], request_job=canary_release,
-                      minimum_interval_seconds=SENSOR_INTERVAL, default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Request a canary_release run for every target whose revision a sync changed.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[gitops_sync],
+    request_job=canary_release,
+    minimum_interval_seconds=SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Request a canary_release run for every target whose revision a sync changed.",
+)
 def release_on_sync(context: dg.RunStatusSensorContext):
     requests = []
     records = context.instance.get_records_for_run(
-        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
     for r in records:
         mat = r.event_log_entry.asset_materialization
         if mat is None or mat.asset_key.path[0] != "workloads":
@@ -54,16 +69,21 @@ def release_on_sync(context: dg.RunStatusSensorContext):
             continue
         target = "/".join(mat.asset_key.path[1:])
         revision = meta["revision"]
-        requests.append(dg.RunRequest(
-            run_key=f"{target}@{revision}",
-            run_config={"ops": {"release": {"config": {"target": target}}}},
-            tags={**release_run_tags(target), "gitops-playground/revision": revision},
-        ))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{target}@{revision}",
+                run_config={"ops": {"release": {"config": {"target": target}}}},
+                tags={**release_run_tags(target), "gitops-playground/revision": revision},
+            )
+        )
     return requests or dg.SkipReason("the sync changed no canary target")
 
 
-@dg.sensor(minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Commit newer image tags that match a workload's ImagePolicy to the GitOps repository.")
+@dg.sensor(
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Commit newer image tags that match a workload's ImagePolicy to the GitOps repository.",
+)
 def image_tag_sensor(context: dg.SensorEvaluationContext, playground: PlaygroundResource):
     from playground.gitops import GitError
     from playground.images import RegistryClient, RegistryError, scan_and_update
@@ -86,8 +106,11 @@ def image_tag_sensor(context: dg.SensorEvaluationContext, playground: Playground
     return dg.SkipReason("no newer image tag" + (f" ({'; '.join(errors)})" if errors else ""))
 
 
-@dg.run_failure_sensor(monitored_jobs=[canary_release, gitops_sync], default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Alert the canaries' providers when a sync or release run fails.")
+@dg.run_failure_sensor(
+    monitored_jobs=[canary_release, gitops_sync],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alert the canaries' providers when a sync or release run fails.",
+)
 def failed_run_alerts(context: dg.RunFailureSensorContext, playground: PlaygroundResource):
     from playground.pipeline import alert_failed_run
 

@@ -11,6 +11,7 @@ Short windows for back-to-back releases: the backend Canary of the session's ori
 (not 1 min) and queries its metrics over 5 s (not 30 s), so that each release's metrics see only its own
 traffic and the tests run fast.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,14 @@ from tests.support.playground_env import TARGETS, PlaygroundEnv, playground_env
 def playground(tmp_path_factory) -> PlaygroundEnv:
     home = tmp_path_factory.mktemp("playground") / "home"
     with playground_env(home, interval="1s") as env:
-        env.commit({"prod/backend/canary.yaml": lambda t: t.replace("interval: 30s", "interval: 5s")
-                    .replace("hey -z 1m", "hey -z 5s")}, "tests: short load test and metric windows")
+        env.commit(
+            {
+                "prod/backend/canary.yaml": lambda t: t.replace("interval: 30s", "interval: 5s").replace(
+                    "hey -z 1m", "hey -z 5s"
+                )
+            },
+            "tests: short load test and metric windows",
+        )
         rt = env.runtime()
         try:
             from playground import pipeline

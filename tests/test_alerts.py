@@ -1,9 +1,9 @@
 """Alert notifiers against a real local HTTP server: severity filter, address sources, payload shapes."""
+
 from __future__ import annotations
 
 import pytest
 
-from playground.analysis import AlertMessages
 from playground.alerts import (
     accepts,
     alert_fields,
@@ -11,20 +11,23 @@ from playground.alerts import (
     notify,
     provider_address,
 )
+from playground.analysis import AlertMessages
 from playground.models import AlertProvider, AlertSeverity, Canary
 from tests.support.http_server import RecordingServer, Reply
 from tests.support.prometheus import free_port
 
 
 def make_canary(alerts: list[dict], **analysis) -> Canary:
-    return Canary.model_validate({
-        "metadata": {"name": "podinfo", "namespace": "test"},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898},
-            "analysis": {"threshold": 5, "stepWeight": 10, "maxWeight": 50, "alerts": alerts, **analysis},
-        },
-    })
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"threshold": 5, "stepWeight": 10, "maxWeight": 50, "alerts": alerts, **analysis},
+            },
+        }
+    )
 
 
 def make_provider(name: str, ptype: str, *, namespace: str = "test", **spec) -> AlertProvider:
@@ -51,18 +54,22 @@ def test_severity_filter_rules():
 
 
 def test_notify_posts_to_entries_whose_filter_accepts(server):
-    canary = make_canary([
-        {"name": "all", "severity": "info", "providerRef": {"name": "hook-all"}},
-        {"name": "warnings", "severity": "warn", "providerRef": {"name": "hook-warn"}},
-        {"name": "errors", "severity": "error", "providerRef": {"name": "hook-err", "namespace": "ops"}},
-    ])
+    canary = make_canary(
+        [
+            {"name": "all", "severity": "info", "providerRef": {"name": "hook-all"}},
+            {"name": "warnings", "severity": "warn", "providerRef": {"name": "hook-warn"}},
+            {"name": "errors", "severity": "error", "providerRef": {"name": "hook-err", "namespace": "ops"}},
+        ]
+    )
     providers = providers_of(
         make_provider("hook-all", "webhook", secretRef={"name": "s-all"}),
         make_provider("hook-warn", "webhook", addressFromEnv="WARN_HOOK"),
         make_provider("hook-err", "webhook", namespace="ops", secretRef={"name": "s-err"}),
     )
-    secrets = {("test", "s-all"): {"address": server.url + "/all"},
-               "ops/s-err": {"address": (server.url + "/err").encode()}}
+    secrets = {
+        ("test", "s-all"): {"address": server.url + "/all"},
+        "ops/s-err": {"address": (server.url + "/err").encode()},
+    }
     env = {"WARN_HOOK": server.url + "/warn"}
 
     def sent(severity):
@@ -91,12 +98,14 @@ def test_inline_address_is_refused(server):
 
 
 def test_address_problems_are_reported_not_raised(server):
-    canary = make_canary([
-        {"name": "nosecret", "providerRef": {"name": "p1"}},
-        {"name": "nokey", "providerRef": {"name": "p2"}},
-        {"name": "noenv", "providerRef": {"name": "p3"}},
-        {"name": "noprovider", "providerRef": {"name": "missing"}},
-    ])
+    canary = make_canary(
+        [
+            {"name": "nosecret", "providerRef": {"name": "p1"}},
+            {"name": "nokey", "providerRef": {"name": "p2"}},
+            {"name": "noenv", "providerRef": {"name": "p3"}},
+            {"name": "noprovider", "providerRef": {"name": "missing"}},
+        ]
+    )
     providers = providers_of(
         make_provider("p1", "slack", secretRef={"name": "absent"}),
         make_provider("p2", "slack", secretRef={"name": "wrong"}),
@@ -111,14 +120,19 @@ def test_address_problems_are_reported_not_raised(server):
 
 
 def test_failures_are_in_the_result(server):
-    canary = make_canary([
-        {"name": "broken", "providerRef": {"name": "p1"}},
-        {"name": "dead", "providerRef": {"name": "p2"}},
-        {"name": "fine", "providerRef": {"name": "p3"}},
-    ])
+    canary = make_canary(
+        [
+            {"name": "broken", "providerRef": {"name": "p1"}},
+            {"name": "dead", "providerRef": {"name": "p2"}},
+            {"name": "fine", "providerRef": {"name": "p3"}},
+        ]
+    )
     providers = providers_of(*(make_provider(f"p{i}", "msteams", addressFromEnv=f"URL{i}") for i in (1, 2, 3)))
-    env = {"URL1": server.url + "/broken/tok-SECRET", "URL2": f"http://127.0.0.1:{free_port()}/x",
-           "URL3": server.url + "/fine"}
+    env = {
+        "URL1": server.url + "/broken/tok-SECRET",
+        "URL2": f"http://127.0.0.1:{free_port()}/x",
+        "URL3": server.url + "/fine",
+    }
     server.script("/broken/tok-SECRET", [Reply(500, "internal")])
     ds = notify(canary, "error", "boom", providers, env=env)
     assert [d.ok for d in ds] == [False, False, True]
@@ -129,21 +143,35 @@ def test_failures_are_in_the_result(server):
 
 def test_slack_payload(server):
     canary = make_canary([{"name": "s", "providerRef": {"name": "slack"}}])
-    providers = providers_of(make_provider("slack", "slack", channel="deploys", username="bot",
-                                           secretRef={"name": "slack-url"}))
+    providers = providers_of(
+        make_provider("slack", "slack", channel="deploys", username="bot", secretRef={"name": "slack-url"})
+    )
     secrets = {("test", "slack-url"): {"address": server.url + "/services/T0/B0/xyz"}}
     notify(canary, AlertSeverity.error, AlertMessages.threshold_reached(5), providers, secrets=secrets, env={})
-    notify(canary, AlertSeverity.info, AlertMessages.NEW_REVISION, providers, secrets=secrets, env={},
-           fields=alert_fields(canary))
+    notify(
+        canary,
+        AlertSeverity.info,
+        AlertMessages.NEW_REVISION,
+        providers,
+        secrets=secrets,
+        env={},
+        fields=alert_fields(canary),
+    )
     err, info = (r.json() for r in server.requests_to("/services/T0/B0/xyz"))
     assert err["channel"] == "deploys" and err["username"] == "bot" and err["icon_emoji"] == ":rocket:"
     [att] = err["attachments"]
-    assert att == {"color": "danger", "author_name": "podinfo.test", "text": "Failed checks threshold reached 5",
-                   "mrkdwn_in": ["text"], "fields": []}
+    assert att == {
+        "color": "danger",
+        "author_name": "podinfo.test",
+        "text": "Failed checks threshold reached 5",
+        "mrkdwn_in": ["text"],
+        "fields": [],
+    }
     assert info["attachments"][0]["color"] == "good"
     assert {"title": "Target", "value": "Deployment/podinfo.test", "short": False} in info["attachments"][0]["fields"]
-    assert {"title": "Traffic routing", "value": "Weight step: 10 max: 50", "short": False} in \
-        info["attachments"][0]["fields"]
+    assert {"title": "Traffic routing", "value": "Weight step: 10 max: 50", "short": False} in info["attachments"][0][
+        "fields"
+    ]
 
 
 def test_discord_gets_slack_payload_on_slack_suffix(server):
@@ -171,8 +199,14 @@ def test_rocket_colors(server):
 def test_msteams_message_card(server):
     canary = make_canary([{"name": "t", "providerRef": {"name": "teams"}}])
     providers = providers_of(make_provider("teams", "msteams", addressFromEnv="TEAMS"))
-    notify(canary, AlertSeverity.info, AlertMessages.initialized("Deployment"), providers,
-           env={"TEAMS": server.url + "/teams"}, fields=alert_fields(canary))
+    notify(
+        canary,
+        AlertSeverity.info,
+        AlertMessages.initialized("Deployment"),
+        providers,
+        env={"TEAMS": server.url + "/teams"},
+        fields=alert_fields(canary),
+    )
     card = server.requests[0].json()
     assert card["@type"] == "MessageCard" and card["@context"] == "http://schema.org/extensions"
     assert card["themeColor"] == "0076D7" and card["summary"] == "podinfo.test"
@@ -185,21 +219,38 @@ def test_msteams_message_card(server):
 def test_gchat_cards(server):
     canary = make_canary([{"name": "g", "providerRef": {"name": "gchat"}}])
     providers = providers_of(make_provider("gchat", "gchat", addressFromEnv="GCHAT"))
-    notify(canary, "warn", "Canary is waiting for approval.", providers, env={"GCHAT": server.url + "/chat"},
-           fields=[("Target", "Deployment/podinfo.test")])
+    notify(
+        canary,
+        "warn",
+        "Canary is waiting for approval.",
+        providers,
+        env={"GCHAT": server.url + "/chat"},
+        fields=[("Target", "Deployment/podinfo.test")],
+    )
     [card] = server.requests[0].json()["cards"]
     assert card["header"]["title"] == "Flagger" and card["header"]["subtitle"] == "podinfo.test"
     texts = [s["widgets"][0]["textParagraph"]["text"] for s in card["sections"]]
-    assert texts == ["<font color=#848484><strong>Canary is waiting for approval.</strong></font>",
-                     "Target<br><font color=#848484><strong>Deployment/podinfo.test</strong></font>"]
+    assert texts == [
+        "<font color=#848484><strong>Canary is waiting for approval.</strong></font>",
+        "Target<br><font color=#848484><strong>Deployment/podinfo.test</strong></font>",
+    ]
 
 
 def test_generic_webhook_payload():
     canary = make_canary([])
-    body = build_payload(make_provider("w", "webhook"), canary, "error", "Failed checks threshold reached 3",
-                         [("Target", "Deployment/podinfo.test")], now_ms=42)
+    body = build_payload(
+        make_provider("w", "webhook"),
+        canary,
+        "error",
+        "Failed checks threshold reached 3",
+        [("Target", "Deployment/podinfo.test")],
+        now_ms=42,
+    )
     assert body == {
-        "name": "podinfo", "namespace": "test", "phase": "Initializing", "severity": "error",
+        "name": "podinfo",
+        "namespace": "test",
+        "phase": "Initializing",
+        "severity": "error",
         "message": "Failed checks threshold reached 3",
         "fields": [{"name": "Target", "value": "Deployment/podinfo.test"}],
         "metadata": {"eventMessage": "Failed checks threshold reached 3", "eventType": "Warning", "timestamp": "42"},
@@ -221,11 +272,14 @@ def test_alert_texts_are_flaggers():
 
 def test_alert_fields_strategies():
     assert ("Traffic routing", "A/B Testing") in alert_fields(
-        make_canary([], stepWeight=0, iterations=5, match=[{"headers": {"x-canary": {"exact": "insider"}}}]))
+        make_canary([], stepWeight=0, iterations=5, match=[{"headers": {"x-canary": {"exact": "insider"}}}])
+    )
     assert ("Traffic routing", "Blue/Green") in alert_fields(make_canary([], stepWeight=0, iterations=5))
 
 
 def test_provider_address_discord_suffix_kept():
     p = make_provider("d", "discord", addressFromEnv="D")
-    assert provider_address(p, secrets={}, env={"D": "https://discord.test/api/webhooks/1/x/slack"}) == \
-        "https://discord.test/api/webhooks/1/x/slack"
+    assert (
+        provider_address(p, secrets={}, env={"D": "https://discord.test/api/webhooks/1/x/slack"})
+        == "https://discord.test/api/webhooks/1/x/slack"
+    )

@@ -1,4 +1,5 @@
 """The analysis state machine driven tick by tick: what each tick asks, the actions it returns, alerts, status."""
+
 from __future__ import annotations
 
 import json
@@ -49,15 +50,17 @@ PASSING = {"request-success-rate": 100.0, "request-duration": 120.0, "error-rate
 
 def make_canary(skip: bool = False, **analysis: Any) -> Canary:
     analysis.setdefault("metrics", [SR])
-    return Canary.model_validate({
-        "metadata": {"name": "backend", "namespace": "prod"},
-        "spec": {
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
-            "service": {"port": 9898},
-            "skipAnalysis": skip,
-            "analysis": analysis,
-        },
-    })
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+                "service": {"port": 9898},
+                "skipAnalysis": skip,
+                "analysis": analysis,
+            },
+        }
+    )
 
 
 class Sim:
@@ -81,8 +84,14 @@ class Sim:
         value = self.values.get(metric.name, PASSING[metric.name])
         return MetricValue(metric.name, value, query=f"q({metric.name})")
 
-    def step(self, revision: str = "r1", hooks: dict | None = None, values: dict | None = None,
-             canary: Readiness | None = None, primary: Readiness | None = None) -> TickResult:
+    def step(
+        self,
+        revision: str = "r1",
+        hooks: dict | None = None,
+        values: dict | None = None,
+        canary: Readiness | None = None,
+        primary: Readiness | None = None,
+    ) -> TickResult:
         self.asked = []
         self.hook_status = {"abort": 404, **(hooks or {})}  # the rollback hook does not signal by default
         self.values = values or {}
@@ -205,9 +214,17 @@ def test_routes_are_validated():
 
 
 def test_state_round_trips_through_json():
-    status = CanaryStatus(phase=Phase.WaitingPromotion, canaryWeight=0, failedChecks=2, iterations=1,
-                          lastAppliedSpec="abc", lastPromotedSpec="xyz", lastTransitionTime="2024-01-01T00:00:00Z",
-                          trackedConfigs={"configmap/backend-env": "123"}, conditions=[{"type": "Promoted"}])
+    status = CanaryStatus(
+        phase=Phase.WaitingPromotion,
+        canaryWeight=0,
+        failedChecks=2,
+        iterations=1,
+        lastAppliedSpec="abc",
+        lastPromotedSpec="xyz",
+        lastTransitionTime="2024-01-01T00:00:00Z",
+        trackedConfigs={"configmap/backend-env": "123"},
+        conditions=[{"type": "Promoted"}],
+    )
     state = CanaryState.from_status(status, Routes(40, 60, False))
     assert state.status == status and state.failedChecks == 2
     data = json.loads(json.dumps(state.to_dict()))
@@ -220,8 +237,9 @@ def test_state_round_trips_through_json():
 
 
 def test_fields_other_than_the_analysis_ones_survive_ticks():
-    base = CanaryStatus(phase=Phase.Initialized, lastAppliedSpec="r0", lastPromotedSpec="r0",
-                        trackedConfigs={"configmap/x": "1"})
+    base = CanaryStatus(
+        phase=Phase.Initialized, lastAppliedSpec="r0", lastPromotedSpec="r0", trackedConfigs={"configmap/x": "1"}
+    )
     sim = Sim(make_canary(stepWeight=50), CanaryState.from_status(base))
     sim.step()
     sim.step()
@@ -243,7 +261,12 @@ def test_initialization_waits_for_the_primary_then_scales_the_canary_down():
         Alert(AlertSeverity.info, "New Deployment detected, initialization completed."),
     )
     s = sim.state.status
-    assert (s.phase, s.lastAppliedSpec, s.lastPromotedSpec, s.lastTransitionTime) == (Phase.Initialized, "r0", "r0", "t1")
+    assert (s.phase, s.lastAppliedSpec, s.lastPromotedSpec, s.lastTransitionTime) == (
+        Phase.Initialized,
+        "r0",
+        "r0",
+        "t1",
+    )
     idle = sim.step("r0")
     assert idle.actions == () and idle.events == () and sim.asked == [] and idle.state is r.state
 
@@ -279,8 +302,14 @@ def test_questions_asked_on_each_tick_of_a_weighted_canary():
     assert sim.asked == ["hook:abort", "hook:smoke", "hook:more-traffic"]
     assert r.checks == () and sim.summary()[:3] == ("Progressing", 50, [50, 50])
     r = sim.step()
-    assert sim.asked == ["hook:abort", "hook:load", "metric:request-success-rate", "metric:request-duration",
-                         "metric:error-rate", "hook:more-traffic"]
+    assert sim.asked == [
+        "hook:abort",
+        "hook:load",
+        "metric:request-success-rate",
+        "metric:request-duration",
+        "metric:error-rate",
+        "hook:more-traffic",
+    ]
     assert [c.name for c in r.checks] == ["request-success-rate", "request-duration", "error-rate"]
     assert all(c.passed for c in r.checks) and r.checks[0].query == "q(request-success-rate)"
     assert sim.summary()[:3] == ("Progressing", 100, [0, 100])

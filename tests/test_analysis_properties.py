@@ -1,4 +1,5 @@
 """Property tests of the analysis state machine over random canaries and random observation sequences."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,23 +79,26 @@ def canaries(draw) -> Canary:
         analysis["iterations"] = draw(st.integers(1, 6))
         if kind == "ab":
             analysis["match"] = [{"headers": {"x-canary": {"exact": "insider"}}}]
-    return Canary.model_validate({
-        "metadata": {"name": "backend", "namespace": "prod"},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": "backend"},
-            "service": {"port": 9898},
-            "skipAnalysis": draw(st.integers(0, 9)) == 0,
-            "analysis": analysis,
-        },
-    })
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "backend"},
+                "service": {"port": 9898},
+                "skipAnalysis": draw(st.integers(0, 9)) == 0,
+                "analysis": analysis,
+            },
+        }
+    )
 
 
 observations = st.builds(
     Obs,
     sr=st.sampled_from([100.0, 99.0, 50.0, None]),
     duration=st.sampled_from([100.0, 500.0, 900.0, None]),
-    hooks=st.lists(st.tuples(st.sampled_from(HOOK_NAMES), st.sampled_from([200, 202, 403, 404, 500])), max_size=4)
-    .map(tuple),
+    hooks=st.lists(st.tuples(st.sampled_from(HOOK_NAMES), st.sampled_from([200, 202, 403, 404, 500])), max_size=4).map(
+        tuple
+    ),
     canary=st.sampled_from([READY, READY, READY, NOT_READY, DEAD]),
     primary=st.sampled_from([READY, READY, READY, NOT_READY, DEAD]),
     new_revision=st.integers(0, 12).map(lambda n: n == 0),

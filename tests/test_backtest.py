@@ -1,8 +1,9 @@
 """`playground backtest`: table-driven replays of recorded traces (tests/data/backtest), bad input, CLI wiring.
 
 Every scenario lists the expected output tick by tick as "phase canaryWeight primary/canary failedChecks
-iterations"; the expectations were worked out from DESIGN.md's canary semantics, not recorded from the program.
+iterations"; the expectations were worked out from docs/design.md's canary semantics, not recorded from the program.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,10 @@ ROOT = Path(__file__).parent.parent
 
 SCENARIOS = {
     # weighted canary, stepWeight 20 / maxWeight 50 (not a clamp: 20, 40, 60), every check passing
-    "weighted-all-pass": ("weighted", "weighted_pass", """
+    "weighted-all-pass": (
+        "weighted",
+        "weighted_pass",
+        """
         Progressing 0 100/0 0 0
         Progressing 20 80/20 0 0
         Progressing 40 60/40 0 0
@@ -28,11 +32,16 @@ SCENARIOS = {
         Promoting 60 40/60 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # tick 1 is the pre-rollout tick (metrics not read: its 50% is ignored); failures on ticks 2 and 5 are not
     # consecutive, the second one reaches threshold 2, the rollback happens on the next tick; rows after the end
     # are not replayed
-    "non-consecutive-failures": ("weighted", "weighted_failures", """
+    "non-consecutive-failures": (
+        "weighted",
+        "weighted_failures",
+        """
         Progressing 0 100/0 0 0
         Progressing 20 80/20 0 0
         Progressing 20 80/20 1 0
@@ -40,14 +49,24 @@ SCENARIOS = {
         Progressing 60 40/60 1 0
         Progressing 60 40/60 2 0
         Failed 0 100/0 2 0
-        """, "Failed"),
-    "pre-rollout-failures": ("weighted", "pre_rollout_fail", """
+        """,
+        "Failed",
+    ),
+    "pre-rollout-failures": (
+        "weighted",
+        "pre_rollout_fail",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 100/0 1 0
         Progressing 0 100/0 2 0
         Failed 0 100/0 2 0
-        """, "Failed"),
-    "step-weights": ("stepweights", "stepweights_pass", """
+        """,
+        "Failed",
+    ),
+    "step-weights": (
+        "stepweights",
+        "stepweights_pass",
+        """
         Progressing 0 100/0 0 0
         Progressing 5 95/5 0 0
         Progressing 10 90/10 0 0
@@ -56,9 +75,14 @@ SCENARIOS = {
         Promoting 60 40/60 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # last step 120: capped at 100, which is also the effective max weight
-    "step-weights-over-100": ("stepweights_over", "stepweights_over_pass", """
+    "step-weights-over-100": (
+        "stepweights_over",
+        "stepweights_over_pass",
+        """
         Progressing 0 100/0 0 0
         Progressing 10 90/10 0 0
         Progressing 50 50/50 0 0
@@ -66,10 +90,15 @@ SCENARIOS = {
         Promoting 100 0/100 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # confirm-rollout denied twice (Waiting), traffic increase denied once (no failure counted), promotion denied
     # twice (WaitingPromotion: status weight 0, traffic stays on the canary), then approved
-    "gates": ("gates", "gates", """
+    "gates": (
+        "gates",
+        "gates",
+        """
         Waiting 0 100/0 0 0
         Waiting 0 100/0 0 0
         Progressing 0 100/0 0 0
@@ -81,17 +110,27 @@ SCENARIOS = {
         Promoting 0 0/100 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
-    "rollback-webhook": ("rollback_hook", "rollback_hook", """
+        """,
+        "Succeeded",
+    ),
+    "rollback-webhook": (
+        "rollback_hook",
+        "rollback_hook",
+        """
         Progressing 0 100/0 0 0
         Progressing 25 75/25 0 0
         Progressing 50 50/50 0 0
         Progressing 75 25/75 0 0
         Failed 0 100/0 0 0
-        """, "Failed"),
+        """,
+        "Failed",
+    ),
     # A/B (Canary is the 2nd YAML document): matching requests on the canary from the first iteration; a failed
     # check does not count an iteration; error-rate at its inclusive max passes
-    "ab-testing": ("ab", "ab", """
+    "ab-testing": (
+        "ab",
+        "ab",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 0/100 0 1
         Progressing 0 0/100 0 2
@@ -100,8 +139,13 @@ SCENARIOS = {
         Promoting 0 0/100 1 3
         Finalising 0 100/0 1 0
         Succeeded 0 100/0 1 0
-        """, "Succeeded"),
-    "blue-green": ("bluegreen", "bluegreen", """
+        """,
+        "Succeeded",
+    ),
+    "blue-green": (
+        "bluegreen",
+        "bluegreen",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 100/0 0 1
         Progressing 0 100/0 0 2
@@ -109,9 +153,14 @@ SCENARIOS = {
         Promoting 0 0/100 0 3
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # mirroring is not visible in [primary, canary]: same weights as without it (see test_analysis for the flag)
-    "blue-green-mirror": ("bluegreen_mirror", "bluegreen", """
+    "blue-green-mirror": (
+        "bluegreen_mirror",
+        "bluegreen",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 100/0 0 1
         Progressing 0 100/0 0 2
@@ -119,9 +168,14 @@ SCENARIOS = {
         Promoting 0 0/100 0 3
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # one mirrored tick at weight 0, then 30, 60 (maxWeight 60)
-    "canary-mirror": ("mirror", "mirror", """
+    "canary-mirror": (
+        "mirror",
+        "mirror",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 100/0 0 0
         Progressing 30 70/30 0 0
@@ -129,9 +183,14 @@ SCENARIOS = {
         Promoting 60 40/60 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # revision r2 on tick 3 restarts the analysis: routes, weight and failed checks back to 0
-    "restart-on-new-revision": ("weighted", "restart", """
+    "restart-on-new-revision": (
+        "weighted",
+        "restart",
+        """
         Progressing 0 100/0 0 0
         Progressing 20 80/20 0 0
         Progressing 20 80/20 1 0
@@ -142,8 +201,13 @@ SCENARIOS = {
         Promoting 60 40/60 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
-    "step-weight-promotion": ("promotion_steps", "promotion_steps", """
+        """,
+        "Succeeded",
+    ),
+    "step-weight-promotion": (
+        "promotion_steps",
+        "promotion_steps",
+        """
         Progressing 0 100/0 0 0
         Progressing 50 50/50 0 0
         Progressing 100 0/100 0 0
@@ -153,21 +217,36 @@ SCENARIOS = {
         Promoting 10 90/10 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # skipAnalysis ignores metrics and the primary's readiness: promoted on the tick after detection
-    "skip-analysis": ("skip", "skip", """
+    "skip-analysis": (
+        "skip",
+        "skip",
+        """
         Progressing 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
     # canary not ready: wait; past its deadline: roll back
-    "canary-deadline": ("weighted", "canary_deadline", """
+    "canary-deadline": (
+        "weighted",
+        "canary_deadline",
+        """
         Progressing 0 100/0 0 0
         Progressing 0 100/0 0 0
         Progressing 0 100/0 0 0
         Failed 0 100/0 0 0
-        """, "Failed"),
+        """,
+        "Failed",
+    ),
     # primary not ready while Promoting: wait; past its deadline: all traffic to the canary, Failed, weight 100
-    "primary-deadline-while-promoting": ("promotion_steps", "primary_deadline", """
+    "primary-deadline-while-promoting": (
+        "promotion_steps",
+        "primary_deadline",
+        """
         Progressing 0 100/0 0 0
         Progressing 50 50/50 0 0
         Progressing 100 0/100 0 0
@@ -175,24 +254,36 @@ SCENARIOS = {
         Promoting 70 30/70 0 0
         Promoting 70 30/70 0 0
         Failed 100 0/100 0 0
-        """, "Failed"),
+        """,
+        "Failed",
+    ),
     # empty and NaN are "no values": failed checks by default
-    "no-data-fails": ("weighted", "nodata_fail", """
+    "no-data-fails": (
+        "weighted",
+        "nodata_fail",
+        """
         Progressing 0 100/0 0 0
         Progressing 20 80/20 0 0
         Progressing 20 80/20 1 0
         Progressing 20 80/20 2 0
         Failed 0 100/0 2 0
-        """, "Failed"),
+        """,
+        "Failed",
+    ),
     # noData: pass on the success rate; deprecated duration threshold 500 passes at 500
-    "no-data-pass": ("nodata_pass", "nodata_pass", """
+    "no-data-pass": (
+        "nodata_pass",
+        "nodata_pass",
+        """
         Progressing 0 100/0 0 0
         Progressing 50 50/50 0 0
         Progressing 100 0/100 0 0
         Promoting 100 0/100 0 0
         Finalising 0 100/0 0 0
         Succeeded 0 100/0 0 0
-        """, "Succeeded"),
+        """,
+        "Succeeded",
+    ),
 }
 
 
@@ -201,10 +292,16 @@ def expected_lines(table: str, result: str) -> list[dict]:
     for i, row in enumerate(r.split() for r in table.strip().splitlines()):
         phase, weight, routes, failed, iterations = row
         primary, canary = routes.split("/")
-        lines.append({
-            "tick": i, "phase": phase, "canaryWeight": int(weight), "routes": [int(primary), int(canary)],
-            "failedChecks": int(failed), "iterations": int(iterations),
-        })
+        lines.append(
+            {
+                "tick": i,
+                "phase": phase,
+                "canaryWeight": int(weight),
+                "routes": [int(primary), int(canary)],
+                "failedChecks": int(failed),
+                "iterations": int(iterations),
+            }
+        )
     return lines + [{"result": result, "ticks": len(lines)}]
 
 
@@ -237,8 +334,18 @@ def test_scenario_replay_engine(name):
 
 def test_exact_jsonl_of_a_weighted_promotion_through_the_console_script():
     proc = subprocess.run(
-        [sys.executable, "-m", "playground.cli", "backtest", str(DATA / "weighted.yaml"), str(DATA / "weighted_pass.csv")],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "playground.cli",
+            "backtest",
+            str(DATA / "weighted.yaml"),
+            str(DATA / "weighted_pass.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (
@@ -310,7 +417,10 @@ def test_bad_trace_exits_2_naming_file_row_and_column(tmp_path, capsys, content,
     "content, expected",
     [
         (CANARY.read_text().replace("stepWeight: 20", "stepweight: 20"), ["spec.analysis.stepweight", "document 1"]),
-        (CANARY.read_text().replace("interval: 15s", "interval: 15 seconds"), ["spec.analysis.interval", "invalid duration"]),
+        (
+            CANARY.read_text().replace("interval: 15s", "interval: 15 seconds"),
+            ["spec.analysis.interval", "invalid duration"],
+        ),
         (CANARY.read_text().replace("port: 9898", "port: http"), ["spec.service.port", "valid integer"]),
         ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", ["no document with kind: Canary"]),
         ("kind: Canary\n  bad: [\n", ["invalid YAML"]),
@@ -340,7 +450,9 @@ def test_prometheus_source_arguments(capsys):
     assert code == 2 and "exactly one" in err
     code, _, err = run_cli(capsys, CANARY, "--prometheus", "http://localhost:9090", "--from", "2024-05-01T00:00:00Z")
     assert code == 2 and "--to" in err
-    code, _, err = run_cli(capsys, CANARY, "--prometheus", "http://127.0.0.1:1", "--from", "yesterday", "--to", "1714521600")
+    code, _, err = run_cli(
+        capsys, CANARY, "--prometheus", "http://127.0.0.1:1", "--from", "yesterday", "--to", "1714521600"
+    )
     assert code == 2 and "--from 'yesterday'" in err
     code, _, err = run_cli(capsys, CANARY, DATA / "weighted_pass.csv", "--from", "1714521600")
     assert code == 2 and "only apply with --prometheus" in err

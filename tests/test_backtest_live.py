@@ -24,12 +24,13 @@ scrape_duration_seconds stays around 20 ms). Values are therefore compared with 
 exactly. The test leaves the origin without the error injection and both canaries idle (backend Succeeded), as the
 other tests of the shared playground expect.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -64,6 +65,7 @@ def with_image(image: str):
         new, n = _IMAGE_LINE.subn(lambda m: f"{m.group(1)}{image}{m.group(2)}", text)
         assert n == 1, "the backend deployment has no image line with its $imagepolicy marker"
         return new
+
     return edit
 
 
@@ -72,6 +74,7 @@ def both(*edits):
         for e in edits:
             text = e(text)
         return text
+
     return edit
 
 
@@ -88,9 +91,14 @@ class LiveRelease:
 
 
 def decision(i: int, state) -> dict[str, Any]:
-    return {"tick": i, "phase": state.phase.value, "canaryWeight": state.canaryWeight,
-            "routes": [state.routes.primary, state.routes.canary], "failedChecks": state.failedChecks,
-            "iterations": state.iterations}
+    return {
+        "tick": i,
+        "phase": state.phase.value,
+        "canaryWeight": state.canaryWeight,
+        "routes": [state.routes.primary, state.routes.canary],
+        "failedChecks": state.failedChecks,
+        "iterations": state.iterations,
+    }
 
 
 def run_release(env: PlaygroundEnv) -> LiveRelease:
@@ -114,12 +122,17 @@ def status_of(answer: WebhookAnswer) -> int:
 def backtest(env: PlaygroundEnv, live: LiveRelease) -> tuple[list[dict[str, Any]], list[TraceRow]]:
     """Replay the live release with the backtest engine: metric values from Prometheus at the live tick times,
     webhook answers and readiness as the live ticks saw them."""
-    times = [datetime.fromtimestamp(r.time, timezone.utc) for r in live.records]
+    times = [datetime.fromtimestamp(r.time, UTC) for r in live.records]
     history = PrometheusHistory(live.canary, env.prometheus_url, templates=live.templates, times=times)
     try:
         rows = [
-            replace(history.row(i), revision=r.observation.revision, canary=r.observation.canary,
-                    primary=r.observation.primary, webhooks={a.name: status_of(a) for a in r.result.hooks})
+            replace(
+                history.row(i),
+                revision=r.observation.revision,
+                canary=r.observation.canary,
+                primary=r.observation.primary,
+                webhooks={a.name: status_of(a) for a in r.result.hooks},
+            )
             for i, r in enumerate(live.records)
         ]
     finally:
@@ -137,14 +150,16 @@ def assert_reproduced(env: PlaygroundEnv, live: LiveRelease) -> list[tuple[str, 
     # ms precision, one tick per interval, in order
     assert all(round(r.time, 3) == r.time for r in records)
     assert all(b.time > a.time for a, b in zip(records, records[1:]))
-    assert all(r.at == datetime.fromtimestamp(r.time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for r in records)
+    assert all(r.at == datetime.fromtimestamp(r.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for r in records)
 
     replayed, rows = backtest(env, live)
     expected = live.decisions()
     assert replayed == expected, "\n".join(
-        f"tick {i}: live {e} / backtest {g}" + (f" / checks {checks_of(records[i])} / read {rows[i].metrics}"
-                                               if i < len(records) else "")
-        for i, (e, g) in enumerate(zip(expected, replayed)) if e != g)
+        f"tick {i}: live {e} / backtest {g}"
+        + (f" / checks {checks_of(records[i])} / read {rows[i].metrics}" if i < len(records) else "")
+        for i, (e, g) in enumerate(zip(expected, replayed))
+        if e != g
+    )
 
     metrics = {m.name: m for m in live.canary.spec.analysis.metrics}
     compared = []
@@ -172,8 +187,10 @@ def test_backtest_over_prometheus_reproduces_live_releases(playground) -> None:
     try:
         # 1. a faulty revision: rolled back
         # (with a new image too: the revision must be new even if another test released this same fault before)
-        env.commit({BACKEND_DEPLOYMENT: both(with_env_var(ERROR_RATE, "0.5"), with_image(new_podinfo_image()))},
-                   "backend: inject errors (backtest)")
+        env.commit(
+            {BACKEND_DEPLOYMENT: both(with_env_var(ERROR_RATE, "0.5"), with_image(new_podinfo_image()))},
+            "backend: inject errors (backtest)",
+        )
         injected = True
         faulty = run_release(env)
         phases = [r.phase for r in faulty.records]
@@ -183,8 +200,10 @@ def test_backtest_over_prometheus_reproduces_live_releases(playground) -> None:
         assert any(c.name == "error-rate" and c.value is not None and c.value > 1 for c in failed_metric_checks)
 
         # 2. the error injection removed and a new image: promoted
-        env.commit({BACKEND_DEPLOYMENT: both(without_env_var(ERROR_RATE), with_image(new_podinfo_image()))},
-                   "backend: revert error injection, new image (backtest)")
+        env.commit(
+            {BACKEND_DEPLOYMENT: both(without_env_var(ERROR_RATE), with_image(new_podinfo_image()))},
+            "backend: revert error injection, new image (backtest)",
+        )
         injected = False
         clean = run_release(env)
         phases = [r.phase for r in clean.records]

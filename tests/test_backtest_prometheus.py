@@ -1,12 +1,13 @@
 """`playground backtest --prometheus`: replaying real Prometheus history (backfilled with promtool) reproduces the
 decisions of the live analysis on the same data; `--sweep` tells which settings roll back which releases."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def prom(tmp_path_factory):
 
 
 def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ModelProbe:
@@ -64,9 +65,16 @@ def live_decisions(canary, model, start: int, end: int) -> list[dict]:
     out = []
     for i, ts in enumerate(range(start, end + 1, 60)):
         state = tick(canary, state, Observation("1", now=iso(ts)), ModelProbe(model, ts)).state
-        out.append({"tick": i, "phase": state.phase.value, "canaryWeight": state.canaryWeight,
-                    "routes": [state.routes.primary, state.routes.canary], "failedChecks": state.failedChecks,
-                    "iterations": state.iterations})
+        out.append(
+            {
+                "tick": i,
+                "phase": state.phase.value,
+                "canaryWeight": state.canaryWeight,
+                "routes": [state.routes.primary, state.routes.canary],
+                "failedChecks": state.failedChecks,
+                "iterations": state.iterations,
+            }
+        )
         if state.phase in (Phase.Succeeded, Phase.Failed):
             break
     return out + [{"result": state.phase.value, "ticks": len(out)}]
@@ -103,8 +111,9 @@ def test_metric_values_equal_the_known_data(prom):
     p, model = prom
     canary = load_canary(CANARY)
     start = synthetic.RELEASES["B"]
-    hist = PrometheusHistory(canary, p.url, datetime.fromtimestamp(start, timezone.utc),
-                             datetime.fromtimestamp(start + 300, timezone.utc))
+    hist = PrometheusHistory(
+        canary, p.url, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + 300, UTC)
+    )
     try:
         rows = list(hist)
     finally:
@@ -133,12 +142,19 @@ def test_sweep_table_says_which_settings_roll_back_which_releases(prom, capsys):
     assert lines[3].startswith("request-duration:thresholdRange.max=500") and lines[3].endswith("0/3")
 
     canary = load_canary(CANARY)
-    histories = [PrometheusHistory(canary, p.url, datetime.fromtimestamp(s, timezone.utc),
-                                   datetime.fromtimestamp(s + 600, timezone.utc))
-                 for s in synthetic.RELEASES.values()]
+    histories = [
+        PrometheusHistory(canary, p.url, datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(s + 600, UTC))
+        for s in synthetic.RELEASES.values()
+    ]
     try:
-        rows = sweep(canary, [parse_sweep("request-duration:thresholdRange.max=300,400,500", canary),
-                              parse_sweep("analysis.threshold=1,3", canary)], histories)
+        rows = sweep(
+            canary,
+            [
+                parse_sweep("request-duration:thresholdRange.max=300,400,500", canary),
+                parse_sweep("analysis.threshold=1,3", canary),
+            ],
+            histories,
+        )
     finally:
         for h in histories:
             h.close()
@@ -155,11 +171,21 @@ def test_sweep_table_says_which_settings_roll_back_which_releases(prom, capsys):
 
 def test_sweep_and_window_errors(prom, capsys):
     p, _ = prom
-    code, _, err = backtest(capsys, "--prometheus", p.url, "--from", "1704067200", "--to", "1704067800",
-                            "--sweep", "latency:thresholdRange.max=1")
+    code, _, err = backtest(
+        capsys,
+        "--prometheus",
+        p.url,
+        "--from",
+        "1704067200",
+        "--to",
+        "1704067800",
+        "--sweep",
+        "latency:thresholdRange.max=1",
+    )
     assert code == 2 and "no metric 'latency'" in err
-    code, _, err = backtest(capsys, "--prometheus", p.url, "--from", "1704067200", "--to", "1704067800",
-                            "--from", "1704071000")
+    code, _, err = backtest(
+        capsys, "--prometheus", p.url, "--from", "1704067200", "--to", "1704067800", "--from", "1704071000"
+    )
     assert code == 2 and "one pair per release window" in err
     code, _, err = backtest(capsys, DATA / "canary.yaml", "--sweep", "threshold=1")
     assert code == 2

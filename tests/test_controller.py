@@ -10,6 +10,7 @@ requests to ``backend.prod:9898`` through the mesh the whole time:
 
 Every request of the background client must succeed (the primary serves throughout).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,7 @@ class Traffic:
                     self.failures.append(f"{time.strftime('%X')} {type(e).__name__}: {e}")
                 self._stop.wait(0.05)
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         self._thread.start()
         return self
 
@@ -70,14 +71,21 @@ class Traffic:
 def launch(env: PlaygroundEnv, tmp_path: Path, name: str, dagster_home: Path, **config: Any) -> subprocess.Popen:
     """``dagster job execute -j canary_release`` for prod/backend in a process (and session) of its own."""
     cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"ops": {"release": {"config": {"target": "prod/backend", "interval": "1s",
-                                                                   **config}}}}))
+    cfg.write_text(
+        yaml.safe_dump({"ops": {"release": {"config": {"target": "prod/backend", "interval": "1s", **config}}}})
+    )
     log = tmp_path / f"{name}.log"
     proc_env = env.subprocess_env() | {"DAGSTER_HOME": str(dagster_home)}
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(DAGSTER), "job", "execute", "-f", "definitions.py", "-j", "canary_release",
-                                 "-c", str(cfg)], cwd=ROOT, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(DAGSTER), "job", "execute", "-f", "definitions.py", "-j", "canary_release", "-c", str(cfg)],
+            cwd=ROOT,
+            env=proc_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     proc.log_path = log  # type: ignore[attr-defined]
     return proc
 
@@ -95,8 +103,10 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def run_records(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> list[Any]:
-    return [r.event_log_entry.dagster_event.event_specific_data
-            for r in instance.get_records_for_run(run_id, of_type=event_type, limit=10_000).records]
+    return [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in instance.get_records_for_run(run_id, of_type=event_type, limit=10_000).records
+    ]
 
 
 def release_ticks(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
@@ -126,8 +136,12 @@ def test_kill9_mid_release_then_relaunch_resumes_and_promotes(playground, tmp_pa
             first = launch(env, tmp_path, "first", dagster_home, image=image)
             procs.append(first)
             # the new revision is being analysed and the canary takes at least 20% of the traffic
-            wait_for(lambda: (st := status(env)) is not None and st.phase.value == "Progressing"
-                     and st.canaryWeight >= 20, 150, "canary weight 20", first)
+            wait_for(
+                lambda: (st := status(env)) is not None and st.phase.value == "Progressing" and st.canaryWeight >= 20,
+                150,
+                "canary weight 20",
+                first,
+            )
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
             assert first.returncode == -signal.SIGKILL

@@ -1,4 +1,5 @@
 """Delivery metrics over a fixture history of promotions and rollbacks, against hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ FIXTURE = Path(__file__).parent / "data" / "history" / "releases.csv"
 
 @pytest.fixture
 def releases():
-    return delivery.releases_frame(pd.read_csv(FIXTURE, dtype=str, keep_default_na=False)
-                                   .replace("", None).to_dict("records"))
+    return delivery.releases_frame(
+        pd.read_csv(FIXTURE, dtype=str, keep_default_na=False).replace("", None).to_dict("records")
+    )
 
 
 def W(day: str) -> pd.Timestamp:
@@ -24,8 +26,12 @@ def W(day: str) -> pd.Timestamp:
 
 def test_weekly_figures_match_hand_computed_values(releases):
     t = delivery.weekly(releases)
-    assert list(t.index) == [("prod/backend", W("2024-01-01")), ("prod/backend", W("2024-01-08")),
-                             ("prod/frontend", W("2024-01-01")), ("prod/frontend", W("2024-01-15"))]
+    assert list(t.index) == [
+        ("prod/backend", W("2024-01-01")),
+        ("prod/backend", W("2024-01-08")),
+        ("prod/frontend", W("2024-01-01")),
+        ("prod/frontend", W("2024-01-15")),
+    ]
     # backend, week of Mon 2024-01-01: r1 (promoted, lead 1h10m), r2 (rolled back after 5 min),
     # r3 (promoted, lead 12h20m), r4 (promoted Sunday 23:30, lead 2h)
     b1 = t.loc[("prod/backend", W("2024-01-01"))]

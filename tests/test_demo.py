@@ -4,6 +4,7 @@ This is the slowest test (about three minutes): a fresh playground with Dagster'
 bootstrap through the sensors, a tag push released to backend (canary) and frontend (A/B), a faulty commit
 rolled back. It checks the demo's own verdict, its final table, and what the UI shows in headless Chromium.
 """
+
 import re
 import subprocess
 import sys
@@ -20,23 +21,44 @@ def test_demo_runs_three_releases_and_the_ui_shows_them(tmp_path):
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "playground.cli", "demo", "--home", str(home), "--free-ports", "--timeout", "240"],
-            cwd=REPO, capture_output=True, text=True, timeout=900,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         out = proc.stdout
         assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{out[-6000:]}\n{proc.stderr[-3000:]}"
-        rows = [line.split() for line in out.splitlines() if re.match(r"^prod/(backend|frontend)\s+[0-9a-f]{16}\s", line)]
-        assert [(r[0], r[2]) for r in rows] == [("prod/backend", "canary"), ("prod/frontend", "A/B"),
-                                               ("prod/backend", "canary")]
+        rows = [
+            line.split() for line in out.splitlines() if re.match(r"^prod/(backend|frontend)\s+[0-9a-f]{16}\s", line)
+        ]
+        assert [(r[0], r[2]) for r in rows] == [
+            ("prod/backend", "canary"),
+            ("prod/frontend", "A/B"),
+            ("prod/backend", "canary"),
+        ]
         assert "promoted" in " ".join(rows[0]) and "promoted" in " ".join(rows[1])
         assert "rolled back" in " ".join(rows[2])
         assert re.search(r"gateway traffic during the releases: [1-9]\d* requests, 0 failed", out)
         url = re.search(r"Dagster UI: (http://127\.0\.0\.1:\d+)/", out).group(1)
-        ui = subprocess.run([sys.executable, str(REPO / "scripts" / "check_ui.py"), url,
-                             "--screenshots", str(tmp_path / "screenshots")],
-                            capture_output=True, text=True, timeout=900)
+        ui = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "check_ui.py"),
+                url,
+                "--screenshots",
+                str(tmp_path / "screenshots"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert ui.returncode == 0, ui.stdout + ui.stderr
         assert "6 of 6 pages" in ui.stdout
         assert all(p.stat().st_size > 10_000 for p in (tmp_path / "screenshots").glob("*.png"))
     finally:
-        subprocess.run([sys.executable, "-m", "playground.cli", "down", "--home", str(home), "--purge"],
-                       cwd=REPO, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "playground.cli", "down", "--home", str(home), "--purge"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+        )

@@ -1,4 +1,5 @@
 """Rendering Istio routing objects into Envoy configuration (structure), checked by ``envoy --mode validate``."""
+
 from __future__ import annotations
 
 import copy
@@ -20,12 +21,21 @@ PORTS = {"gateway_port": 18080, "mesh_port": 18081, "admin_port": 18082}
 
 
 def service(name: str, port: int = 9898, ns: str = NS) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": "http"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+    }
 
 
-def vs(name: str, hosts: list[str], http: list[dict[str, Any]], gateways: list[str] | None = None,
-       api: str = "networking.istio.io/v1beta1") -> dict[str, Any]:
+def vs(
+    name: str,
+    hosts: list[str],
+    http: list[dict[str, Any]],
+    gateways: list[str] | None = None,
+    api: str = "networking.istio.io/v1beta1",
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"hosts": hosts, "http": http}
     if gateways is not None:
         spec["gateways"] = gateways
@@ -41,12 +51,18 @@ def dest(host: str, weight: int | None = None, port: int | None = None) -> dict[
     return d
 
 
-GATEWAY = {"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
-           "metadata": {"name": "public-gateway", "namespace": "istio-system"},
-           "spec": {"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+GATEWAY = {
+    "apiVersion": "networking.istio.io/v1beta1",
+    "kind": "Gateway",
+    "metadata": {"name": "public-gateway", "namespace": "istio-system"},
+    "spec": {"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]},
+}
 
-SERVICES = [service(n) for n in ("backend", "backend-primary", "backend-canary")] + [
-    service(n, port=80) for n in ("frontend", "frontend-primary", "frontend-canary")] + [service("podinfo", 9898, "test")]
+SERVICES = (
+    [service(n) for n in ("backend", "backend-primary", "backend-canary")]
+    + [service(n, port=80) for n in ("frontend", "frontend-primary", "frontend-canary")]
+    + [service("podinfo", 9898, "test")]
+)
 
 ENDPOINTS = {
     (NS, "backend"): ServiceEndpoints("backend-primary", 9898, [("127.0.0.1", 20001), ("127.0.0.1", 20002)]),
@@ -57,39 +73,85 @@ ENDPOINTS = {
     (NS, "frontend-canary"): ServiceEndpoints("frontend", 80, []),  # canary scaled to zero
 }
 
-DR_CANARY = {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-             "metadata": {"name": "backend-canary", "namespace": NS},
-             "spec": {"host": "backend-canary", "trafficPolicy": {
-                 "tls": {"mode": "DISABLE"}, "loadBalancer": {"simple": "LEAST_REQUEST"},
-                 "connectionPool": {"tcp": {"maxConnections": 100, "connectTimeout": "500ms"},
-                                    "http": {"http1MaxPendingRequests": 10, "maxRetries": 5}}}}}
+DR_CANARY = {
+    "apiVersion": "networking.istio.io/v1beta1",
+    "kind": "DestinationRule",
+    "metadata": {"name": "backend-canary", "namespace": NS},
+    "spec": {
+        "host": "backend-canary",
+        "trafficPolicy": {
+            "tls": {"mode": "DISABLE"},
+            "loadBalancer": {"simple": "LEAST_REQUEST"},
+            "connectionPool": {
+                "tcp": {"maxConnections": 100, "connectTimeout": "500ms"},
+                "http": {"http1MaxPendingRequests": 10, "maxRetries": 5},
+            },
+        },
+    },
+}
 
-CANARY_90_10 = vs("backend", ["backend"], [{"route": [dest("backend-primary", 90), dest("backend-canary", 10)]}],
-                  gateways=["mesh"])
-AB = vs("backend", ["backend"], [
-    {"match": [{"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
-               {"headers": {"user-agent": {"regex": ".*Firefox.*"}}}],
-     "route": [dest("backend-primary", 0), dest("backend-canary", 100)]},
-    {"route": [dest("backend-primary", 0)]},
-])
-MIRROR = vs("backend", ["backend"], [{"route": [dest("backend-primary", 100), dest("backend-canary", 0)],
-                                      "mirror": {"host": "backend-canary"}, "mirrorPercentage": {"value": 12.5}}])
-FRONTEND = vs("frontend", ["app.example.com", "frontend"], [{
-    "match": [{"uri": {"prefix": "/api"}, "method": {"exact": "GET"}, "queryParams": {"v": {"exact": "2"}}}],
-    "rewrite": {"uri": "/v2/api", "authority": "frontend.internal"},
-    "retries": {"attempts": 3, "perTryTimeout": "500ms", "retryOn": "gateway-error,connect-failure,502"},
-    "timeout": "1m30s",
-    "headers": {"request": {"set": {"x-release": "canary"}, "add": {"x-trace": "1"}, "remove": ["x-debug"]},
-                "response": {"set": {"x-served-by": "mesh"}}},
-    "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}], "allowMethods": ["GET", "POST"],
-                   "maxAge": "24h"},
-    "route": [dest("frontend-primary", 80, port=80), dest("frontend-canary.prod.svc.cluster.local", 20)],
-}, {"route": [dest("frontend-primary", 100)]}], gateways=[GW_FQDN])
+CANARY_90_10 = vs(
+    "backend", ["backend"], [{"route": [dest("backend-primary", 90), dest("backend-canary", 10)]}], gateways=["mesh"]
+)
+AB = vs(
+    "backend",
+    ["backend"],
+    [
+        {
+            "match": [
+                {"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
+                {"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+            ],
+            "route": [dest("backend-primary", 0), dest("backend-canary", 100)],
+        },
+        {"route": [dest("backend-primary", 0)]},
+    ],
+)
+MIRROR = vs(
+    "backend",
+    ["backend"],
+    [
+        {
+            "route": [dest("backend-primary", 100), dest("backend-canary", 0)],
+            "mirror": {"host": "backend-canary"},
+            "mirrorPercentage": {"value": 12.5},
+        }
+    ],
+)
+FRONTEND = vs(
+    "frontend",
+    ["app.example.com", "frontend"],
+    [
+        {
+            "match": [{"uri": {"prefix": "/api"}, "method": {"exact": "GET"}, "queryParams": {"v": {"exact": "2"}}}],
+            "rewrite": {"uri": "/v2/api", "authority": "frontend.internal"},
+            "retries": {"attempts": 3, "perTryTimeout": "500ms", "retryOn": "gateway-error,connect-failure,502"},
+            "timeout": "1m30s",
+            "headers": {
+                "request": {"set": {"x-release": "canary"}, "add": {"x-trace": "1"}, "remove": ["x-debug"]},
+                "response": {"set": {"x-served-by": "mesh"}},
+            },
+            "corsPolicy": {
+                "allowOrigins": [{"exact": "https://example.com"}],
+                "allowMethods": ["GET", "POST"],
+                "maxAge": "24h",
+            },
+            "route": [dest("frontend-primary", 80, port=80), dest("frontend-canary.prod.svc.cluster.local", 20)],
+        },
+        {"route": [dest("frontend-primary", 100)]},
+    ],
+    gateways=[GW_FQDN],
+)
 
 
 def all_objects(*vss: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*SERVICES, GATEWAY, DR_CANARY, *vss,
-            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ignored", "namespace": NS}}]
+    return [
+        *SERVICES,
+        GATEWAY,
+        DR_CANARY,
+        *vss,
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ignored", "namespace": NS}},
+    ]
 
 
 def vhost(cfg: envoy.EnvoyConfig, table: str, domain: str) -> dict[str, Any]:
@@ -155,11 +217,16 @@ def test_conflicting_endpoints_for_one_workload_are_an_error() -> None:
 
 
 def test_mesh_virtual_hosts_and_plain_services(tmp_path: Path, envoy_bin: str) -> None:
-    cfg = render(all_objects(), ENDPOINTS, **PORTS,
-                 extra_upstreams={"prometheus.istio-system:9090": ("127.0.0.1", 19090)})
+    cfg = render(
+        all_objects(), ENDPOINTS, **PORTS, extra_upstreams={"prometheus.istio-system:9090": ("127.0.0.1", 19090)}
+    )
     canary = vhost(cfg, "mesh", "backend-canary.prod:9898")
-    assert set(canary["domains"]) == {"backend-canary:9898", "backend-canary.prod:9898",
-                                      "backend-canary.prod.svc:9898", "backend-canary.prod.svc.cluster.local:9898"}
+    assert set(canary["domains"]) == {
+        "backend-canary:9898",
+        "backend-canary.prod:9898",
+        "backend-canary.prod.svc:9898",
+        "backend-canary.prod.svc.cluster.local:9898",
+    }
     [route] = canary["routes"]
     assert route["match"] == {"prefix": "/"}
     assert route["route"]["cluster"] == "prod_backend"
@@ -173,8 +240,12 @@ def test_mesh_virtual_hosts_and_plain_services(tmp_path: Path, envoy_bin: str) -
     # extra upstreams, with Kubernetes-style aliases
     prom = vhost(cfg, "mesh", "prometheus.istio-system:9090")
     assert "prometheus.istio-system.svc.cluster.local:9090" in prom["domains"]
-    assert cfg.clusters()[prom["routes"][0]["route"]["cluster"]]["load_assignment"]["endpoints"][0][
-        "lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == 19090
+    assert (
+        cfg.clusters()[prom["routes"][0]["route"]["cluster"]]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
+            "endpoint"
+        ]["address"]["socket_address"]["port_value"]
+        == 19090
+    )
     # unknown hosts: an explanatory 404
     assert vhost(cfg, "mesh", "*")["routes"][0]["direct_response"]["status"] == 404
     # the gateway has nothing bound
@@ -199,7 +270,9 @@ def test_weighted_canary(tmp_path: Path, envoy_bin: str) -> None:
     vh = vhost(cfg, "mesh", "backend.prod:9898")
     [route] = vh["routes"]
     assert route["route"]["weighted_clusters"]["clusters"] == [
-        {"name": "prod_backend-primary", "weight": 90}, {"name": "prod_backend", "weight": 10}]
+        {"name": "prod_backend-primary", "weight": 90},
+        {"name": "prod_backend", "weight": 10},
+    ]
     assert route["name"] == "prod/backend/0"
     # a VirtualService for `backend` does not change backend-primary / backend-canary
     assert vhost(cfg, "mesh", "backend-canary.prod:9898")["routes"][0]["route"]["cluster"] == "prod_backend"
@@ -207,8 +280,11 @@ def test_weighted_canary(tmp_path: Path, envoy_bin: str) -> None:
 
 
 def test_zero_weight_destination_is_dropped() -> None:
-    cfg = render(all_objects(vs("backend", ["backend"], [{"route": [dest("backend-primary", 100),
-                                                                     dest("backend-canary", 0)]}])), ENDPOINTS, **PORTS)
+    cfg = render(
+        all_objects(vs("backend", ["backend"], [{"route": [dest("backend-primary", 100), dest("backend-canary", 0)]}])),
+        ENDPOINTS,
+        **PORTS,
+    )
     assert vhost(cfg, "mesh", "backend.prod:9898")["routes"][0]["route"]["cluster"] == "prod_backend-primary"
 
 
@@ -216,10 +292,13 @@ def test_ab_matches_are_ored_routes_in_order(tmp_path: Path, envoy_bin: str) -> 
     cfg = render(all_objects(AB), ENDPOINTS, **PORTS)
     routes = vhost(cfg, "mesh", "backend.prod.svc.cluster.local:9898")["routes"]
     assert len(routes) == 3
-    assert routes[0]["match"] == {"prefix": "/", "headers": [
-        {"name": "cookie", "string_match": {"safe_regex": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}}]}
+    assert routes[0]["match"] == {
+        "prefix": "/",
+        "headers": [{"name": "cookie", "string_match": {"safe_regex": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}}],
+    }
     assert routes[1]["match"]["headers"] == [
-        {"name": "user-agent", "string_match": {"safe_regex": {"regex": ".*Firefox.*"}}}]
+        {"name": "user-agent", "string_match": {"safe_regex": {"regex": ".*Firefox.*"}}}
+    ]
     assert routes[0]["route"]["cluster"] == routes[1]["route"]["cluster"] == "prod_backend"
     # Flagger's default route keeps the primary weight (0 while testing): a lone destination takes everything
     assert routes[2]["match"] == {"prefix": "/"} and routes[2]["route"]["cluster"] == "prod_backend-primary"
@@ -230,8 +309,12 @@ def test_mirror(tmp_path: Path, envoy_bin: str) -> None:
     cfg = render(all_objects(MIRROR), ENDPOINTS, **PORTS)
     action = vhost(cfg, "mesh", "backend.prod:9898")["routes"][0]["route"]
     assert action["cluster"] == "prod_backend-primary"
-    assert action["request_mirror_policies"] == [{"cluster": "prod_backend", "runtime_fraction": {
-        "default_value": {"numerator": 125000, "denominator": "MILLION"}}}]
+    assert action["request_mirror_policies"] == [
+        {
+            "cluster": "prod_backend",
+            "runtime_fraction": {"default_value": {"numerator": 125000, "denominator": "MILLION"}},
+        }
+    ]
     full = copy.deepcopy(MIRROR)
     del full["spec"]["http"][0]["mirrorPercentage"]
     action = vhost(render(all_objects(full), ENDPOINTS, **PORTS), "mesh", "backend.prod:9898")["routes"][0]["route"]
@@ -256,14 +339,18 @@ def test_gateway_bound_virtual_service(ref: str, tmp_path: Path, envoy_bin: str)
     gw = cfg.route_config("gateway")
     assert [vh["domains"] for vh in gw["virtual_hosts"]] == [["app.example.com"], ["frontend"]]
     first, default = gw["virtual_hosts"][0]["routes"]
-    assert first["match"] == {"prefix": "/api", "headers": [
-        {"name": ":method", "string_match": {"exact": "GET"}}],
-        "query_parameters": [{"name": "v", "string_match": {"exact": "2"}}]}
+    assert first["match"] == {
+        "prefix": "/api",
+        "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        "query_parameters": [{"name": "v", "string_match": {"exact": "2"}}],
+    }
     action = first["route"]
     # the canary has no ready replica: its share goes to an empty cluster that is not the workload's (503, and
     # never counted in the workload's destination metrics, as with Istio)
-    assert action["weighted_clusters"]["clusters"] == [{"name": "prod_frontend-primary", "weight": 80},
-                                                       {"name": "noendpoints__prod__frontend-canary", "weight": 20}]
+    assert action["weighted_clusters"]["clusters"] == [
+        {"name": "prod_frontend-primary", "weight": 80},
+        {"name": "noendpoints__prod__frontend-canary", "weight": 20},
+    ]
     assert action["prefix_rewrite"] == "/v2/api" and action["host_rewrite_literal"] == "frontend.internal"
     assert action["timeout"] == "90s"
     retry = action["retry_policy"]
@@ -272,7 +359,8 @@ def test_gateway_bound_virtual_service(ref: str, tmp_path: Path, envoy_bin: str)
     assert retry["retriable_status_codes"] == [502]
     assert first["request_headers_to_add"] == [
         {"header": {"key": "x-release", "value": "canary"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-        {"header": {"key": "x-trace", "value": "1"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}]
+        {"header": {"key": "x-trace", "value": "1"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"},
+    ]
     assert first["request_headers_to_remove"] == ["x-debug"]
     assert first["response_headers_to_add"][0]["header"] == {"key": "x-served-by", "value": "mesh"}
     cors = first["typed_per_filter_config"]["envoy.filters.http.cors"]
@@ -284,13 +372,21 @@ def test_gateway_bound_virtual_service(ref: str, tmp_path: Path, envoy_bin: str)
     hcm = cfg.listeners()["gateway"]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["strip_any_host_port"] is True
     assert [f["name"] for f in hcm["http_filters"]] == [
-        "envoy.filters.http.cors", "envoy.filters.http.fault", "envoy.filters.http.router"]
+        "envoy.filters.http.cors",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
     validate(cfg, tmp_path, envoy_bin)
 
 
 def test_gateway_and_mesh_and_wildcard_host(tmp_path: Path, envoy_bin: str) -> None:
-    both = vs("backend", ["*"], [{"route": [dest("backend-primary", 50), dest("backend-canary", 50)]}],
-              gateways=["istio-system/public-gateway"], api="networking.istio.io/v1")
+    both = vs(
+        "backend",
+        ["*"],
+        [{"route": [dest("backend-primary", 50), dest("backend-canary", 50)]}],
+        gateways=["istio-system/public-gateway"],
+        api="networking.istio.io/v1",
+    )
     mesh = vs("backend-mesh", ["backend"], [{"route": [dest("backend-canary")]}], gateways=["mesh"])
     cfg = render(all_objects(both, mesh), ENDPOINTS, **PORTS)
     assert [vh["domains"] for vh in cfg.route_config("gateway")["virtual_hosts"]] == [["*"]]
@@ -299,8 +395,12 @@ def test_gateway_and_mesh_and_wildcard_host(tmp_path: Path, envoy_bin: str) -> N
 
 
 def test_several_virtual_services_for_one_gateway_host_are_merged_in_order() -> None:
-    a = vs("a", ["app.example.com"], [{"match": [{"uri": {"prefix": "/a"}}], "route": [dest("backend-canary")]}],
-           gateways=[GW_FQDN])
+    a = vs(
+        "a",
+        ["app.example.com"],
+        [{"match": [{"uri": {"prefix": "/a"}}], "route": [dest("backend-canary")]}],
+        gateways=[GW_FQDN],
+    )
     b = vs("b", ["app.example.com"], [{"route": [dest("frontend-primary")]}], gateways=[GW_FQDN])
     cfg = render(all_objects(a, b), ENDPOINTS, **PORTS)
     [vh] = cfg.route_config("gateway")["virtual_hosts"]
@@ -308,12 +408,19 @@ def test_several_virtual_services_for_one_gateway_host_are_merged_in_order() -> 
 
 
 def test_match_gateways_and_port_filter_routes() -> None:
-    v = vs("backend", ["backend", "app.example.com"], [
-        {"match": [{"gateways": ["mesh"], "port": 9898}], "route": [dest("backend-canary")]},
-        {"match": [{"gateways": [GW_FQDN], "uri": {"exact": "/x"}, "ignoreUriCase": True}],
-         "route": [dest("frontend-primary")]},
-        {"route": [dest("backend-primary")]},
-    ], gateways=["mesh", GW_FQDN])
+    v = vs(
+        "backend",
+        ["backend", "app.example.com"],
+        [
+            {"match": [{"gateways": ["mesh"], "port": 9898}], "route": [dest("backend-canary")]},
+            {
+                "match": [{"gateways": [GW_FQDN], "uri": {"exact": "/x"}, "ignoreUriCase": True}],
+                "route": [dest("frontend-primary")],
+            },
+            {"route": [dest("backend-primary")]},
+        ],
+        gateways=["mesh", GW_FQDN],
+    )
     cfg = render(all_objects(v), ENDPOINTS, **PORTS)
     mesh_routes = vhost(cfg, "mesh", "backend.prod:9898")["routes"]
     assert [r["route"]["cluster"] for r in mesh_routes] == ["prod_backend", "prod_backend-primary"]
@@ -323,17 +430,27 @@ def test_match_gateways_and_port_filter_routes() -> None:
 
 
 def test_fault_redirect_direct_response(tmp_path: Path, envoy_bin: str) -> None:
-    v = vs("backend", ["backend"], [
-        {"match": [{"uri": {"exact": "/old"}}], "redirect": {"uri": "/new", "redirectCode": 302}},
-        {"match": [{"uri": {"regex": "/health/.+"}}], "directResponse": {"status": 204}},
-        {"fault": {"abort": {"httpStatus": 500, "percentage": {"value": 5}},
-                   "delay": {"fixedDelay": "100ms", "percentage": {"value": 1}}},
-         "route": [dest("backend-primary")]},
-    ])
+    v = vs(
+        "backend",
+        ["backend"],
+        [
+            {"match": [{"uri": {"exact": "/old"}}], "redirect": {"uri": "/new", "redirectCode": 302}},
+            {"match": [{"uri": {"regex": "/health/.+"}}], "directResponse": {"status": 204}},
+            {
+                "fault": {
+                    "abort": {"httpStatus": 500, "percentage": {"value": 5}},
+                    "delay": {"fixedDelay": "100ms", "percentage": {"value": 1}},
+                },
+                "route": [dest("backend-primary")],
+            },
+        ],
+    )
     cfg = render(all_objects(v), ENDPOINTS, **PORTS)
     routes = vhost(cfg, "mesh", "backend.prod:9898")["routes"]
     assert routes[0]["redirect"] == {"response_code": "FOUND", "path_redirect": "/new"}
-    assert routes[1]["match"] == {"safe_regex": {"regex": "/health/.+"}} and routes[1]["direct_response"] == {"status": 204}
+    assert routes[1]["match"] == {"safe_regex": {"regex": "/health/.+"}} and routes[1]["direct_response"] == {
+        "status": 204
+    }
     fault = routes[2]["typed_per_filter_config"]["envoy.filters.http.fault"]
     assert fault["abort"] == {"http_status": 500, "percentage": {"numerator": 50000, "denominator": "MILLION"}}
     assert fault["delay"]["fixed_delay"] == "0.1s"
@@ -349,16 +466,19 @@ def test_retries_zero_disables_retry_policy() -> None:
 # ------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("http, field", [
-    ({"route": [{"destination": {"host": "backend-canary", "subset": "v2"}}]}, "subset"),
-    ({"match": [{"sourceLabels": {"app": "x"}}], "route": [dest("backend-canary")]}, "sourceLabels"),
-    ({"route": [dest("backend-canary")], "delegate": {"name": "x"}}, "delegate"),
-    ({"route": [dest("backend-canary")], "fancy": True}, "fancy"),
-    ({"match": [{"headers": {"x": {"regex": "(?=a)"}}}], "route": [dest("backend-canary")]}, "RE2"),
-    ({"route": [dest("backend-canary")], "timeout": "soon"}, "duration"),
-    ({"route": [dest("backend-primary", 0), dest("backend-canary", 0)]}, "add up to 0"),
-    ({"route": [dest("httpbin.org")]}, "neither a Kubernetes Service"),
-])
+@pytest.mark.parametrize(
+    "http, field",
+    [
+        ({"route": [{"destination": {"host": "backend-canary", "subset": "v2"}}]}, "subset"),
+        ({"match": [{"sourceLabels": {"app": "x"}}], "route": [dest("backend-canary")]}, "sourceLabels"),
+        ({"route": [dest("backend-canary")], "delegate": {"name": "x"}}, "delegate"),
+        ({"route": [dest("backend-canary")], "fancy": True}, "fancy"),
+        ({"match": [{"headers": {"x": {"regex": "(?=a)"}}}], "route": [dest("backend-canary")]}, "RE2"),
+        ({"route": [dest("backend-canary")], "timeout": "soon"}, "duration"),
+        ({"route": [dest("backend-primary", 0), dest("backend-canary", 0)]}, "add up to 0"),
+        ({"route": [dest("httpbin.org")]}, "neither a Kubernetes Service"),
+    ],
+)
 def test_unsupported_fields_are_clear_errors(http: dict[str, Any], field: str) -> None:
     with pytest.raises(RenderError) as info:
         render(all_objects(vs("backend", ["backend"], [http])), ENDPOINTS, **PORTS)
@@ -396,8 +516,19 @@ def test_write_config_is_atomic_and_idempotent(tmp_path: Path) -> None:
     assert envoy.write_config(render(all_objects(CANARY_90_10), ENDPOINTS, **PORTS), d) is False
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
     # a weight change only rewrites the mesh routes
-    assert envoy.write_config(render(all_objects(vs("backend", ["backend"], [
-        {"route": [dest("backend-primary", 80), dest("backend-canary", 20)]}])), ENDPOINTS, **PORTS), d) is True
+    assert (
+        envoy.write_config(
+            render(
+                all_objects(
+                    vs("backend", ["backend"], [{"route": [dest("backend-primary", 80), dest("backend-canary", 20)]}])
+                ),
+                ENDPOINTS,
+                **PORTS,
+            ),
+            d,
+        )
+        is True
+    )
     after = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
     assert [n for n in after if after[n] != before[n]] == ["rds-mesh.yaml"]
     bootstrap = yaml.safe_load((d / "bootstrap.yaml").read_text())
@@ -434,9 +565,13 @@ def test_envoy_binary_prefers_the_venv() -> None:
 
 
 def test_prometheus_config(tmp_path: Path) -> None:
-    cfg = prometheus.render_config(envoy_admin="127.0.0.1:18082", workload_targets=[
-        prometheus.workload_target("127.0.0.1:20001", namespace=NS, workload="backend", pod="backend-abc")],
-        file_sd_path=tmp_path / "targets.json")
+    cfg = prometheus.render_config(
+        envoy_admin="127.0.0.1:18082",
+        workload_targets=[
+            prometheus.workload_target("127.0.0.1:20001", namespace=NS, workload="backend", pod="backend-abc")
+        ],
+        file_sd_path=tmp_path / "targets.json",
+    )
     envoy_job, workloads = cfg["scrape_configs"]
     assert envoy_job["metrics_path"] == "/stats/prometheus"
     assert envoy_job["static_configs"][0]["targets"] == ["127.0.0.1:18082"]

@@ -1,6 +1,7 @@
 """Alerts on failed runs: ``failed_run_alerts`` (a Dagster run-failure sensor) posts through the engine's
 notifiers to the canary's alert providers: the Slack one (address from a Secret in the cluster) and the
 generic JSON one (address from an environment variable), both real HTTP endpoints on 127.0.0.1."""
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,14 @@ def test_a_failed_release_run_alerts_the_canary_providers(tmp_path, monkeypatch)
             for rel in ("prod/alerts.yaml", "prod/backend/canary.yaml"):
                 for obj in _docs(rel):
                     cluster.apply(obj)
-            cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "on-call-slack", "namespace": "prod"},
-                           "data": {"address": base64.b64encode(f"{server.url}/slack".encode()).decode()}})
+            cluster.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "on-call-slack", "namespace": "prod"},
+                    "data": {"address": base64.b64encode(f"{server.url}/slack".encode()).decode()},
+                }
+            )
         finally:
             cluster.close()
 
@@ -41,13 +48,20 @@ def test_a_failed_release_run_alerts_the_canary_providers(tmp_path, monkeypatch)
         instance = dg.DagsterInstance.ephemeral()
         result = canary_release.execute_in_process(
             run_config={"ops": {"release": {"config": {"target": "prod/backend"}}}},
-            resources={"playground": resource}, instance=instance, raise_on_error=False)
+            resources={"playground": resource},
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
 
         context = dg.build_run_status_sensor_context(
-            sensor_name="failed_run_alerts", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=failure, resources={"playground": resource}).for_run_failure()
+            sensor_name="failed_run_alerts",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=failure,
+            resources={"playground": resource},
+        ).for_run_failure()
         failed_run_alerts(context)
 
         events = server.requests_to("/events")

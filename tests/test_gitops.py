@@ -1,5 +1,6 @@
 """GitOps sync: GitSource against real temporary git repositories (a bare origin + clones), and
 plan_sync/apply_sync against the local backend (LocalCluster over SQLite in a tmp home)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,8 +80,11 @@ def _mark_released(cluster: LocalCluster, result) -> None:
     """What the canary controller does after a release: lastAppliedSpec = the current revision."""
     for t in result.targets:
         ns, name = t.canary.split("/")
-        cluster.set_canary_status(ns, name, CanaryStatus(phase=Phase.Succeeded, lastAppliedSpec=t.new_revision,
-                                                         lastPromotedSpec=t.new_revision))
+        cluster.set_canary_status(
+            ns,
+            name,
+            CanaryStatus(phase=Phase.Succeeded, lastAppliedSpec=t.new_revision, lastPromotedSpec=t.new_revision),
+        )
 
 
 class CountingCluster:
@@ -199,8 +203,13 @@ def test_plan_orders_by_dependency(source, cluster):
     assert pos("Namespace istio-system") < pos("MetricTemplate istio-system/error-rate")
     assert pos("Namespace prod") < pos("AlertProvider prod/on-call")  # its namespace comes first
     assert pos("Namespace prod") < pos("Deployment prod/backend")
-    assert pos("Deployment prod/backend") < pos("Service prod/flagger-loadtester") < pos(
-        "HorizontalPodAutoscaler prod/backend") < pos("Canary prod/backend") < pos("ImagePolicy prod/backend")
+    assert (
+        pos("Deployment prod/backend")
+        < pos("Service prod/flagger-loadtester")
+        < pos("HorizontalPodAutoscaler prod/backend")
+        < pos("Canary prod/backend")
+        < pos("ImagePolicy prod/backend")
+    )
     rank = {"ConfigMap": 0, "Secret": 0, "Deployment": 1, "Service": 2, "HorizontalPodAutoscaler": 3, "Canary": 4}
     ranks = [rank[i.kind] for i in plan.items if i.phase == "workloads" and i.kind in rank]
     assert ranks == sorted(ranks)
@@ -227,7 +236,12 @@ def test_invalid_commit_applies_nothing(source, person, cluster):
     # a valid first sync, then a commit with an error (and a valid change next to it)
     apply_sync(cluster, plan_sync(cluster, source.path))
     before = sorted(r[0] for r in _all_objects(cluster))
-    _edit(person, "prod/backend/canary.yaml", "name: error-rate\n          namespace", "name: error-rat\n          namespace")
+    _edit(
+        person,
+        "prod/backend/canary.yaml",
+        "name: error-rate\n          namespace",
+        "name: error-rat\n          namespace",
+    )
     _edit(person, "prod/frontend/deployment.yaml", "podinfo:6.7.0", "podinfo:6.8.0")
     _push(person, "Broken template reference")
     source.fetch()
@@ -286,9 +300,14 @@ def test_target_changes_on_image_and_configmap(source, person, cluster):
     # the backend reads a ConfigMap
     (person / "prod/backend/config.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: backend-config\n  namespace: prod\n"
-        "data:\n  PODINFO_UI_MESSAGE: hello\n")
-    _edit(person, "prod/backend/deployment.yaml", "          env:\n",
-          "          envFrom:\n            - configMapRef:\n                name: backend-config\n          env:\n")
+        "data:\n  PODINFO_UI_MESSAGE: hello\n"
+    )
+    _edit(
+        person,
+        "prod/backend/deployment.yaml",
+        "          env:\n",
+        "          envFrom:\n            - configMapRef:\n                name: backend-config\n          env:\n",
+    )
     _push(person, "Backend config")
     source.fetch()
 

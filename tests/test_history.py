@@ -1,16 +1,15 @@
 """Metric history against a real Prometheus holding known (backfilled) data: stored Parquet rows, charts, live judge
 samples; `playground history` and the delivery-metrics asset over a Dagster instance."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,7 +34,7 @@ def prom(tmp_path_factory):
 
 
 def utc(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def window(release: str, minutes: int = 5) -> history.ReleaseWindow:
@@ -43,14 +42,18 @@ def window(release: str, minutes: int = 5) -> history.ReleaseWindow:
     return history.ReleaseWindow("prod", "backend", f"rev-{release}", utc(start), utc(start + 60 * minutes))
 
 
-TICKS = [history.TickWeight(utc(synthetic.RELEASES["B"] + 60 * i), 100 - w, w) for i, w in enumerate([0, 0, 20, 40, 40, 0])]
+TICKS = [
+    history.TickWeight(utc(synthetic.RELEASES["B"] + 60 * i), 100 - w, w) for i, w in enumerate([0, 0, 20, 40, 40, 0])
+]
 
 
 def test_stored_parquet_rows_equal_the_known_data(prom, tmp_path):
     p, model = prom
     w = window("B")
     rel = history.record_release(tmp_path, p.url, w, TICKS, result="Failed")
-    assert rel.parquet == tmp_path / "history" / "metrics" / "target=prod_backend" / "revision=rev-B" / "metrics.parquet"
+    assert (
+        rel.parquet == tmp_path / "history" / "metrics" / "target=prod_backend" / "revision=rev-B" / "metrics.parquet"
+    )
     stored = pd.read_parquet(rel.parquet)
     assert list(stored.columns) == history.COLUMNS and len(stored) == rel.rows
     grid = list(range(synthetic.RELEASES["B"], synthetic.RELEASES["B"] + 301, 15))  # 21 steps of 15 s
@@ -80,7 +83,10 @@ def test_history_dataset_appends_across_releases(prom, tmp_path):
     history.store_history(tmp_path, window("B", 2), again)  # rewriting a release replaces its partition
     every = history.load_history(tmp_path)
     assert sorted(every.groupby(["target", "revision"]).size().items()) == [
-        (("prod_backend", "rev-A"), 54), (("prod_backend", "rev-B"), 54), (("prod_backend", "rev-C"), 54)]
+        (("prod_backend", "rev-A"), 54),
+        (("prod_backend", "rev-B"), 54),
+        (("prod_backend", "rev-C"), 54),
+    ]
     c = every[(every.revision == "rev-C") & (every.role == "canary") & (every.metric == "latency_p99")]
     assert c.value.tolist() == [model.latency_p99("canary", synthetic.RELEASES["C"] + 15 * i) for i in range(9)]
     one = history.load_history(tmp_path, target="prod/backend")
@@ -100,12 +106,19 @@ def test_chunked_range_queries_cover_a_long_window(prom, monkeypatch):
 
 def test_live_judge_samples_from_prometheus(prom):
     p, model = prom
-    canary = Canary.model_validate({
-        "metadata": {"name": "backend", "namespace": "prod"},
-        "spec": {"targetRef": {"kind": "Deployment", "name": "backend"}, "service": {"port": 9898},
-                 "analysis": {"interval": "1m", "metrics": [
-                     {"name": "request-duration", "interval": "1m", "judge": {"step": "15s"}}]}},
-    })
+    canary = Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "backend"},
+                "service": {"port": 9898},
+                "analysis": {
+                    "interval": "1m",
+                    "metrics": [{"name": "request-duration", "interval": "1m", "judge": {"step": "15s"}}],
+                },
+            },
+        }
+    )
     metric = canary.spec.analysis.metrics[0]
     at = synthetic.RELEASES["C"] + 300
     s = history.query_samples(canary, metric, {}, default_prometheus=p.url, now=utc(at))
@@ -121,21 +134,42 @@ def test_live_judge_samples_from_prometheus(prom):
 
 # ---------------------------------------------------------------------------------- Dagster instance side
 
+
 def _instance_with_history(path: Path) -> dg.DagsterInstance:
     path.mkdir(parents=True, exist_ok=True)
     inst = dg.DagsterInstance.local_temp(str(path))
     events = [
         (["gitops", "commit"], {"sha": "aaa"}),
         (["workloads", "prod", "backend"], {"sha": "aaa", "revision": "r1"}),
-        (["promotions", "prod", "backend"], {"target": "prod/backend", "revision": "r1", "phase": "Succeeded",
-                                             "ticks": 8, "duration_s": 120.0, "failed_checks": 0,
-                                             "strategy": "canary", "started": "2024-01-01T10:00:00Z",
-                                             "worst_metric": "-"}),
+        (
+            ["promotions", "prod", "backend"],
+            {
+                "target": "prod/backend",
+                "revision": "r1",
+                "phase": "Succeeded",
+                "ticks": 8,
+                "duration_s": 120.0,
+                "failed_checks": 0,
+                "strategy": "canary",
+                "started": "2024-01-01T10:00:00Z",
+                "worst_metric": "-",
+            },
+        ),
         (["workloads", "prod", "frontend"], {"sha": "bbb", "revision": "f1"}),
-        (["rollbacks", "prod", "frontend"], {"target": "prod/frontend", "revision": "f1", "phase": "Failed",
-                                             "ticks": 5, "duration_s": 60.0, "failed_checks": 2,
-                                             "strategy": "ab", "started": "2024-01-01T11:00:00Z",
-                                             "worst_metric": "request_duration (2 failed, last 497.0)"}),
+        (
+            ["rollbacks", "prod", "frontend"],
+            {
+                "target": "prod/frontend",
+                "revision": "f1",
+                "phase": "Failed",
+                "ticks": 5,
+                "duration_s": 60.0,
+                "failed_checks": 2,
+                "strategy": "ab",
+                "started": "2024-01-01T11:00:00Z",
+                "worst_metric": "request_duration (2 failed, last 497.0)",
+            },
+        ),
     ]
     for key, meta in events:
         inst.report_runless_asset_event(dg.AssetMaterialization(key, metadata=meta))
@@ -150,16 +184,24 @@ def test_playground_history_formats(tmp_path, capsys):
     assert code == 0
     rows = json.loads(out)
     assert [(r["target"], r["revision"], r["strategy"], r["result"], r["failed_checks"]) for r in rows] == [
-        ("prod/backend", "r1", "canary", "Succeeded", 0), ("prod/frontend", "f1", "ab", "Failed", 2)]
+        ("prod/backend", "r1", "canary", "Succeeded", 0),
+        ("prod/frontend", "f1", "ab", "Failed", 2),
+    ]
     assert rows[0]["started"] == "2024-01-01T10:00:00Z" and rows[0]["duration_s"] == 120.0
     assert rows[1]["worst_metric"] == "request_duration (2 failed, last 497.0)"
     cli.main(["history", "--dagster-home", str(tmp_path / "dagster"), "--format", "csv", "--target", "prod/frontend"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ",".join(history.HISTORY_FIELDS) and len(lines) == 2 and lines[1].startswith("prod/frontend,f1,ab,")
+    assert (
+        lines[0] == ",".join(history.HISTORY_FIELDS) and len(lines) == 2 and lines[1].startswith("prod/frontend,f1,ab,")
+    )
     cli.main(["history", "--dagster-home", str(tmp_path / "dagster")])
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == history.HISTORY_FIELDS and table[2].split()[:4] == [
-        "prod/frontend", "f1", "ab", "2024-01-01T11:00:00Z"]
+        "prod/frontend",
+        "f1",
+        "ab",
+        "2024-01-01T11:00:00Z",
+    ]
     assert cli.main(["history", "--dagster-home", str(tmp_path / "missing")]) == 2
     assert "no Dagster instance" in capsys.readouterr().err
 

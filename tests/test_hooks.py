@@ -1,6 +1,6 @@
 """Webhooks against a real local HTTP server: payload, status semantics, timeouts, retries, resolver."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
@@ -11,14 +11,16 @@ from tests.support.prometheus import free_port
 
 
 def make_canary(webhooks: list[dict]) -> Canary:
-    return Canary.model_validate({
-        "metadata": {"name": "podinfo", "namespace": "test"},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898},
-            "analysis": {"webhooks": webhooks},
-        },
-    })
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 9898},
+                "analysis": {"webhooks": webhooks},
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -38,12 +40,18 @@ def test_payload_is_flaggers(server):
     assert ans.ok and ans.status == 200 and ans.attempts == 1 and ans.error is None
     req = server.requests[0]
     assert req.method == "POST" and req.headers["content-type"] == "application/json"
-    assert req.json() == {"name": "podinfo", "namespace": "test", "phase": "Progressing", "checksum": "abc123",
-                          "metadata": {"type": "bash", "cmd": "curl -s podinfo/"}}
+    assert req.json() == {
+        "name": "podinfo",
+        "namespace": "test",
+        "phase": "Progressing",
+        "checksum": "abc123",
+        "metadata": {"type": "bash", "cmd": "curl -s podinfo/"},
+    }
 
 
-@pytest.mark.parametrize("status,ok", [(200, True), (201, True), (202, True), (203, False), (204, False),
-                                       (403, False), (500, False)])
+@pytest.mark.parametrize(
+    "status,ok", [(200, True), (201, True), (202, True), (203, False), (204, False), (403, False), (500, False)]
+)
 def test_success_iff_status_at_most_202(server, status, ok):
     server.script("/gate", [Reply(status, "" if status == 204 else f"answer {status}")])
     ans = call_webhook(make_canary([]), hook(server.url + "/gate"), Phase.Progressing, "x")
@@ -98,8 +106,9 @@ def test_resolver_maps_in_cluster_urls(server):
         seen.append(url)
         return url.replace("http://flagger-loadtester.prod", server.url)
 
-    ans = call_webhook(make_canary([]), hook("http://flagger-loadtester.prod/gate/approve"), "Progressing", "x",
-                       resolve=resolve)
+    ans = call_webhook(
+        make_canary([]), hook("http://flagger-loadtester.prod/gate/approve"), "Progressing", "x", resolve=resolve
+    )
     assert ans.ok and seen == ["http://flagger-loadtester.prod/gate/approve"]
     assert server.requests[0].path == "/gate/approve"
 
@@ -114,15 +123,17 @@ def test_call_hooks_by_type_and_stop_rules(server):
     server.script("/a", [Reply(200)])
     server.script("/b", [Reply(500, "nope")])
     server.script("/c", [Reply(200)])
-    canary = make_canary([
-        {"name": "a", "type": "confirm-promotion", "url": server.url + "/a"},
-        {"name": "b", "type": "confirm-promotion", "url": server.url + "/b"},
-        {"name": "c", "type": "confirm-promotion", "url": server.url + "/c"},
-        {"name": "load", "url": server.url + "/load"},  # default type: rollout
-        {"name": "rb1", "type": "rollback", "url": server.url + "/b"},
-        {"name": "rb2", "type": "rollback", "url": server.url + "/a"},
-        {"name": "rb3", "type": "rollback", "url": server.url + "/c"},
-    ])
+    canary = make_canary(
+        [
+            {"name": "a", "type": "confirm-promotion", "url": server.url + "/a"},
+            {"name": "b", "type": "confirm-promotion", "url": server.url + "/b"},
+            {"name": "c", "type": "confirm-promotion", "url": server.url + "/c"},
+            {"name": "load", "url": server.url + "/load"},  # default type: rollout
+            {"name": "rb1", "type": "rollback", "url": server.url + "/b"},
+            {"name": "rb2", "type": "rollback", "url": server.url + "/a"},
+            {"name": "rb3", "type": "rollback", "url": server.url + "/c"},
+        ]
+    )
     assert [h.name for h in hooks_of_type(canary, "rollout")] == ["load"]
     assert [h.name for h in hooks_of_type(canary, HookType.rollback)] == ["rb1", "rb2", "rb3"]
     answers = call_hooks(canary, HookType.confirm_promotion, Phase.Progressing, "x")
@@ -134,13 +145,22 @@ def test_call_hooks_by_type_and_stop_rules(server):
 
 def test_event_webhook_metadata(server):
     canary = make_canary([])
-    ans = call_event_webhook(canary, hook(server.url + "/events", type="event"), Phase.Failed,
-                             "Canary failed! Scaling down podinfo.test", event_type="Warning", now_ms=1234)
+    ans = call_event_webhook(
+        canary,
+        hook(server.url + "/events", type="event"),
+        Phase.Failed,
+        "Canary failed! Scaling down podinfo.test",
+        event_type="Warning",
+        now_ms=1234,
+    )
     assert ans.ok
     body = server.requests[0].json()
     assert body["phase"] == "Failed"
-    assert body["metadata"] == {"eventMessage": "Canary failed! Scaling down podinfo.test", "eventType": "Warning",
-                                "timestamp": "1234"}
+    assert body["metadata"] == {
+        "eventMessage": "Canary failed! Scaling down podinfo.test",
+        "eventType": "Warning",
+        "timestamp": "1234",
+    }
 
 
 def test_hook_timeout_default_and_payload_phase_str():
@@ -150,7 +170,8 @@ def test_hook_timeout_default_and_payload_phase_str():
 
 
 def test_proxy_receives_in_cluster_url(server):
-    ans = call_webhook(make_canary([]), hook("http://flagger-loadtester.prod/gate/check"), Phase.Progressing, "x",
-                       proxy=server.url)
+    ans = call_webhook(
+        make_canary([]), hook("http://flagger-loadtester.prod/gate/check"), Phase.Progressing, "x", proxy=server.url
+    )
     assert ans.ok
     assert server.requests[0].path == "http://flagger-loadtester.prod/gate/check"

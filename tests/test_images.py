@@ -1,5 +1,6 @@
 """Image automation: semver ranges (Masterminds semantics), setter markers, the OCI tags client (against the
 real Debian docker-registry and a small paginating/token-protected fake), and scan_and_update commits."""
+
 from __future__ import annotations
 
 import json
@@ -152,8 +153,20 @@ def test_invalid_ranges_raise(expr):
 
 
 def test_version_ordering():
-    order = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",
-             "1.0.0-rc.1", "1.0.0", "1.0.1", "1.2", "v1.10.0", "2.0.0"]
+    order = [
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-alpha.beta",
+        "1.0.0-beta",
+        "1.0.0-beta.2",
+        "1.0.0-beta.11",
+        "1.0.0-rc.1",
+        "1.0.0",
+        "1.0.1",
+        "1.2",
+        "v1.10.0",
+        "2.0.0",
+    ]
     parsed = [Version.parse(v) for v in order]
     assert parsed == sorted(reversed(parsed))
     assert Version.parse("1.2") == Version.parse("1.2.0+build.5")
@@ -174,15 +187,18 @@ def test_latest_picks_highest_matching_tag():
 # ----------------------------------------------------------------------------------------- references
 
 
-@pytest.mark.parametrize("image,base,repo", [
-    ("ghcr.io/stefanprodan/podinfo", "https://ghcr.io", "stefanprodan/podinfo"),
-    ("stefanprodan/podinfo", "https://registry-1.docker.io", "stefanprodan/podinfo"),
-    ("nginx", "https://registry-1.docker.io", "library/nginx"),
-    ("docker.io/nginx", "https://registry-1.docker.io", "library/nginx"),
-    ("127.0.0.1:5000/stefanprodan/podinfo", "http://127.0.0.1:5000", "stefanprodan/podinfo"),
-    ("localhost:5000/podinfo", "http://localhost:5000", "podinfo"),
-    ("registry.example.com:8443/team/app:1.0", "https://registry.example.com:8443", "team/app"),
-])
+@pytest.mark.parametrize(
+    "image,base,repo",
+    [
+        ("ghcr.io/stefanprodan/podinfo", "https://ghcr.io", "stefanprodan/podinfo"),
+        ("stefanprodan/podinfo", "https://registry-1.docker.io", "stefanprodan/podinfo"),
+        ("nginx", "https://registry-1.docker.io", "library/nginx"),
+        ("docker.io/nginx", "https://registry-1.docker.io", "library/nginx"),
+        ("127.0.0.1:5000/stefanprodan/podinfo", "http://127.0.0.1:5000", "stefanprodan/podinfo"),
+        ("localhost:5000/podinfo", "http://localhost:5000", "podinfo"),
+        ("registry.example.com:8443/team/app:1.0", "https://registry.example.com:8443", "team/app"),
+    ],
+)
 def test_registry_endpoint(image, base, repo):
     assert RegistryClient().endpoint(image) == (base, repo)
 
@@ -213,7 +229,7 @@ DEPLOYMENT = (
     '          image: "ghcr.io/stefanprodan/podinfo:6.7.0"   # {"$imagepolicy": "prod:frontend"} keep me\r\n'
     "        - name: helm-style\r\n"
     '          repository: ghcr.io/stefanprodan/podinfo # {"$imagepolicy": "prod:backend:name"}\r\n'
-    "          tag: '6.7.0' # {\"$imagepolicy\": \"prod:backend:tag\"}\r\n"
+    '          tag: \'6.7.0\' # {"$imagepolicy": "prod:backend:tag"}\r\n'
     "      initContainers:\r\n"
     '        - image: ghcr.io/stefanprodan/podinfo:6.7.0 # {"$imagepolicy": "prod:backend"}\r\n'
     '# image: ghcr.io/stefanprodan/podinfo:6.7.0 # {"$imagepolicy": "prod:backend"} (in a comment)\r\n'
@@ -234,10 +250,11 @@ def test_find_markers():
 def test_apply_policy_update_rewrites_only_marked_values():
     new, changed = apply_policy_update(DEPLOYMENT, "prod:backend", "6.8.0")
     assert changed
-    expected = (DEPLOYMENT
-                .replace('podinfo:6.7.0 # {"$imagepolicy": "prod:backend"}\r\n',
-                         'podinfo:6.8.0 # {"$imagepolicy": "prod:backend"}\r\n', 2)
-                .replace("tag: '6.7.0'", "tag: '6.8.0'"))
+    expected = DEPLOYMENT.replace(
+        'podinfo:6.7.0 # {"$imagepolicy": "prod:backend"}\r\n',
+        'podinfo:6.8.0 # {"$imagepolicy": "prod:backend"}\r\n',
+        2,
+    ).replace("tag: '6.7.0'", "tag: '6.8.0'")
     # the commented-out line starts with '#': not a value, untouched
     assert new == expected
     assert '"ghcr.io/stefanprodan/podinfo:6.7.0"   # {"$imagepolicy": "prod:frontend"} keep me' in new
@@ -271,7 +288,8 @@ def test_policy_errors_name_file_and_fix(tmp_path):
 
     (tmp_path / "p.yaml").write_text(
         "apiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImagePolicy\nmetadata: {name: a, namespace: prod}\n"
-        "spec: {imageRepositoryRef: {name: nope}, policy: {semver: {range: '>=1'}}}\n")
+        "spec: {imageRepositoryRef: {name: nope}, policy: {semver: {range: '>=1'}}}\n"
+    )
     with pytest.raises(PolicyError, match=r"p.yaml:1: ImagePolicy prod/a: ImageRepository prod/nope not found"):
         load_policies(tmp_path)
     errors = []
@@ -279,8 +297,9 @@ def test_policy_errors_name_file_and_fix(tmp_path):
 
 
 def test_filter_tags_and_other_policies():
-    p = ImagePolicy("ns", "x", "img", kind="numerical", filter_pattern=r"^main-[a-f0-9]+-(?<ts>\d+)$",
-                    filter_extract="$ts")
+    p = ImagePolicy(
+        "ns", "x", "img", kind="numerical", filter_pattern=r"^main-[a-f0-9]+-(?<ts>\d+)$", filter_extract="$ts"
+    )
     assert p.select(["main-abc-100", "main-def-99", "main-fff-1000", "v1"]) == "main-fff-1000"
     a = ImagePolicy("ns", "x", "img", kind="alphabetical", order="desc")
     assert a.select(["b", "a", "c"]) == "a"
@@ -288,6 +307,7 @@ def test_filter_tags_and_other_policies():
 
 def test_commit_message_flux_style():
     from playground.images import ImageUpdate
+
     one = commit_message([ImageUpdate("prod:backend", PODINFO, "6.7.0", "6.8.0", ["prod/backend/deployment.yaml"])])
     assert one.splitlines()[0] == "Update image ghcr.io/stefanprodan/podinfo to 6.8.0 (prod:backend)"
     assert "6.7.0 -> 6.8.0" in one and "prod/backend/deployment.yaml" in one
@@ -325,12 +345,17 @@ class _FakeRegistry(BaseHTTPRequestHandler):
             return self._send(200, {"token": "tok-" + q.get("scope", "")})
         if url.path == "/v2/team/app/tags/list":
             if self.headers.get("Authorization") != "Bearer tok-repository:team/app:pull":
-                return self._send(401, {"errors": [{"code": "UNAUTHORIZED"}]}, {
-                    "WWW-Authenticate": f'Bearer realm="http://{host}/token",service="fake",'
-                                        'scope="repository:team/app:pull"'})
+                return self._send(
+                    401,
+                    {"errors": [{"code": "UNAUTHORIZED"}]},
+                    {
+                        "WWW-Authenticate": f'Bearer realm="http://{host}/token",service="fake",'
+                        'scope="repository:team/app:pull"'
+                    },
+                )
             n = int(q.get("n", 2))
             start = self.TAGS.index(q["last"]) + 1 if "last" in q else 0
-            page = self.TAGS[start:start + n]
+            page = self.TAGS[start : start + n]
             headers = {}
             if start + n < len(self.TAGS):
                 headers["Link"] = f'</v2/team/app/tags/list?n={n}&last={page[-1]}>; rel="next"'
@@ -394,7 +419,11 @@ def test_real_registry_tags_list(registry):
     assert sorted(RegistryClient().list_tags(f"{host}/team/tags")) == ["6.7.0", "6.8.0", "6.9.0-rc.1", "latest"]
     # n= is sent; docker-registry 2.8 answers all tags in one page, newer ones paginate with Link: same result
     assert sorted(RegistryClient(registry, page_size=2).list_tags("team/tags")) == [
-        "6.7.0", "6.8.0", "6.9.0-rc.1", "latest"]
+        "6.7.0",
+        "6.8.0",
+        "6.9.0-rc.1",
+        "latest",
+    ]
     with pytest.raises(RegistryError, match="team/nothing"):
         RegistryClient(registry).list_tags("team/nothing")
 
@@ -425,8 +454,10 @@ def test_scan_commits_new_matching_tag(registry, gitops):
         push_tag(registry, repo, tag)
     before = _origin_log(origin)
     updates = scan_and_update(src, RegistryClient(), {PODINFO: f"{host}/{repo}"})
-    assert {(u.policy, u.old_tag, u.new_tag) for u in updates} == {("prod:backend", "6.7.0", "6.8.0"),
-                                                                     ("prod:frontend", "6.7.0", "6.8.0")}
+    assert {(u.policy, u.old_tag, u.new_tag) for u in updates} == {
+        ("prod:backend", "6.7.0", "6.8.0"),
+        ("prod:frontend", "6.7.0", "6.8.0"),
+    }
     after = _origin_log(origin)
     assert len(after) == len(before) + 1 and after[1:] == before  # exactly ONE new commit on the origin
     commit = git.Repo(origin).commit("main")

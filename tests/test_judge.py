@@ -1,4 +1,5 @@
 """The Mann-Whitney judge (opt-in analysis extension): scipy agreement, R-style reference values, analysis wiring."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ SETS = [
     ("no_change", [200, 203, 198, 201, 205, 199, 202], [201, 199, 204, 200, 198, 203, 202.5], {}),
     ("small_increase_within_allowance", [203, 204, 205, 206, 207, 208], [200, 201, 202, 199, 198, 197], {}),
     ("ties", [1, 2, 2, 3, 3, 3, 4, 4], [1, 1, 2, 2, 2, 3, 3, 4], {}),
-    ("ties_success_rate_decrease", [99.5, 99.0, 98.5, 99.0, 98.0, 99.5, 98.5, 97.0],
-     [99.5, 100.0, 99.5, 100.0, 99.5, 100.0, 100.0, 99.5], {"direction": "decrease", "allowedDecrease": 0.5}),
+    (
+        "ties_success_rate_decrease",
+        [99.5, 99.0, 98.5, 99.0, 98.0, 99.5, 98.5, 97.0],
+        [99.5, 100.0, 99.5, 100.0, 99.5, 100.0, 100.0, 99.5],
+        {"direction": "decrease", "allowedDecrease": 0.5},
+    ),
     ("constant_equal", [5.0] * 10, [5.0] * 10, {}),
     ("constant_different", [7.0] * 10, [5.0] * 10, {}),
     ("constant_canary_only", [5.0] * 10, [4.0, 5.0, 6.0, 5.5, 4.5, 5.0, 6.5, 3.5, 5.0, 4.0], {}),
@@ -39,8 +44,12 @@ SETS = [
     ("large_no_shift", list(rng.normal(100, 10, 60)), list(rng.normal(100, 10, 60)), {}),
     ("either_decrease", list(rng.normal(80, 5, 30)), list(rng.normal(100, 5, 30)), {"direction": "either"}),
     ("confidence_99", [210, 215, 212, 220, 218], [200, 205, 201, 203, 199], {"confidence": 0.99}),
-    ("rounded_large_ties", list(np.round(rng.normal(50, 3, 100))), list(np.round(rng.normal(48, 3, 100))),
-     {"allowedIncrease": 1}),
+    (
+        "rounded_large_ties",
+        list(np.round(rng.normal(50, 3, 100))),
+        list(np.round(rng.normal(48, 3, 100))),
+        {"allowedIncrease": 1},
+    ),
     ("zero_baseline", [0.0, 0.0, 1.0, 2.0, 1.0, 3.0], [0.0] * 6, {}),
 ]
 assert len(SETS) == 20
@@ -55,8 +64,9 @@ def expected(canary, primary, cfg: MetricJudge):
     alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[cfg.direction]
     pooled = list(c) + list(p)
     exact = len(c) < 50 and len(p) < 50 and len(set(pooled)) == len(pooled)
-    res = stats.mannwhitneyu(c, p, alternative=alternative, method="exact" if exact else "asymptotic",
-                             use_continuity=True)
+    res = stats.mannwhitneyu(
+        c, p, alternative=alternative, method="exact" if exact else "asymptotic", use_continuity=True
+    )
     pv = 1.0 if np.isnan(res.pvalue) else float(res.pvalue)
     shift = float(np.median([a - b for a in c for b in p]))
     base = float(np.median(p))
@@ -65,8 +75,16 @@ def expected(canary, primary, cfg: MetricJudge):
     up, down = rel > cfg.allowedIncrease, rel < -cfg.allowedDecrease
     beyond = {"increase": up, "decrease": down, "either": up or down}[cfg.direction]
     decision = "fail" if sig and beyond else "marginal" if sig or beyond else "pass"
-    return {"decision": decision, "no_data": False, "u": float(res.statistic), "p": pv, "shift": shift, "rel": rel,
-            "n": (len(c), len(p)), "method": "exact" if exact else "asymptotic"}
+    return {
+        "decision": decision,
+        "no_data": False,
+        "u": float(res.statistic),
+        "p": pv,
+        "shift": shift,
+        "rel": rel,
+        "n": (len(c), len(p)),
+        "method": "exact" if exact else "asymptotic",
+    }
 
 
 @pytest.mark.parametrize("name,canary,primary,config", SETS, ids=[s[0] for s in SETS])
@@ -113,16 +131,27 @@ def test_r_documentation_example_is_reproduced():
 
 # -------------------------------------------------------------------------------------- analysis wiring
 
+
 def canary(judge_cfg: dict | None, threshold: int = 5, **metric) -> Canary:
     m = {"name": "request-duration", **metric}
     if judge_cfg is not None:
         m["judge"] = judge_cfg
-    return Canary.model_validate({
-        "metadata": {"name": "backend", "namespace": "prod"},
-        "spec": {"targetRef": {"kind": "Deployment", "name": "backend"}, "service": {"port": 9898},
-                 "analysis": {"interval": "1m", "threshold": threshold, "stepWeight": 20, "maxWeight": 60,
-                              "metrics": [m]}},
-    })
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "backend"},
+                "service": {"port": 9898},
+                "analysis": {
+                    "interval": "1m",
+                    "threshold": threshold,
+                    "stepWeight": 20,
+                    "maxWeight": 60,
+                    "metrics": [m],
+                },
+            },
+        }
+    )
 
 
 class SampleProbe:
@@ -148,7 +177,7 @@ GOOD = ([200, 202, 199, 201, 198, 203], [200, 201, 199, 202, 198, 200])
 def run_ticks(c: Canary, probe, n: int):
     state = CanaryState.initialized("r0")
     out = []
-    for i in range(n):
+    for _i in range(n):
         res = tick(c, state, Observation("r1"), probe)
         state = res.state
         out.append(res)

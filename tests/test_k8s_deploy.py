@@ -14,6 +14,7 @@ CRD schemas are checked "closed": an object schema with properties and without
 x-kubernetes-preserve-unknown-fields gets additionalProperties: false, because the API server prunes unknown
 fields of a structural schema silently; a misspelt field must fail here instead of vanishing there.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 import yaml
@@ -77,8 +79,11 @@ def closed(schema: Any) -> Any:
             out[exclusive] = out.pop(bound)
         elif schema.get(exclusive) is False:
             out.pop(exclusive)
-    if ("properties" in schema and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     if "properties" in out:
         out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
@@ -89,8 +94,12 @@ def crd_validator(crd: dict[str, Any], version: str) -> jsonschema.protocols.Val
     (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema = closed(v["schema"]["openAPIV3Schema"])
     # apiVersion, kind and metadata are always allowed at the root (the API server validates them itself).
-    schema["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                            "metadata": {"type": "object"}, **schema.get("properties", {})}
+    schema["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        **schema.get("properties", {}),
+    }
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     cls.check_schema(schema)
     return cls(schema)
@@ -104,8 +113,11 @@ def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
     """The structural-schema rules of apiextensions.k8s.io/v1 that matter here: every node has a type, unless it
     preserves unknown fields or is int-or-string; metadata is only constrained by name/generateName."""
     problems = []
-    if "type" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields") and \
-            not schema.get("x-kubernetes-int-or-string"):
+    if (
+        "type" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+        and not schema.get("x-kubernetes-int-or-string")
+    ):
         problems.append(f"{path or '<root>'}: no type")
     for key, sub in (schema.get("properties") or {}).items():
         problems += structural_problems(sub, f"{path}.{key}")
@@ -136,18 +148,63 @@ def values() -> dict[str, Any]:
 
 # Field names of the chart's values schema (helm/dagster/schema/schema/charts/...: K8sRunLauncherConfig,
 # UserDeployment, the QueuedRunCoordinator config), so a misspelt key is caught without helm.
-K8S_RUN_LAUNCHER_KEYS = {"image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
-                         "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels",
-                         "failPodOnRunFailure", "resources", "schedulerName", "securityContext", "runK8sConfig"}
+K8S_RUN_LAUNCHER_KEYS = {
+    "image",
+    "imagePullPolicy",
+    "jobNamespace",
+    "loadInclusterConfig",
+    "kubeconfigFile",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+    "labels",
+    "failPodOnRunFailure",
+    "resources",
+    "schedulerName",
+    "securityContext",
+    "runK8sConfig",
+}
 RUN_K8S_CONFIG_KEYS = {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"}
-USER_DEPLOYMENT_KEYS = {"name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
-                        "deploymentNamespace", "port", "replicaCount", "env", "envConfigMaps", "envSecrets",
-                        "annotations", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
-                        "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels",
-                        "volumeMounts", "volumes", "schedulerName", "initContainers", "sidecarContainers",
-                        "deploymentStrategy"}
-QUEUED_COORDINATOR_KEYS = {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds",
-                           "dequeueUseThreads", "dequeueNumWorkers", "blockOpConcurrencyLimitedRuns"}
+USER_DEPLOYMENT_KEYS = {
+    "name",
+    "image",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "deploymentNamespace",
+    "port",
+    "replicaCount",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+    "initContainers",
+    "sidecarContainers",
+    "deploymentStrategy",
+}
+QUEUED_COORDINATOR_KEYS = {
+    "maxConcurrentRuns",
+    "tagConcurrencyLimits",
+    "dequeueIntervalSeconds",
+    "dequeueUseThreads",
+    "dequeueNumWorkers",
+    "blockOpConcurrencyLimitedRuns",
+}
 
 
 def _version() -> str:
@@ -179,7 +236,8 @@ def test_helm_values_limit_one_release_per_target(values):
     queued = rc["config"]["queuedRunCoordinator"]
     assert set(queued) <= QUEUED_COORDINATOR_KEYS
     assert queued["tagConcurrencyLimits"] == [
-        {"key": pipeline.TARGET_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": pipeline.TARGET_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
     # The tag the pipeline sets on canary_release runs is the one limited.
     from jobs import release_run_tags
 
@@ -210,25 +268,26 @@ def test_helm_values_code_location_image_env_and_service_account(values):
 
 def test_dockerfile_builds_the_code_location_image():
     docker = (DEPLOY / "Dockerfile").read_text()
-    lines = [l for l in docker.splitlines() if not l.lstrip().startswith("#")]
+    lines = [line for line in docker.splitlines() if not line.lstrip().startswith("#")]
     text = "\n".join(lines)
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert "pip install -c constraints.txt ." in text
-    # dagster-k8s / dagster-postgres: runtime deps of the image only, pinned to the libraries release that
-    # pairs with the project's dagster (1.X.Y <-> 0.(X+16).Y), or the one before while that is unpublished
-    # (then installed without its exact dagster pin, and imported at build time to prove it loads).
+    assert "pip install -c constraints.txt '.[k8s]'" in text
+    # One Dagster family: core 1.X.Y with libraries 0.(X+16).Y, pinned in pyproject and locked in constraints.txt.
     major, minor, patch = _dagster_version().split(".")
-    paired, previous = f"0.{int(minor) + 16}.{patch}", f"0.{int(minor) + 16}.{int(patch) - 1}"
-    libs = re.search(r"^ARG DAGSTER_LIBS_VERSION=(\S+)$", text, re.M).group(1)
-    assert libs in (paired, previous), libs
-    pins = '"dagster-k8s==${DAGSTER_LIBS_VERSION}" "dagster-postgres==${DAGSTER_LIBS_VERSION}"'
-    assert pins in text
-    if libs == previous:
-        assert f"pip install --no-deps {pins}" in text and 'import dagster_k8s, dagster_postgres' in text
+    libs = f"0.{int(minor) + 16}.{patch}"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert "dagster-k8s" not in pyproject and "dagster-postgres" not in pyproject
-    for needed in ("COPY workspace.yaml definitions.py ./", "COPY assets/ assets/", "COPY jobs/ jobs/",
-                   "COPY sensors/ sensors/"):
+    lock = (ROOT / "constraints.txt").read_text().splitlines()
+    for core in ("dagster", "dagster-webserver", "dagster-graphql"):
+        assert f'"{core}=={_dagster_version()}"' in pyproject and f"{core}=={_dagster_version()}" in lock
+    for lib in ("dagster-postgres", "dagster-k8s"):
+        assert f'"{lib}=={libs}"' in pyproject and f"{lib}=={libs}" in lock
+    assert "import dagster_k8s, dagster_postgres" in text
+    for needed in (
+        "COPY pyproject.toml constraints.txt README.md workspace.yaml definitions.py ./",
+        "COPY assets/ assets/",
+        "COPY jobs/ jobs/",
+        "COPY sensors/ sensors/",
+    ):
         assert needed in text
     # The Helm chart passes `dagster code-server start ...` as args: no ENTRYPOINT may swallow them.
     assert "ENTRYPOINT" not in text
@@ -284,7 +343,8 @@ def test_crd_schemas_cover_the_model_fields(flagger_crds):
     assert set(models.AlertProviderSpec.model_fields) <= props(ap, "spec")
     assert set(ap["properties"]["spec"]["properties"]["type"]["enum"]) == {t.value for t in models.AlertProviderType}
     webhook_types = canary["properties"]["spec"]["properties"]["analysis"]["properties"]["webhooks"]["items"][
-        "properties"]["type"]["enum"]
+        "properties"
+    ]["type"]["enum"]
     assert set(webhook_types) - {""} == {t.value for t in models.HookType}
     phases = canary["properties"]["status"]["properties"]["phase"]["enum"]
     assert {p.value for p in Phase} <= set(phases)
@@ -305,9 +365,16 @@ def test_crd_schemas_accept_every_shipped_manifest(flagger_crds):
                 assert errors(validators["Canary"], obj) == [], f.name
     # The status the backend writes through the status subresource.
     canary = _docs(MANIFESTS / "prod" / "backend" / "canary.yaml")[0]
-    status = CanaryStatus(phase=Phase.Progressing, canaryWeight=10, failedChecks=1, iterations=2,
-                          lastAppliedSpec="abc", lastTransitionTime="2026-01-01T00:00:00Z",
-                          trackedConfigs={"backend-env": "123"}, playgroundState={"routes": [90, 10, False]})
+    status = CanaryStatus(
+        phase=Phase.Progressing,
+        canaryWeight=10,
+        failedChecks=1,
+        iterations=2,
+        lastAppliedSpec="abc",
+        lastTransitionTime="2026-01-01T00:00:00Z",
+        trackedConfigs={"backend-env": "123"},
+        playgroundState={"routes": [90, 10, False]},
+    )
     with_status = {**canary, "status": status.model_dump(mode="json", exclude_none=True)}
     assert errors(validators["Canary"], with_status) == []
 
@@ -318,15 +385,18 @@ def _broken(obj: dict, mutate) -> dict:
     return obj
 
 
-@pytest.mark.parametrize("what,mutate,message", [
-    ("misspelt field", lambda o: o["spec"]["analysis"].__setitem__("stepweight", 5), "stepweight"),
-    ("wrong type", lambda o: o["spec"]["analysis"].__setitem__("stepWeight", "five"), "'five' is not of type"),
-    ("missing targetRef", lambda o: o["spec"].pop("targetRef"), "'targetRef' is a required property"),
-    ("unknown webhook type", lambda o: o["spec"]["analysis"]["webhooks"][0].__setitem__("type", "pre"), "'pre'"),
-    ("bad noData", lambda o: o["spec"]["analysis"]["metrics"][0].__setitem__("noData", "maybe"), "'maybe'"),
-    ("bad interval", lambda o: o["spec"]["analysis"].__setitem__("interval", "soon"), "does not match"),
-    ("bad status phase", lambda o: o.__setitem__("status", {"phase": "Promoted"}), "'Promoted'"),
-])
+@pytest.mark.parametrize(
+    "what,mutate,message",
+    [
+        ("misspelt field", lambda o: o["spec"]["analysis"].__setitem__("stepweight", 5), "stepweight"),
+        ("wrong type", lambda o: o["spec"]["analysis"].__setitem__("stepWeight", "five"), "'five' is not of type"),
+        ("missing targetRef", lambda o: o["spec"].pop("targetRef"), "'targetRef' is a required property"),
+        ("unknown webhook type", lambda o: o["spec"]["analysis"]["webhooks"][0].__setitem__("type", "pre"), "'pre'"),
+        ("bad noData", lambda o: o["spec"]["analysis"]["metrics"][0].__setitem__("noData", "maybe"), "'maybe'"),
+        ("bad interval", lambda o: o["spec"]["analysis"].__setitem__("interval", "soon"), "does not match"),
+        ("bad status phase", lambda o: o.__setitem__("status", {"phase": "Promoted"}), "'Promoted'"),
+    ],
+)
 def test_crd_schemas_reject_broken_canaries(flagger_crds, what, mutate, message):
     v = crd_validator(flagger_crds["Canary"], "v1beta1")
     canary = _docs(MANIFESTS / "prod" / "backend" / "canary.yaml")[0]
@@ -381,8 +451,13 @@ def _sent_objects() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def sent() -> list[dict[str, Any]]:
     objs = _sent_objects()
-    assert {o["kind"] for o in objs} == {"Deployment", "Service", "HorizontalPodAutoscaler", "VirtualService",
-                                         "DestinationRule"}
+    assert {o["kind"] for o in objs} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "VirtualService",
+        "DestinationRule",
+    }
     return objs
 
 
@@ -446,8 +521,11 @@ class Grants:
 
     def __init__(self, docs: Iterable[dict[str, Any]], include: set[str] | None = None):
         docs = list(docs)
-        roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d["rules"]
-                 for d in docs if d["kind"] in ("Role", "ClusterRole")}
+        roles = {
+            (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d["rules"]
+            for d in docs
+            if d["kind"] in ("Role", "ClusterRole")
+        }
         self.cluster: list[dict] = []  # ClusterRoles bound with a ClusterRoleBinding
         self.namespaced: dict[str, list[dict]] = {}  # namespace -> rules bound with RoleBindings
         for d in docs:
@@ -517,8 +595,14 @@ def backend_test_requests(tmp_path_factory) -> list[tuple[str, str]]:
     """Every request the backend makes while tests/test_kubernetes_backend.py runs (the protocol test of the
     fake itself, which calls the client directly, is left out)."""
     log = tmp_path_factory.mktemp("rbac") / "requests.jsonl"
-    done = subprocess.run([sys.executable, "-c", RECORD_SCRIPT, str(log)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", RECORD_SCRIPT, str(log)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     reqs = [tuple(json.loads(line)) for line in log.read_text().splitlines()]
     assert len(reqs) > 100
@@ -534,8 +618,14 @@ def release_requests(tmp_path_factory) -> list[tuple[str, str]]:
 
     tmp = tmp_path_factory.mktemp("release")
     with FakeKube(auto_rollout=True) as kube:
-        for rel in ("metrics/error-rate.yaml", "metrics/latency.yaml", "prod/alerts.yaml",
-                    "prod/backend/deployment.yaml", "prod/backend/hpa.yaml", "prod/backend/canary.yaml"):
+        for rel in (
+            "metrics/error-rate.yaml",
+            "metrics/latency.yaml",
+            "prod/alerts.yaml",
+            "prod/backend/deployment.yaml",
+            "prod/backend/hpa.yaml",
+            "prod/backend/canary.yaml",
+        ):
             for obj in _docs(MANIFESTS / rel):
                 if obj["kind"] == "MetricTemplate":
                     obj["spec"]["provider"]["address"] = "http://127.0.0.1:9"  # nothing listens: checks fail
@@ -544,11 +634,18 @@ def release_requests(tmp_path_factory) -> list[tuple[str, str]]:
                     obj["spec"]["analysis"]["threshold"] = 2  # alerts stay: their delivery fails, logged
                 kube.seed(obj)
         cfg = tmp / "kubeconfig"
-        cfg.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-            "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                }
+            )
+        )
         rt = Runtime(RuntimeConfig.from_env({}, backend="kubernetes", kubeconfig=str(cfg)))
         try:
             ctl = rt.controller(log=lambda _: None, interval=0.01)
@@ -583,17 +680,20 @@ def test_rbac_covers_a_whole_release_with_the_release_roles_only(release_request
     missing = sorted(a for a in used if not grants.allows(*a))
     assert missing == [], f"a release needs more than deploy/rbac/ grants: {missing}"
     cluster_wide = sorted({(g, r, v) for g, r, v, ns in used if ns is None})
-    assert cluster_wide == [("flagger.app", "alertproviders", "list"),
-                            ("flagger.app", "metrictemplates", "list")], cluster_wide
+    assert cluster_wide == [("flagger.app", "alertproviders", "list"), ("flagger.app", "metrictemplates", "list")], (
+        cluster_wide
+    )
 
 
 # The RBAC section of playground/cluster/kubernetes.py's docstring, as (apiGroup, resource, verbs).
 DOCUMENTED = {
-    **{("apps", "deployments"): {"get", "list", "create", "update", "delete"}},
+    ("apps", "deployments"): {"get", "list", "create", "update", "delete"},
     **{("", r): {"get", "list", "create", "update", "delete"} for r in ("services", "configmaps", "secrets")},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "update", "delete"},
-    **{("networking.istio.io", r): {"get", "list", "create", "update", "delete"}
-       for r in ("virtualservices", "destinationrules")},
+    **{
+        ("networking.istio.io", r): {"get", "list", "create", "update", "delete"}
+        for r in ("virtualservices", "destinationrules")
+    },
     ("apps", "deployments/scale"): {"patch"},
     **{("flagger.app", r): {"get", "list"} for r in ("canaries", "metrictemplates", "alertproviders")},
     ("flagger.app", "canaries/status"): {"get", "update"},
@@ -615,10 +715,15 @@ def test_release_role_grants_exactly_the_documented_verbs(backend_test_requests,
                 granted.setdefault((g, r), set()).update(rule["verbs"])
     assert granted == DOCUMENTED
     # Every namespaced verb a request used is in it (cluster-wide lists go through the ClusterRole).
-    used = {(g, r, v) for g, r, v, ns in _accesses(backend_test_requests) | _accesses(release_requests)
-            if ns is not None}
+    used = {
+        (g, r, v) for g, r, v, ns in _accesses(backend_test_requests) | _accesses(release_requests) if ns is not None
+    }
     unused = sorted((g, r, v) for (g, r), verbs in granted.items() for v in verbs if (g, r, v) not in used)
     print("\ngranted but not exercised by the tests:", unused)
-    beyond = sorted((g, r, v) for g, r, v in used if v not in granted.get((g, r), set()) and
-                    not (g == "flagger.app" and r in ("canaries", "metrictemplates", "alertproviders")))
+    beyond = sorted(
+        (g, r, v)
+        for g, r, v in used
+        if v not in granted.get((g, r), set())
+        and not (g == "flagger.app" and r in ("canaries", "metrictemplates", "alertproviders"))
+    )
     assert beyond == []

@@ -12,6 +12,7 @@ notice) and ``staging`` (the new ``backend`` revision fails 20 % of its requests
 Deployment, HPA, MetricTemplates and AlertProviders are used as they are, except for addresses: webhooks and
 alert hooks point at a local recording HTTP server, the templates at the test Prometheus.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
+from playground import routing
 from playground.cluster.kubernetes import KubernetesCluster
 from playground.controller import Controller, Settings
 from playground.models import Phase
-from playground import routing
 from tests.support.fake_kube import FakeKube
 from tests.support.http_server import RecordingServer
 from tests.support.prometheus import PrometheusProcess, prometheus_available
@@ -65,12 +66,16 @@ def openmetrics(start: int, end: int) -> str:
         for code, share in (("200", 1 - err), ("500", err)):
             if share <= 0:
                 continue
-            labels = (f'reporter="destination",destination_workload_namespace="{ns}",destination_workload="{wl}",'
-                      f'response_code="{code}"')
+            labels = (
+                f'reporter="destination",destination_workload_namespace="{ns}",destination_workload="{wl}",'
+                f'response_code="{code}"'
+            )
             for i, t in enumerate(range(start, end, STEP)):
                 lines.append(f"istio_requests_total{{{labels}}} {rps * share * STEP * (i + 1):.1f} {t}")
-    lines += ["# HELP istio_request_duration_milliseconds Request duration at the destination.",
-              "# TYPE istio_request_duration_milliseconds histogram"]
+    lines += [
+        "# HELP istio_request_duration_milliseconds Request duration at the destination.",
+        "# TYPE istio_request_duration_milliseconds histogram",
+    ]
     for (ns, wl), (rps, _, dist) in RECORDED.items():
         labels = f'reporter="destination",destination_workload_namespace="{ns}",destination_workload="{wl}"'
         per_step = rps * STEP
@@ -78,8 +83,9 @@ def openmetrics(start: int, end: int) -> str:
             n = i + 1
             for le in BUCKETS:
                 below = sum(share for bound, share in dist.items() if bound <= le)
-                lines.append(f'istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} '
-                             f"{per_step * below * n:.1f} {t}")
+                lines.append(
+                    f'istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} {per_step * below * n:.1f} {t}'
+                )
             lines.append(f'istio_request_duration_milliseconds_bucket{{{labels},le="+Inf"}} {per_step * n:.1f} {t}')
             lines.append(f"istio_request_duration_milliseconds_count{{{labels}}} {per_step * n:.1f} {t}")
             lines.append(f"istio_request_duration_milliseconds_sum{{{labels}}} {per_step * n * 20.0:.1f} {t}")
@@ -100,8 +106,12 @@ def prometheus(tmp_path_factory):
     now = int(time.time())
     src = work / "istio.om"
     src.write_text(openmetrics(now - 600, now + 1200))
-    done = subprocess.run([promtool(), "tsdb", "create-blocks-from", "openmetrics", str(src), str(work / "data")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [promtool(), "tsdb", "create-blocks-from", "openmetrics", str(src), str(work / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"promtool backfill failed:\n{done.stdout}\n{done.stderr}"
     with PrometheusProcess(work) as prom:
         prom.wait_for('sum(rate(istio_requests_total{destination_workload_namespace="staging"}[30s]))')
@@ -139,12 +149,23 @@ def seed(kube: FakeKube, namespace: str, prom_url: str, hook_url: str) -> None:
         for obj in _load(rel):
             if kube.object(obj["apiVersion"], obj["kind"], "istio-system", obj["metadata"]["name"]) is None:
                 kube.seed(_with_addresses(obj, prom_url, hook_url, namespace))
-    for rel in ("prod/alerts.yaml", "prod/backend/deployment.yaml", "prod/backend/hpa.yaml",
-                "prod/backend/canary.yaml"):
+    for rel in (
+        "prod/alerts.yaml",
+        "prod/backend/deployment.yaml",
+        "prod/backend/hpa.yaml",
+        "prod/backend/canary.yaml",
+    ):
         for obj in _load(rel):
             kube.seed(_with_addresses(obj, prom_url, hook_url, namespace))
-    kube.seed({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "on-call-slack", "namespace": namespace},
-               "type": "Opaque", "data": {"address": base64.b64encode(f"{hook_url}/slack".encode()).decode()}})
+    kube.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "on-call-slack", "namespace": namespace},
+            "type": "Opaque",
+            "data": {"address": base64.b64encode(f"{hook_url}/slack".encode()).decode()},
+        }
+    )
 
 
 def new_revision(cluster: KubernetesCluster, namespace: str, image: str = NEW_IMAGE) -> None:
@@ -156,9 +177,12 @@ def new_revision(cluster: KubernetesCluster, namespace: str, image: str = NEW_IM
 
 
 def settings(prometheus: PrometheusProcess, hooks: RecordingServer, namespace: str) -> Settings:
-    return Settings(default_prometheus=prometheus.url, interval_override=0.05,
-                    secrets={(namespace, "on-call-slack"): {"address": f"{hooks.url}/slack"}},
-                    env={"PLAYGROUND_ALERT_WEBHOOK_URL": f"{hooks.url}/events"})
+    return Settings(
+        default_prometheus=prometheus.url,
+        interval_override=0.05,
+        secrets={(namespace, "on-call-slack"): {"address": f"{hooks.url}/slack"}},
+        env={"PLAYGROUND_ALERT_WEBHOOK_URL": f"{hooks.url}/events"},
+    )
 
 
 def image_of(kube: FakeKube, namespace: str, name: str) -> str:
@@ -167,12 +191,18 @@ def image_of(kube: FakeKube, namespace: str, name: str) -> str:
 
 
 def kubeconfig_for(kube: FakeKube, path: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-        "users": [{"name": "pipeline", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "pipeline"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                "users": [{"name": "pipeline", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "pipeline"}}],
+            }
+        )
+    )
     return path
 
 
@@ -218,8 +248,9 @@ def test_release_with_good_metrics_is_promoted(prometheus, hooks):
         assert not hooks.requests_to("/slack")  # on-call only gets errors
         # Nothing was deleted and no request failed other than the expected create-then-replace 409s.
         assert not [r for r in kube.requests if r.method == "DELETE"]
-        assert all(r.status < 400 or (r.status == 409 and r.method == "POST") for r in kube.requests), \
-            [r for r in kube.requests if r.status >= 400]
+        assert all(r.status < 400 or (r.status == 409 and r.method == "POST") for r in kube.requests), [
+            r for r in kube.requests if r.status >= 400
+        ]
         api.close()
 
 
@@ -324,12 +355,17 @@ def test_measure_one_release_run(prometheus, hooks, tmp_path):
         new_revision(cluster, "prod")
         api.close()
         kube.clear_requests()
-        env = {**os.environ, "PLAYGROUND_BACKEND": "kubernetes",
-               "KUBECONFIG": str(kubeconfig_for(kube, tmp_path / "kubeconfig")),
-               "PLAYGROUND_ALERT_WEBHOOK_URL": f"{hooks.url}/events", "DAGSTER_HOME": str(tmp_path)}
+        env = {
+            **os.environ,
+            "PLAYGROUND_BACKEND": "kubernetes",
+            "KUBECONFIG": str(kubeconfig_for(kube, tmp_path / "kubeconfig")),
+            "PLAYGROUND_ALERT_WEBHOOK_URL": f"{hooks.url}/events",
+            "DAGSTER_HOME": str(tmp_path),
+        }
         env.pop("PLAYGROUND_CONTEXT", None)
-        done = subprocess.run([sys.executable, "-c", RUN_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         assert figures["success"], done.stderr[-3000:]
@@ -339,8 +375,12 @@ def test_measure_one_release_run(prometheus, hooks, tmp_path):
         by_verb: dict[str, int] = {}
         for r in reqs:
             by_verb[r.method] = by_verb.get(r.method, 0) + 1
-        figures.update(ticks=ticks, api_calls=len(reqs), api_calls_per_tick=round(len(reqs) / ticks, 1),
-                       api_calls_by_method=by_verb)
+        figures.update(
+            ticks=ticks,
+            api_calls=len(reqs),
+            api_calls_per_tick=round(len(reqs) / ticks, 1),
+            api_calls_by_method=by_verb,
+        )
         print("\nMEASURED " + json.dumps(figures))
         (tmp_path / "figures.json").write_text(json.dumps(figures))
         assert 50 < figures["peak_rss_mb"] < 2000

@@ -3,6 +3,7 @@
 Golden files under tests/data/k8s/ hold the objects the bootstrap and a weight change must produce; they are
 compared, never rewritten, unless UPDATE_GOLDEN=1 is set.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,12 +65,14 @@ def _seed(kube: FakeKube, manifests: dict[str, dict[str, Any]]) -> tuple[Canary,
     return Canary.model_validate({k: v for k, v in canary_obj.items() if k != "status"}), target, hpa
 
 
-def _bootstrap(cluster: KubernetesCluster, canary: Canary, target: dict, hpa: dict | None,
-               configs: list[dict] = ()) -> list[dict]:
+def _bootstrap(
+    cluster: KubernetesCluster, canary: Canary, target: dict, hpa: dict | None, configs: list[dict] = ()
+) -> list[dict]:
     # The controller's replica rule: max(target replicas, HPA minReplicas).
     replicas = max(target["spec"].get("replicas") or 1, (hpa or {}).get("spec", {}).get("minReplicas", 1))
-    return [cluster.apply(o) for o in routing.bootstrap_objects(canary, target, hpa=hpa, configs=configs,
-                                                                replicas=replicas)]
+    return [
+        cluster.apply(o) for o in routing.bootstrap_objects(canary, target, hpa=hpa, configs=configs, replicas=replicas)
+    ]
 
 
 def _normalized(objs: list[dict]) -> list[dict]:
@@ -110,17 +113,27 @@ def test_bootstrap_creates_exactly_the_golden_objects(kube: FakeKube, cluster: K
 
     created = [o for o in kube.objects("prod") if _key(o) not in seeded]
     assert sorted((o["kind"], o["metadata"]["name"]) for o in created) == [
-        ("Deployment", "backend-primary"), ("DestinationRule", "backend-canary"),
-        ("DestinationRule", "backend-primary"), ("HorizontalPodAutoscaler", "backend-primary"),
-        ("Service", "backend"), ("Service", "backend-canary"), ("Service", "backend-primary"),
+        ("Deployment", "backend-primary"),
+        ("DestinationRule", "backend-canary"),
+        ("DestinationRule", "backend-primary"),
+        ("HorizontalPodAutoscaler", "backend-primary"),
+        ("Service", "backend"),
+        ("Service", "backend-canary"),
+        ("Service", "backend-primary"),
         ("VirtualService", "backend"),
     ]
     # Every generated object is owned by the Canary as stored in the cluster (uid filled in by the backend).
     canary_uid = kube.object("flagger.app/v1beta1", "Canary", "prod", "backend")["metadata"]["uid"]
     for obj in created:
         (ref,) = obj["metadata"]["ownerReferences"]
-        assert ref == {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "backend", "uid": canary_uid,
-                       "controller": True, "blockOwnerDeletion": True}
+        assert ref == {
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "name": "backend",
+            "uid": canary_uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     _check_golden("bootstrap-backend.yaml", created)
 
     # Nothing else was written: one read of the Canary (for the owner uid), then one create per object.
@@ -201,8 +214,12 @@ def test_promotion_replaces_primary_with_canary_spec_and_copies_configs(kube, cl
     dep = copy.deepcopy(manifests["deployment"])
     dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "backend-env"}}]
     manifests = {**manifests, "deployment": dep}
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "backend-env", "namespace": "prod"},
-              "data": {"PODINFO_UI_MESSAGE": "v1"}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "backend-env", "namespace": "prod"},
+        "data": {"PODINFO_UI_MESSAGE": "v1"},
+    }
     canary, target, hpa = _seed(kube, manifests)
     configs = [kube.seed(config)]
     _bootstrap(cluster, canary, target, hpa, configs)
@@ -238,8 +255,11 @@ def test_promotion_replaces_primary_with_canary_spec_and_copies_configs(kube, cl
     assert copied["data"] == {"PODINFO_UI_MESSAGE": "v2"}
     # Each object: create (409 AlreadyExists), read, replace with the read resourceVersion; nothing deleted.
     puts = [r.path for r in kube.requests if r.method == "PUT"]
-    assert puts == ["/api/v1/namespaces/prod/configmaps/backend-env-primary", f"{DEPLOY_PATH}/backend-primary",
-                    "/apis/autoscaling/v2/namespaces/prod/horizontalpodautoscalers/backend-primary"]
+    assert puts == [
+        "/api/v1/namespaces/prod/configmaps/backend-env-primary",
+        f"{DEPLOY_PATH}/backend-primary",
+        "/apis/autoscaling/v2/namespaces/prod/horizontalpodautoscalers/backend-primary",
+    ]
     assert not [r for r in kube.requests if r.method in ("DELETE", "PATCH")]
     assert all(r.method == "POST" for r in kube.requests if r.status == 409)
 
@@ -256,7 +276,12 @@ def test_conflict_on_replace_is_retried(kube, cluster, manifests):
     cluster.apply(routing.virtual_service(canary, 80, 20))
 
     assert [(r.method, r.status) for r in kube.requests] == [
-        ("POST", 409), ("GET", 200), ("PUT", 409), ("GET", 200), ("PUT", 200)]
+        ("POST", 409),
+        ("GET", 200),
+        ("PUT", 409),
+        ("GET", 200),
+        ("PUT", 200),
+    ]
     vs = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
     assert routing.routes_of(canary, vs) == (80, 20, False)
 
@@ -265,8 +290,11 @@ def test_genuinely_stale_resource_version_is_reread(kube, cluster, manifests):
     canary, target, hpa = _seed(kube, manifests)
     _bootstrap(cluster, canary, target, hpa)
     # Another writer changes the VirtualService right after our read: our PUT carries a stale resourceVersion.
-    kube.after(f"{VS_PATH}/backend", lambda k: k.touch("networking.istio.io/v1beta1", "VirtualService", "prod",
-                                                        "backend"), method="GET")
+    kube.after(
+        f"{VS_PATH}/backend",
+        lambda k: k.touch("networking.istio.io/v1beta1", "VirtualService", "prod", "backend"),
+        method="GET",
+    )
     kube.clear_requests()
 
     cluster.apply(routing.virtual_service(canary, 70, 30))
@@ -345,7 +373,7 @@ def test_invalid_object_gives_a_clear_error(kube, cluster, manifests):
     bad_name["metadata"]["name"] = "Backend_Primary"
     with pytest.raises(ClusterError) as err:
         cluster.apply(bad_name)
-    assert "metadata.name: Invalid value: \"Backend_Primary\"" in str(err.value)
+    assert 'metadata.name: Invalid value: "Backend_Primary"' in str(err.value)
     assert kube.object("apps/v1", "Deployment", "prod", "broken") is None
 
 
@@ -372,19 +400,29 @@ def test_owner_uid_follows_a_recreated_canary(kube, cluster, manifests):
 def test_canary_status_round_trip_through_the_status_subresource(kube, cluster, manifests):
     _seed(kube, manifests)
     assert cluster.get_canary_status("prod", "backend") is None
-    status = CanaryStatus(phase=Phase.Progressing, canaryWeight=10, failedChecks=1, iterations=0,
-                          lastAppliedSpec="abc", lastTransitionTime="2026-01-01T00:00:00Z",
-                          playgroundState={"routes": [90, 10, False]})
+    status = CanaryStatus(
+        phase=Phase.Progressing,
+        canaryWeight=10,
+        failedChecks=1,
+        iterations=0,
+        lastAppliedSpec="abc",
+        lastTransitionTime="2026-01-01T00:00:00Z",
+        playgroundState={"routes": [90, 10, False]},
+    )
     # A concurrent writer (e.g. `kubectl annotate`) bumps the resourceVersion right after our read.
-    kube.after(f"{CANARY_PATH}/status", lambda k: k.touch("flagger.app/v1beta1", "Canary", "prod", "backend"),
-               method="GET")
+    kube.after(
+        f"{CANARY_PATH}/status", lambda k: k.touch("flagger.app/v1beta1", "Canary", "prod", "backend"), method="GET"
+    )
     kube.clear_requests()
 
     cluster.set_canary_status("prod", "backend", status)
 
     assert [(r.method, r.path, r.status) for r in kube.requests] == [
-        ("GET", f"{CANARY_PATH}/status", 200), ("PUT", f"{CANARY_PATH}/status", 409),
-        ("GET", f"{CANARY_PATH}/status", 200), ("PUT", f"{CANARY_PATH}/status", 200)]
+        ("GET", f"{CANARY_PATH}/status", 200),
+        ("PUT", f"{CANARY_PATH}/status", 409),
+        ("GET", f"{CANARY_PATH}/status", 200),
+        ("PUT", f"{CANARY_PATH}/status", 200),
+    ]
     stored = kube.object("flagger.app/v1beta1", "Canary", "prod", "backend")
     assert stored["status"]["phase"] == "Progressing" and stored["metadata"]["generation"] == 1
     back = cluster.get_canary_status("prod", "backend")
@@ -412,8 +450,9 @@ def test_workload_status_follows_flagger_readiness_rules(kube, cluster, manifest
     ws = cluster.workload_status("prod", "backend-primary")
     assert not ws.is_ready() and "observed deployment generation less than desired generation" in ws.message
 
-    kube.set_deployment_status("prod", "backend-primary", updated=1, available=1,
-                               unavailable_since="2026-01-01T00:00:00Z")
+    kube.set_deployment_status(
+        "prod", "backend-primary", updated=1, available=1, unavailable_since="2026-01-01T00:00:00Z"
+    )
     ws = cluster.workload_status("prod", "backend-primary")
     assert not ws.is_ready() and "1 out of 2 new replicas have been updated" in ws.message
     assert ws.unavailable_since == 1767225600.0
@@ -444,8 +483,10 @@ def test_list_fills_in_kind_and_spans_namespaces(kube, cluster, manifests):
     other["metadata"]["namespace"] = "staging"
     kube.seed(other)
     deps = cluster.list("apps/v1", "Deployment")
-    assert [(d["kind"], d["metadata"]["namespace"]) for d in deps] == [("Deployment", "prod"),
-                                                                       ("Deployment", "staging")]
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in deps] == [
+        ("Deployment", "prod"),
+        ("Deployment", "staging"),
+    ]
     assert [d["metadata"]["name"] for d in cluster.list("apps/v1", "Deployment", "staging")] == ["backend"]
     assert [c["kind"] for c in cluster.list("flagger.app/v1beta1", "Canary")] == ["Canary"]
     assert cluster.resolve_url("http://backend-canary.prod:9898/") == "http://backend-canary.prod:9898/"
@@ -473,12 +514,18 @@ def test_unreachable_api_server_is_a_clear_error():
 
 def test_kubeconfig_and_context(kube, tmp_path):
     cfg = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "other",
-        "clusters": [{"name": "fake", "cluster": {"server": kube.url}},
-                     {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "other",
+        "clusters": [
+            {"name": "fake", "cluster": {"server": kube.url}},
+            {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}},
+        ],
         "users": [{"name": "ci", "user": {"token": "t0ken"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "ci"}},
-                     {"name": "other", "context": {"cluster": "nowhere", "user": "ci"}}],
+        "contexts": [
+            {"name": "fake", "context": {"cluster": "fake", "user": "ci"}},
+            {"name": "other", "context": {"cluster": "nowhere", "user": "ci"}},
+        ],
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(cfg))
@@ -512,11 +559,21 @@ def test_fake_speaks_the_api_servers_protocol(kube):
         with pytest.raises(ApiException) as err:
             core.read_namespaced_service("missing", "prod")
         assert json.loads(err.value.body) == {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": 'services "missing" not found', "reason": "NotFound",
-            "details": {"name": "missing", "group": "", "kind": "services"}, "code": 404}
-        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-               "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}}
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": 'services "missing" not found',
+            "reason": "NotFound",
+            "details": {"name": "missing", "group": "", "kind": "services"},
+            "code": 404,
+        }
+        svc = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}},
+        }
         core.create_namespaced_service("prod", svc)
         with pytest.raises(ApiException) as err:
             core.create_namespaced_service("prod", svc)
@@ -527,29 +584,45 @@ def test_fake_speaks_the_api_servers_protocol(kube):
         with pytest.raises(ApiException) as err:
             core.create_namespaced_service("prod", {**svc, "apiVersion": "apps/v1"})
         assert err.value.status == 400 and "does not match the expected API version" in err.value.body
-        raw = urllib.request.Request(f"{kube.url}/api/v1/namespaces/prod/services", data=b"name: web",
-                                     headers={"Content-Type": "text/plain"}, method="POST")
+        raw = urllib.request.Request(
+            f"{kube.url}/api/v1/namespaces/prod/services",
+            data=b"name: web",
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
         with pytest.raises(urllib.error.HTTPError) as http_err:
             urllib.request.urlopen(raw, timeout=5)
         assert http_err.value.code == 415 and json.loads(http_err.value.read())["reason"] == "UnsupportedMediaType"
         # JSON patch and (for built-in kinds) strategic merge patch.
         core.patch_namespaced_service("web", "prod", [{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}])
-        core.patch_namespaced_service("web", "prod", {"metadata": {"labels": {"c": "d"}}},
-                                      _content_type="application/strategic-merge-patch+json")
+        core.patch_namespaced_service(
+            "web", "prod", {"metadata": {"labels": {"c": "d"}}}, _content_type="application/strategic-merge-patch+json"
+        )
         listed = json.loads(core.list_namespaced_service("prod", _preload_content=False).data)
         assert listed["kind"] == "ServiceList" and "kind" not in listed["items"][0]
         assert listed["items"][0]["metadata"]["labels"] == {"a": "b", "c": "d"}
         # Custom resources: no strategic merge patch (415), merge patch works, list items keep their kind.
-        vs = {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "web"},
-              "spec": {"hosts": ["web"]}}
+        vs = {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {"name": "web"},
+            "spec": {"hosts": ["web"]},
+        }
         custom.create_namespaced_custom_object("networking.istio.io", "v1beta1", "prod", "virtualservices", vs)
         with pytest.raises(ApiException) as err:
-            custom.patch_namespaced_custom_object("networking.istio.io", "v1beta1", "prod", "virtualservices", "web",
-                                                  {"spec": {"hosts": ["x"]}},
-                                                  _content_type="application/strategic-merge-patch+json")
+            custom.patch_namespaced_custom_object(
+                "networking.istio.io",
+                "v1beta1",
+                "prod",
+                "virtualservices",
+                "web",
+                {"spec": {"hosts": ["x"]}},
+                _content_type="application/strategic-merge-patch+json",
+            )
         assert err.value.status == 415
-        custom.patch_namespaced_custom_object("networking.istio.io", "v1beta1", "prod", "virtualservices", "web",
-                                              {"spec": {"gateways": ["mesh"]}})  # merge patch by default
+        custom.patch_namespaced_custom_object(
+            "networking.istio.io", "v1beta1", "prod", "virtualservices", "web", {"spec": {"gateways": ["mesh"]}}
+        )  # merge patch by default
         got = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "web")
         assert got["spec"] == {"hosts": ["web"], "gateways": ["mesh"]} and got["metadata"]["generation"] == 2
         items = custom.list_namespaced_custom_object("networking.istio.io", "v1beta1", "prod", "virtualservices")

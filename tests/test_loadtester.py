@@ -1,4 +1,5 @@
 """The Flagger-compatible load tester: real processes, real commands (bash, curl, hey)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,19 @@ from tests.support.forward_proxy import ForwardProxy
 from tests.support.procs import free_port, start_process, stop_process, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
-NO_PROXY_ENV = {k: "" for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
-                                "all_proxy", "PODINFO_ERROR_RATE", "PODINFO_EXTRA_LATENCY_MS")}
+NO_PROXY_ENV = {
+    k: ""
+    for k in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "PODINFO_ERROR_RATE",
+        "PODINFO_EXTRA_LATENCY_MS",
+    )
+}
 
 
 def write_allowlist(path: Path, commands: list[str]) -> None:
@@ -31,17 +43,28 @@ def write_allowlist(path: Path, commands: list[str]) -> None:
 
 def start_loadtester(tmp_path: Path, allowlist: Path, *flags: str, env: dict[str, str] | None = None):
     port = free_port()
-    proc = start_process([sys.executable, "-m", "playground.local.loadtester", f"-port={port}",
-                          f"--allowlist={allowlist}", "-log-level=info", *flags],
-                         log_path=tmp_path / f"loadtester-{port}.log", env={**NO_PROXY_ENV, **(env or {})},
-                         cwd=REPO)
+    proc = start_process(
+        [
+            sys.executable,
+            "-m",
+            "playground.local.loadtester",
+            f"-port={port}",
+            f"--allowlist={allowlist}",
+            "-log-level=info",
+            *flags,
+        ],
+        log_path=tmp_path / f"loadtester-{port}.log",
+        env={**NO_PROXY_ENV, **(env or {})},
+        cwd=REPO,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/healthz", proc=proc, timeout=10)
     return proc, url
 
 
-def hook(cmd: str | None, *, type_: str | None = None, name: str = "podinfo", namespace: str = "test",
-         **extra: str) -> dict:
+def hook(
+    cmd: str | None, *, type_: str | None = None, name: str = "podinfo", namespace: str = "test", **extra: str
+) -> dict:
     metadata = {**({"cmd": cmd} if cmd is not None else {}), **({"type": type_} if type_ else {}), **extra}
     return {"name": name, "namespace": namespace, "phase": "Progressing", "checksum": "abc", "metadata": metadata}
 
@@ -51,8 +74,12 @@ def env(tmp_path_factory):
     """A podinfo replica plus a load tester whose allowlist the tests rewrite."""
     tmp = tmp_path_factory.mktemp("loadtester")
     pport = free_port()
-    podinfo = start_process([sys.executable, "-m", "playground.local.podinfo", f"--port={pport}"],
-                            log_path=tmp / "podinfo.log", env=NO_PROXY_ENV, cwd=REPO)
+    podinfo = start_process(
+        [sys.executable, "-m", "playground.local.podinfo", f"--port={pport}"],
+        log_path=tmp / "podinfo.log",
+        env=NO_PROXY_ENV,
+        cwd=REPO,
+    )
     allowlist = tmp / "allowlist.json"
     write_allowlist(allowlist, [])
     lt = None
@@ -81,8 +108,21 @@ def allow(env, *commands: str) -> None:
 def test_shell_syntax_detection():
     assert not needs_shell("hey -z 1m -q 10 -c 2 http://backend-canary.prod:9898/")
     assert command_argv("curl -sd 'test' http://x/token") == ["curl", "-sd", "test", "http://x/token"]
-    for cmd in ("curl -sd 'test' http://x/token | grep token", "a && b", "a; b", "echo $HOME", "cat < f",
-                "echo hi > f", "ls *.py", "FOO=1 env", "echo `id`", "echo \"$X\"", "(a)", "a\nb", "echo 'oops"):
+    for cmd in (
+        "curl -sd 'test' http://x/token | grep token",
+        "a && b",
+        "a; b",
+        "echo $HOME",
+        "cat < f",
+        "echo hi > f",
+        "ls *.py",
+        "FOO=1 env",
+        "echo `id`",
+        'echo "$X"',
+        "(a)",
+        "a\nb",
+        "echo 'oops",
+    ):
         assert needs_shell(cmd), cmd
         assert command_argv(cmd) == ["bash", "-c", cmd]
     assert parse_duration("1h") == 3600 and parse_duration("1m30s") == 90 and parse_duration("500ms") == 0.5
@@ -228,8 +268,9 @@ def test_children_use_the_mesh_proxy_and_die_on_sigterm(env, tmp_path, client):
     via_proxy = "curl -sf http://backend-canary.prod:9898/version | grep version"
     hey = "hey -n 3 -c 1 http://backend-canary.prod:9898/"
     write_allowlist(allowlist, [via_proxy, hey, "sleep 41.5"])
-    proc, url = start_loadtester(tmp_path, allowlist, env={"http_proxy": proxy.url, "HTTP_PROXY": proxy.url,
-                                                          "NO_PROXY": "127.0.0.1,localhost"})
+    proc, url = start_loadtester(
+        tmp_path, allowlist, env={"http_proxy": proxy.url, "HTTP_PROXY": proxy.url, "NO_PROXY": "127.0.0.1,localhost"}
+    )
     try:
         r = client.post(url + "/", json=hook(via_proxy, type_="bash"))
         assert r.status_code == 200 and '"version"' in r.text
@@ -260,8 +301,9 @@ def _wait(predicate, timeout: float = 5.0, interval: float = 0.05) -> None:
 
 def _root_requests(client: httpx.Client, podinfo: str) -> int:
     text = client.get(podinfo + "/metrics").text
-    return sum(int(float(m)) for m in re.findall(r'http_requests_total\{method="GET",path="root",status="\d+"\} (\S+)',
-                                                 text))
+    return sum(
+        int(float(m)) for m in re.findall(r'http_requests_total\{method="GET",path="root",status="\d+"\} (\S+)', text)
+    )
 
 
 def _pids_running(cmdline: str) -> list[int]:

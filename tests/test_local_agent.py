@@ -1,4 +1,5 @@
 """The node agent with real replica processes (podinfo from the image catalog)."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -23,20 +24,28 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _deployment(name: str, replicas: int = 2, image: str = "ghcr.io/stefanprodan/podinfo:6.7.0", env=None,
-                env_from=None, **spec) -> dict:
+def _deployment(
+    name: str, replicas: int = 2, image: str = "ghcr.io/stefanprodan/podinfo:6.7.0", env=None, env_from=None, **spec
+) -> dict:
     container = {
-        "name": name, "image": image, "command": ["./podinfo", "--port=9898"],
+        "name": name,
+        "image": image,
+        "command": ["./podinfo", "--port=9898"],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9898}, "periodSeconds": 5},
         "env": env or [],
     }
     if env_from:
         container["envFrom"] = env_from
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "namespace": "test"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}, **spec},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+            **spec,
+        },
     }
 
 
@@ -60,7 +69,9 @@ class AgentEnv:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "playground.local.agent", "--home", str(self.home.root)],
-            stdout=open(self.home.root / "agent.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(self.home.root / "agent.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             cwd=ROOT,
         )
 
@@ -106,14 +117,32 @@ def _get_json(port: int, path: str):
 
 def test_replicas_become_ready_and_crashed_replica_is_restarted(agent: AgentEnv) -> None:
     c = agent.cluster
-    c.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "test"},
-             "data": {"PODINFO_UI_MESSAGE": "hello"}})
-    c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": "test"},
-             "data": {"token": base64.b64encode(b"s3cret").decode()}})
-    c.apply(_deployment("web", env=[
-        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
-        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-    ], env_from=[{"configMapRef": {"name": "cfg"}}]))
+    c.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cfg", "namespace": "test"},
+            "data": {"PODINFO_UI_MESSAGE": "hello"},
+        }
+    )
+    c.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "sec", "namespace": "test"},
+            "data": {"token": base64.b64encode(b"s3cret").decode()},
+        }
+    )
+    c.apply(
+        _deployment(
+            "web",
+            env=[
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            env_from=[{"configMapRef": {"name": "cfg"}}],
+        )
+    )
     _wait(lambda: c.workload_status("test", "web").is_ready(), 20, "2 ready replicas\n" + agent.log())
     ws = c.workload_status("test", "web")
     assert (ws.desired, ws.updated, ws.ready, ws.available) == (2, 2, 2, 2)
@@ -168,18 +197,31 @@ def test_rolling_replacement_keeps_ready_endpoints_and_scale_to_zero(agent: Agen
 
 def test_unknown_image_is_a_clear_error_in_status(agent: AgentEnv) -> None:
     c = agent.cluster
-    c.apply(_deployment("mystery", replicas=1, image="registry.example.com/acme/mystery:1.0", progressDeadlineSeconds=2))
-    ws = _wait(lambda: (lambda w: w if "no local program" in w.message else None)(c.workload_status("test", "mystery")),
-               10, "the unknown image error")
+    c.apply(
+        _deployment("mystery", replicas=1, image="registry.example.com/acme/mystery:1.0", progressDeadlineSeconds=2)
+    )
+    ws = _wait(
+        lambda: (lambda w: w if "no local program" in w.message else None)(c.workload_status("test", "mystery")),
+        10,
+        "the unknown image error",
+    )
     assert "acme/mystery" in ws.message and not ws.is_ready()
-    out = subprocess.run([sys.executable, "-m", "playground.cli", "status", "--home", str(agent.home.root)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "playground.cli", "status", "--home", str(agent.home.root)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("test/mystery"))
     assert "0/1" in line and "registry.example.com/acme/mystery:1.0" in line
     assert "no local program is registered for image" in line
-    ws = _wait(lambda: (lambda w: w if w.deadline_exceeded else None)(c.workload_status("test", "mystery")), 5,
-               "the progress deadline")
+    ws = _wait(
+        lambda: (lambda w: w if w.deadline_exceeded else None)(c.workload_status("test", "mystery")),
+        5,
+        "the progress deadline",
+    )
     assert "progress deadline" in ws.message and "no local program" in ws.message
 
 

@@ -1,5 +1,6 @@
 """`playground up` / `status` / `down` with the real components (Envoy, Prometheus, docker-registry, the node
 agent and the workloads of the manifests), on free ports in a temporary PLAYGROUND_HOME."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, home: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PLAYGROUND_HOME"}
-    return subprocess.run([sys.executable, "-m", "playground.cli", *args, "--home", str(home)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "playground.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _port_open(port: int) -> bool:
@@ -52,8 +59,13 @@ def _recorded_pids(home: Path) -> list[tuple[int, int | None]]:
 @pytest.fixture(scope="module")
 def env_up(tmp_path_factory):
     home = tmp_path_factory.mktemp("pg") / "home"
-    ports = {"gateway": free_port(), "mesh": free_port(), "envoy-admin": free_port(), "prometheus": free_port(),
-             "registry": free_port()}
+    ports = {
+        "gateway": free_port(),
+        "mesh": free_port(),
+        "envoy-admin": free_port(),
+        "prometheus": free_port(),
+        "registry": free_port(),
+    }
     args = [f"--{k}-port={v}" for k, v in ports.items()]
     seen: list[tuple[int, int | None]] = []
     try:
@@ -89,8 +101,9 @@ def test_up_starts_everything_and_prints_addresses(env_up) -> None:
     # the GitOps origin holds the manifests; the loadtester answers through the mesh proxy by its Service name
     assert gitorigin.head_sha(home / "git" / "gitops.git") is not None
     proxy = urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{ports['mesh']}"})
-    req = urllib.request.Request("http://flagger-loadtester.prod/", method="POST",
-                                 data=json.dumps({"metadata": {"cmd": "rm -rf /"}}).encode())
+    req = urllib.request.Request(
+        "http://flagger-loadtester.prod/", method="POST", data=json.dumps({"metadata": {"cmd": "rm -rf /"}}).encode()
+    )
     try:
         urllib.request.build_opener(proxy).open(req, timeout=5)
         status = 200

@@ -5,6 +5,7 @@ identity), Flagger-style Services ``backend``/``backend-primary``/``backend-cana
 Envoy runs the rendered configuration and each test applies its own VirtualService, waiting until Envoy's
 admin reports the new route versions. Prometheus scrapes Envoy every second with the Istio relabelling.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,13 +37,16 @@ SUCCESS_RATE = (
 P99 = (
     'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",'
     'destination_workload_namespace="{{ namespace }}",destination_workload=~"{{ target }}"}[{{ interval }}])) '
-    'by (le))'
+    "by (le))"
 )
 
 
 def istio_query(template: str, *, namespace: str, target: str, interval: str) -> str:
-    return (template.replace("{{ namespace }}", namespace).replace("{{ target }}", target)
-            .replace("{{ interval }}", interval))
+    return (
+        template.replace("{{ namespace }}", namespace)
+        .replace("{{ target }}", target)
+        .replace("{{ interval }}", interval)
+    )
 
 
 # ------------------------------------------------------------------------------------------ backends
@@ -101,33 +105,57 @@ class Backend:
 
 
 def service(name: str, port: int = 9898) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": "http"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+    }
 
 
 BASE_OBJECTS = [
-    service("backend"), service("backend-primary"), service("backend-canary"),
-    {"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
-     "metadata": {"name": "public-gateway", "namespace": "istio-system"},
-     "spec": {"selector": {"istio": "ingressgateway"},
-              "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
-    {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-     "metadata": {"name": "backend-canary", "namespace": NS},
-     "spec": {"host": "backend-canary", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}},
+    service("backend"),
+    service("backend-primary"),
+    service("backend-canary"),
+    {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Gateway",
+        "metadata": {"name": "public-gateway", "namespace": "istio-system"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+        },
+    },
+    {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "backend-canary", "namespace": NS},
+        "spec": {"host": "backend-canary", "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+    },
 ]
 
 
 def virtual_service(http: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": "backend", "namespace": NS},
-            "spec": {"hosts": ["backend", HOST], "gateways": [GATEWAY, "mesh"], "http": http}}
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "backend", "namespace": NS},
+        "spec": {"hosts": ["backend", HOST], "gateways": [GATEWAY, "mesh"], "http": http},
+    }
 
 
 def weighted(primary: int, canary: int, **extra: Any) -> dict[str, Any]:
-    return virtual_service([{**extra, "route": [
-        {"destination": {"host": "backend-primary"}, "weight": primary},
-        {"destination": {"host": "backend-canary"}, "weight": canary},
-    ]}])
+    return virtual_service(
+        [
+            {
+                **extra,
+                "route": [
+                    {"destination": {"host": "backend-primary"}, "weight": primary},
+                    {"destination": {"host": "backend-canary"}, "weight": canary},
+                ],
+            }
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------------ the mesh
@@ -152,10 +180,15 @@ class LocalMesh:
         self.http = httpx.Client(trust_env=False, timeout=5)
 
     def render(self, vs: dict[str, Any]) -> envoy.EnvoyConfig:
-        return envoy.render(BASE_OBJECTS + [vs], self.endpoints, gateway_port=self.gateway_port,
-                            mesh_port=self.mesh_port, admin_port=self.admin_port,
-                            extra_upstreams={"prometheus.istio-system:9090": ("127.0.0.1", self.prom_port)},
-                            access_log_path=str(self.workdir / "access.log"))
+        return envoy.render(
+            BASE_OBJECTS + [vs],
+            self.endpoints,
+            gateway_port=self.gateway_port,
+            mesh_port=self.mesh_port,
+            admin_port=self.admin_port,
+            extra_upstreams={"prometheus.istio-system:9090": ("127.0.0.1", self.prom_port)},
+            access_log_path=str(self.workdir / "access.log"),
+        )
 
     def apply(self, vs: dict[str, Any]) -> float:
         """Write the routes of ``vs`` and wait until Envoy serves them; return the seconds that took."""
@@ -173,12 +206,20 @@ class LocalMesh:
         prom_dir = self.workdir / "prometheus"
         prom_dir.mkdir(parents=True, exist_ok=True)
         prom_cfg = prom_dir / "prometheus.yml"
-        prom_cfg.write_text(yaml.safe_dump(prometheus.render_config(
-            envoy_admin=f"127.0.0.1:{self.admin_port}", workload_targets=None, file_sd_path=None)))
-        self.prom_proc = procs.start_process(prometheus.prometheus_args(prom_cfg, prom_dir / "data", self.prom_port),
-                                             log_path=self.workdir / "prometheus.log")
-        procs.wait_for_http(f"http://127.0.0.1:{self.admin_port}/ready", proc=self.envoy_proc,
-                            ok=lambda s, _b: s == 200)
+        prom_cfg.write_text(
+            yaml.safe_dump(
+                prometheus.render_config(
+                    envoy_admin=f"127.0.0.1:{self.admin_port}", workload_targets=None, file_sd_path=None
+                )
+            )
+        )
+        self.prom_proc = procs.start_process(
+            prometheus.prometheus_args(prom_cfg, prom_dir / "data", self.prom_port),
+            log_path=self.workdir / "prometheus.log",
+        )
+        procs.wait_for_http(
+            f"http://127.0.0.1:{self.admin_port}/ready", proc=self.envoy_proc, ok=lambda s, _b: s == 200
+        )
         envoy.wait_until_applied(cfg, self.admin_port)
         procs.wait_for_http(f"{self.prom_url}/-/ready", proc=self.prom_proc, ok=lambda s, _b: s == 200, timeout=30)
 
@@ -239,13 +280,23 @@ def test_weighted_split_90_10(fresh: LocalMesh) -> None:
 
 
 def test_ab_routes_cookie_and_user_agent_to_canary(fresh: LocalMesh) -> None:
-    fresh.apply(virtual_service([
-        {"match": [{"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
-                   {"headers": {"user-agent": {"regex": ".*Firefox.*"}}}],
-         "route": [{"destination": {"host": "backend-primary"}, "weight": 0},
-                   {"destination": {"host": "backend-canary"}, "weight": 100}]},
-        {"route": [{"destination": {"host": "backend-primary"}, "weight": 0}]},  # Flagger's default route
-    ]))
+    fresh.apply(
+        virtual_service(
+            [
+                {
+                    "match": [
+                        {"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
+                        {"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+                    ],
+                    "route": [
+                        {"destination": {"host": "backend-primary"}, "weight": 0},
+                        {"destination": {"host": "backend-canary"}, "weight": 100},
+                    ],
+                },
+                {"route": [{"destination": {"host": "backend-primary"}, "weight": 0}]},  # Flagger's default route
+            ]
+        )
+    )
     for _ in range(20):
         assert fresh.get(cookie="type=insider; theme=dark").headers["x-backend"] == "canary"
         assert fresh.get(cookie="theme=dark;type=insider").headers["x-backend"] == "canary"
@@ -271,8 +322,11 @@ def test_mirror_copies_to_canary_answers_from_primary(fresh: LocalMesh) -> None:
 def test_mesh_listener_is_a_forward_proxy(fresh: LocalMesh) -> None:
     fresh.apply(weighted(100, 0))
     with httpx.Client(proxy=f"http://127.0.0.1:{fresh.mesh_port}", trust_env=False, timeout=5) as client:
-        for url in ("http://backend-canary.prod:9898/x", "http://backend-canary.prod.svc.cluster.local:9898/",
-                    "http://backend-canary:9898/"):
+        for url in (
+            "http://backend-canary.prod:9898/x",
+            "http://backend-canary.prod.svc.cluster.local:9898/",
+            "http://backend-canary:9898/",
+        ):
             resp = client.get(url)
             assert resp.status_code == 200 and resp.headers["x-backend"] == "canary", url
         # the apex Service follows the mesh VirtualService (100% primary)
@@ -288,8 +342,7 @@ def test_mesh_listener_is_a_forward_proxy(fresh: LocalMesh) -> None:
 
 
 def test_weight_changes_under_load_lose_no_request(fresh: LocalMesh) -> None:
-    load = procs.start_hey(fresh.gateway_url, duration=8, concurrency=10, rate_per_worker=20,
-                           extra=["-host", HOST])
+    load = procs.start_hey(fresh.gateway_url, duration=8, concurrency=10, rate_per_worker=20, extra=["-host", HOST])
     try:
         time.sleep(0.5)
         for step in range(20):
@@ -306,16 +359,14 @@ def test_weight_changes_under_load_lose_no_request(fresh: LocalMesh) -> None:
 def test_istio_queries_on_prometheus(fresh: LocalMesh) -> None:
     fresh.canary.error_every = 20  # exactly 5% of the canary's answers are 500
     fresh.apply(weighted(50, 50))
-    load = procs.start_hey(fresh.gateway_url, duration=14, concurrency=10, rate_per_worker=20,
-                           extra=["-host", HOST])
+    load = procs.start_hey(fresh.gateway_url, duration=14, concurrency=10, rate_per_worker=20, extra=["-host", HOST])
     try:
         time.sleep(9)  # the 6s query window then only holds requests of this load
         interval = "6s"
         deadline = time.monotonic() + 10
         while True:
             canary = fresh.query(istio_query(SUCCESS_RATE, namespace=NS, target="backend", interval=interval))
-            primary = fresh.query(istio_query(SUCCESS_RATE, namespace=NS, target="backend-primary",
-                                              interval=interval))
+            primary = fresh.query(istio_query(SUCCESS_RATE, namespace=NS, target="backend-primary", interval=interval))
             p99 = fresh.query(istio_query(P99, namespace=NS, target="backend", interval=interval))
             if (canary and primary and p99) or time.monotonic() > deadline:
                 break

@@ -1,4 +1,5 @@
 """The local object store (SQLite) and LocalCluster over it, without the node agent."""
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,19 @@ from playground.local.store import Home, Store, WorkloadRow
 from playground.models import Canary, CanaryStatus, Phase
 
 
-def _deployment(name: str = "web", ns: str = "prod", replicas: int | None = 1, image: str = "stefanprodan/podinfo:6.7.0",
-                **spec) -> dict:
+def _deployment(
+    name: str = "web", ns: str = "prod", replicas: int | None = 1, image: str = "stefanprodan/podinfo:6.7.0", **spec
+) -> dict:
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": name, "image": image}]}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": image}]},
+            },
             **spec,
         },
     }
@@ -43,7 +47,9 @@ def test_put_get_list_delete_and_versions(tmp_path: Path) -> None:
     b = s.put(_deployment("b"))
     assert int(b["metadata"]["resourceVersion"]) > int(a["metadata"]["resourceVersion"]) > c0
     assert a["metadata"]["generation"] == 1 and a["metadata"]["uid"]
-    assert s.get("apps/v1", "Deployment", "prod", "a")["metadata"]["resourceVersion"] == a["metadata"]["resourceVersion"]
+    assert (
+        s.get("apps/v1", "Deployment", "prod", "a")["metadata"]["resourceVersion"] == a["metadata"]["resourceVersion"]
+    )
     assert [o["metadata"]["name"] for o in s.list("apps/v1", "Deployment", "prod")] == ["a", "b"]
     assert s.list("apps/v1", "Deployment", "other") == []
     # same spec: new resourceVersion, same generation; changed spec: generation + 1; uid kept
@@ -84,8 +90,10 @@ def test_optimistic_concurrency(tmp_path: Path) -> None:
 def _increment_many(db: str, n: int) -> None:
     s = Store(db)
     for _ in range(n):
+
         def inc(obj):
             obj["data"]["count"] = str(int(obj["data"]["count"]) + 1)
+
         s.update("v1", "ConfigMap", "default", "counter", inc, retries=1000)
     s.close()
 
@@ -161,14 +169,19 @@ def test_workload_status_without_agent_and_progress_deadline(tmp_path: Path) -> 
 
 def _canary(cmds: list[str]) -> dict:
     return {
-        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
         "metadata": {"name": "web", "namespace": "prod"},
         "spec": {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
             "service": {"port": 9898},
-            "analysis": {"interval": "10s", "webhooks": [
-                {"name": f"h{i}", "url": "http://flagger-loadtester.prod/", "metadata": {"cmd": cmd}}
-                for i, cmd in enumerate(cmds)]},
+            "analysis": {
+                "interval": "10s",
+                "webhooks": [
+                    {"name": f"h{i}", "url": "http://flagger-loadtester.prod/", "metadata": {"cmd": cmd}}
+                    for i, cmd in enumerate(cmds)
+                ],
+            },
         },
     }
 
@@ -186,7 +199,8 @@ def test_canary_status_and_loadtester_allowlist(tmp_path: Path) -> None:
     c.apply(_canary(["hey -z 1m http://web-canary.prod:9898/"]))
     assert c.get("flagger.app/v1beta1", "Canary", "prod", "web")["status"]["canaryWeight"] == 10
     assert json.loads((tmp_path / "loadtester-allowlist.json").read_text())["commands"] == [
-        "hey -z 1m http://web-canary.prod:9898/"]
+        "hey -z 1m http://web-canary.prod:9898/"
+    ]
     assert c.delete("flagger.app/v1beta1", "Canary", "prod", "web")
     assert c.get_canary_status("prod", "web") is None
     assert json.loads((tmp_path / "loadtester-allowlist.json").read_text())["commands"] == []
@@ -195,8 +209,9 @@ def test_canary_status_and_loadtester_allowlist(tmp_path: Path) -> None:
 def test_routing_objects_render_envoy_config_on_apply(tmp_path: Path) -> None:
     """With an environment's ports recorded, applying routes rewrites the Envoy files at once."""
     home = Home(tmp_path)
-    home.write_env({"ports": {"gateway": 18080, "mesh": 18081, "envoy_admin": 18082, "prometheus": 18090,
-                              "registry": 18050}})
+    home.write_env(
+        {"ports": {"gateway": 18080, "mesh": 18081, "envoy_admin": 18082, "prometheus": 18090, "registry": 18050}}
+    )
     c = LocalCluster(tmp_path)
     canary = Canary.model_validate(_canary([]))
     target = _deployment("web")

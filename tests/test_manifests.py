@@ -1,4 +1,5 @@
 """Tests of playground.manifests: loading the GitOps tree and ``playground validate``."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,54 +17,54 @@ ROOT = Path(__file__).resolve().parents[1]
 # One line per problem in tests/data/broken (paths as printed when run from the repository root).
 BROKEN_EXPECTED = [
     "tests/data/broken/bad-yaml.yaml:9:1: invalid YAML: found unexpected end of stream while scanning a quoted scalar started at line 7, column 10. Fix: correct the YAML syntax at this position (indentation, quoting, ':' and '-')",
-    'tests/data/broken/documents.yaml:1: document is a list, not a Kubernetes object. Fix: each YAML document must be a mapping with apiVersion, kind and metadata',
-    'tests/data/broken/documents.yaml:3: ConfigMap prod/no-api-version: apiVersion: missing apiVersion. Fix: add apiVersion (for example apiVersion: apps/v1)',
-    'tests/data/broken/documents.yaml:10: ConfigMap: metadata.name: missing metadata.name. Fix: add metadata.name',
+    "tests/data/broken/documents.yaml:1: document is a list, not a Kubernetes object. Fix: each YAML document must be a mapping with apiVersion, kind and metadata",
+    "tests/data/broken/documents.yaml:3: ConfigMap prod/no-api-version: apiVersion: missing apiVersion. Fix: add apiVersion (for example apiVersion: apps/v1)",
+    "tests/data/broken/documents.yaml:10: ConfigMap: metadata.name: missing metadata.name. Fix: add metadata.name",
     "tests/data/broken/documents.yaml:16: ConfigMap prod/Bad_Name: metadata.name: invalid name 'Bad_Name'. Fix: use lower case letters, digits, '-' and '.', starting and ending with a letter or digit",
-    'tests/data/broken/documents.yaml:20: ConfigMap prod/Bad_Name: metadata.labels: duplicate key: YAML keeps only the last value. Fix: remove or merge the duplicated key',
+    "tests/data/broken/documents.yaml:20: ConfigMap prod/Bad_Name: metadata.labels: duplicate key: YAML keeps only the last value. Fix: remove or merge the duplicated key",
     "tests/data/broken/documents.yaml:23: HorizontalPodAutoscaler prod/old-hpa: apiVersion: unsupported apiVersion 'autoscaling/v2beta1' for HorizontalPodAutoscaler. Fix: use apiVersion: autoscaling/v2",
-    'tests/data/broken/documents.yaml:38: Canary prod/incomplete: spec.service: required field missing. Fix: add service',
-    'tests/data/broken/documents.yaml:39: Canary prod/incomplete: spec.targetRef.name: required field missing. Fix: add name',
+    "tests/data/broken/documents.yaml:38: Canary prod/incomplete: spec.service: required field missing. Fix: add service",
+    "tests/data/broken/documents.yaml:39: Canary prod/incomplete: spec.targetRef.name: required field missing. Fix: add name",
     "tests/data/broken/metrics.yaml:20: MetricTemplate istio-system/latency: spec.provider.type: provider type 'datadog' is not supported by the playground. Fix: use type: prometheus",
     "tests/data/broken/metrics.yaml:21: MetricTemplate istio-system/latency: spec.provider.address: invalid address 'prometheus.istio-system:9090'. Fix: use an http:// or https:// URL, like http://prometheus.istio-system:9090",
-    'tests/data/broken/metrics.yaml:22: MetricTemplate istio-system/latency: spec.query: unknown template variable {{ namepsace }}; did you mean namespace? Fix: use name, namespace, target, service, interval or variables.KEY',
-    'tests/data/broken/metrics.yaml:28: MetricTemplate istio-system/error-rate: metadata.name: duplicate object: MetricTemplate istio-system/error-rate is already defined at tests/data/broken/metrics.yaml:1. Fix: rename or remove one of them',
-    'tests/data/broken/prod/alerts.yaml:9: AlertProvider prod/on-call: spec.address: inline alert address: webhook URLs are credentials and must not be stored in git. Fix: remove address; put the URL in a Secret (key address) referenced by secretRef, or name an environment variable holding it with addressFromEnv',
-    'tests/data/broken/prod/alerts.yaml:16: AlertProvider prod/nowhere: spec: no address: set secretRef or addressFromEnv. Fix: add secretRef (a Secret with key address) or addressFromEnv (an environment variable)',
+    "tests/data/broken/metrics.yaml:22: MetricTemplate istio-system/latency: spec.query: unknown template variable {{ namepsace }}; did you mean namespace? Fix: use name, namespace, target, service, interval or variables.KEY",
+    "tests/data/broken/metrics.yaml:28: MetricTemplate istio-system/error-rate: metadata.name: duplicate object: MetricTemplate istio-system/error-rate is already defined at tests/data/broken/metrics.yaml:1. Fix: rename or remove one of them",
+    "tests/data/broken/prod/alerts.yaml:9: AlertProvider prod/on-call: spec.address: inline alert address: webhook URLs are credentials and must not be stored in git. Fix: remove address; put the URL in a Secret (key address) referenced by secretRef, or name an environment variable holding it with addressFromEnv",
+    "tests/data/broken/prod/alerts.yaml:16: AlertProvider prod/nowhere: spec: no address: set secretRef or addressFromEnv. Fix: add secretRef (a Secret with key address) or addressFromEnv (an environment variable)",
     "tests/data/broken/prod/alerts.yaml:25: AlertProvider prod/chat: spec.type: invalid value 'slak'; did you mean slack? Fix: use one of slack, msteams, discord, rocket, gchat, webhook",
-    'tests/data/broken/prod/canary-ab.yaml:18: Canary prod/frontend: spec.analysis.match: provider kubernetes cannot route by HTTP headers or cookies, so A/B testing (match with iterations) is not possible. Fix: use a provider that supports HTTP matching (istio, appmesh, appmesh:v1beta2, nginx, contour, gloo, gatewayapi:v1, gatewayapi:v1beta1), or remove match for a blue/green deployment',
+    "tests/data/broken/prod/canary-ab.yaml:18: Canary prod/frontend: spec.analysis.match: provider kubernetes cannot route by HTTP headers or cookies, so A/B testing (match with iterations) is not possible. Fix: use a provider that supports HTTP matching (istio, appmesh, appmesh:v1beta2, nginx, contour, gloo, gatewayapi:v1, gatewayapi:v1beta1), or remove match for a blue/green deployment",
     "tests/data/broken/prod/canary-steps.yaml:11: Canary prod/podinfo: spec.autoscalerRef: HorizontalPodAutoscaler prod/podinfo scales podinf, not the canary target podinfo. Fix: set the HPA's scaleTargetRef.name to podinfo",
-    'tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[1]: step weights must increase: 5 follows 10. Fix: list the weights in increasing order, like [5, 10, 20, 50]',
-    'tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[2]: step weight 120 is outside 1..100. Fix: use percentages between 1 and 100',
+    "tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[1]: step weights must increase: 5 follows 10. Fix: list the weights in increasing order, like [5, 10, 20, 50]",
+    "tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[2]: step weight 120 is outside 1..100. Fix: use percentages between 1 and 100",
     "tests/data/broken/prod/canary-typo.yaml:12: Canary prod/typo: spec.service.port: expected an integer, got 'nine'. Fix: set it to an integer",
-    'tests/data/broken/prod/canary-typo.yaml:16: Canary prod/typo: spec.analysis.stepweight: unknown field; did you mean stepWeight? Fix: rename it to stepWeight',
+    "tests/data/broken/prod/canary-typo.yaml:16: Canary prod/typo: spec.analysis.stepweight: unknown field; did you mean stepWeight? Fix: rename it to stepWeight",
     "tests/data/broken/prod/canary-typo.yaml:19: Canary prod/typo: spec.analysis.webhooks[0].type: invalid value 'pre-rolout'; did you mean pre-rollout? Fix: use one of confirm-rollout, pre-rollout, rollout, confirm-traffic-increase, confirm-promotion, post-rollout, rollback, event",
     "tests/data/broken/prod/canary-typo.yaml:23: Canary prod/typo: spec.analysis.alerts[0].severity: invalid value 'critical'. Fix: use one of info, warn, error",
-    'tests/data/broken/prod/canary-weighted.yaml:10: Canary prod/backend: spec.targetRef.name: Deployment prod/backendd not found. Fix: use one of prod/frontend',
+    "tests/data/broken/prod/canary-weighted.yaml:10: Canary prod/backend: spec.targetRef.name: Deployment prod/backendd not found. Fix: use one of prod/frontend",
     "tests/data/broken/prod/canary-weighted.yaml:13: Canary prod/backend: spec.service.timeout: invalid duration '5 seconds'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
-    'tests/data/broken/prod/canary-weighted.yaml:14: Canary prod/backend: spec.analysis: a weighted canary needs stepWeight or stepWeights (both are empty and iterations is not set). Fix: set stepWeight (e.g. 10) and maxWeight (e.g. 50), or stepWeights, or iterations for blue/green',
+    "tests/data/broken/prod/canary-weighted.yaml:14: Canary prod/backend: spec.analysis: a weighted canary needs stepWeight or stepWeights (both are empty and iterations is not set). Fix: set stepWeight (e.g. 10) and maxWeight (e.g. 50), or stepWeights, or iterations for blue/green",
     "tests/data/broken/prod/canary-weighted.yaml:15: Canary prod/backend: spec.analysis.interval: invalid duration '15'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
-    'tests/data/broken/prod/canary-weighted.yaml:17: Canary prod/backend: spec.analysis.maxWeight: 150 is outside 0..100. Fix: set maxWeight to a percentage (1..100)',
-    'tests/data/broken/prod/canary-weighted.yaml:20: Canary prod/backend: spec.analysis.metrics[0].templateRef: MetricTemplate istio-system/error-rat not found. Fix: use one of istio-system/error-rate, istio-system/latency',
+    "tests/data/broken/prod/canary-weighted.yaml:17: Canary prod/backend: spec.analysis.maxWeight: 150 is outside 0..100. Fix: set maxWeight to a percentage (1..100)",
+    "tests/data/broken/prod/canary-weighted.yaml:20: Canary prod/backend: spec.analysis.metrics[0].templateRef: MetricTemplate istio-system/error-rat not found. Fix: use one of istio-system/error-rate, istio-system/latency",
     "tests/data/broken/prod/canary-weighted.yaml:25: Canary prod/backend: spec.analysis.metrics[0].interval: invalid duration '30 s'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
     "tests/data/broken/prod/canary-weighted.yaml:26: Canary prod/backend: spec.analysis.metrics[1].name: duplicate metric name 'error-rate'. Fix: give each metric a unique name",
-    'tests/data/broken/prod/canary-weighted.yaml:30: Canary prod/backend: spec.analysis.metrics[1].thresholdRange: min 99 is greater than max 1: every value fails. Fix: swap min and max',
+    "tests/data/broken/prod/canary-weighted.yaml:30: Canary prod/backend: spec.analysis.metrics[1].thresholdRange: min 99 is greater than max 1: every value fails. Fix: swap min and max",
     "tests/data/broken/prod/canary-weighted.yaml:33: Canary prod/backend: spec.analysis.metrics[2]: metric 'my-custom-metric' has no templateRef or query and is not a built-in metric. Fix: use a built-in metric (request-success-rate, request-duration), or add a templateRef or a query",
     "tests/data/broken/prod/canary-weighted.yaml:36: Canary prod/backend: spec.analysis.metrics[3]: metric 'latency' has no templateRef or query and is not a built-in metric. Fix: add templateRef: {name: latency, namespace: istio-system}",
-    'tests/data/broken/prod/canary-weighted.yaml:41: warning: Canary prod/backend: spec.analysis.webhooks[0].url: Service prod/flagger-loadtester is not in the manifests. Fix: check the host name, or add the Service',
+    "tests/data/broken/prod/canary-weighted.yaml:41: warning: Canary prod/backend: spec.analysis.webhooks[0].url: Service prod/flagger-loadtester is not in the manifests. Fix: check the host name, or add the Service",
     "tests/data/broken/prod/canary-weighted.yaml:42: Canary prod/backend: spec.analysis.webhooks[0].timeout: invalid duration '5sec'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
     "tests/data/broken/prod/canary-weighted.yaml:45: Canary prod/backend: spec.analysis.webhooks[1].name: duplicate webhook name 'load-test'. Fix: give each webhook a unique name",
     "tests/data/broken/prod/canary-weighted.yaml:47: Canary prod/backend: spec.analysis.webhooks[1].url: invalid URL 'flagger-loadtester.prod'. Fix: use an http:// or https:// URL, like http://flagger-loadtester.prod/",
-    'tests/data/broken/prod/canary-weighted.yaml:51: Canary prod/backend: spec.analysis.alerts[0].providerRef: AlertProvider prod/on-cal not found. Fix: use one of prod/on-call, prod/chat',
-    'tests/data/broken/prod/workloads.yaml:16: warning: Deployment prod/podinfo: spec.template.spec.containers[0]: no readinessProbe on the target of Canary prod/podinfo: a new version counts as ready as soon as it starts. Fix: add a readinessProbe (podinfo: httpGet path /readyz on its http port)',
-    'tests/data/broken/prod/workloads.yaml:17: Deployment prod/podinfo: image policy marker names ImagePolicy prod/podinfo, which is not in the manifests. Fix: add an ImagePolicy named podinfo in namespace prod (image.toolkit.fluxcd.io/v1beta2), or remove the marker',
-    'tests/data/broken/prod/workloads.yaml:28: Deployment prod/frontend: spec.selector: the target of Canary prod/frontend needs a selector label app, name or app.kubernetes.io/name. Fix: add spec.selector.matchLabels.app: frontend (and the same pod label)',
-    'tests/data/broken/prod/workloads.yaml:47: Deployment prod/frontend: metadata.name: duplicate object: Deployment prod/frontend is already defined at tests/data/broken/prod/workloads.yaml:22. Fix: rename or remove one of them',
-    'tests/data/broken/prod/workloads.yaml:71: HorizontalPodAutoscaler prod/podinfo: spec.scaleTargetRef.name: Deployment prod/podinf not found. Fix: use one of prod/podinfo',
-    'tests/data/broken/prod/workloads.yaml:72: HorizontalPodAutoscaler prod/podinfo: spec.minReplicas: minReplicas 5 is greater than maxReplicas 2. Fix: make minReplicas <= maxReplicas',
-    'tests/data/broken/prod/workloads.yaml:79: warning: Service staging/orphan: metadata.namespace: namespace staging is not defined in the manifests. Fix: add a Namespace manifest named staging',
+    "tests/data/broken/prod/canary-weighted.yaml:51: Canary prod/backend: spec.analysis.alerts[0].providerRef: AlertProvider prod/on-cal not found. Fix: use one of prod/on-call, prod/chat",
+    "tests/data/broken/prod/workloads.yaml:16: warning: Deployment prod/podinfo: spec.template.spec.containers[0]: no readinessProbe on the target of Canary prod/podinfo: a new version counts as ready as soon as it starts. Fix: add a readinessProbe (podinfo: httpGet path /readyz on its http port)",
+    "tests/data/broken/prod/workloads.yaml:17: Deployment prod/podinfo: image policy marker names ImagePolicy prod/podinfo, which is not in the manifests. Fix: add an ImagePolicy named podinfo in namespace prod (image.toolkit.fluxcd.io/v1beta2), or remove the marker",
+    "tests/data/broken/prod/workloads.yaml:28: Deployment prod/frontend: spec.selector: the target of Canary prod/frontend needs a selector label app, name or app.kubernetes.io/name. Fix: add spec.selector.matchLabels.app: frontend (and the same pod label)",
+    "tests/data/broken/prod/workloads.yaml:47: Deployment prod/frontend: metadata.name: duplicate object: Deployment prod/frontend is already defined at tests/data/broken/prod/workloads.yaml:22. Fix: rename or remove one of them",
+    "tests/data/broken/prod/workloads.yaml:71: HorizontalPodAutoscaler prod/podinfo: spec.scaleTargetRef.name: Deployment prod/podinf not found. Fix: use one of prod/podinfo",
+    "tests/data/broken/prod/workloads.yaml:72: HorizontalPodAutoscaler prod/podinfo: spec.minReplicas: minReplicas 5 is greater than maxReplicas 2. Fix: make minReplicas <= maxReplicas",
+    "tests/data/broken/prod/workloads.yaml:79: warning: Service staging/orphan: metadata.namespace: namespace staging is not defined in the manifests. Fix: add a Namespace manifest named staging",
 ]
-BROKEN_SUMMARY = 'tests/data/broken: 22 objects in 10 files: 44 errors, 3 warnings'
+BROKEN_SUMMARY = "tests/data/broken: 22 objects in 10 files: 44 errors, 3 warnings"
 
 
 def run_validate(argv: list[str]) -> int:
@@ -113,15 +114,25 @@ def test_repo_tree_content(in_repo):
     a = backend.spec.analysis
     assert (a.interval, a.threshold, a.maxWeight, a.stepWeight, a.iterations) == ("15s", 10, 50, 5, 0)
     assert [h.name for h in a.webhooks] == ["conformance-test", "load-test"]
-    assert a.webhooks[0].metadata == {"type": "bash", "cmd": "curl -sd 'test' http://backend-canary.prod:9898/token | grep token"}
+    assert a.webhooks[0].metadata == {
+        "type": "bash",
+        "cmd": "curl -sd 'test' http://backend-canary.prod:9898/token | grep token",
+    }
     assert backend.spec.progressDeadlineSeconds == 60
     fa = frontend.spec.analysis
-    assert fa.iterations == 10 and len(fa.match) == 2 and fa.match[1].headers["cookie"].regex == "^(.*?;)?(type=insider)(;.*)?$"
+    assert (
+        fa.iterations == 10
+        and len(fa.match) == 2
+        and fa.match[1].headers["cookie"].regex == "^(.*?;)?(type=insider)(;.*)?$"
+    )
     assert "-H 'Cookie: type=insider'" in fa.webhooks[0].metadata["cmd"]
     assert frontend.spec.service.gateways == ["public-gateway.istio-system.svc.cluster.local"]
     # references resolve
     dep = ms.deployment_for(backend)
-    assert isinstance(dep, Deployment) and dep.spec.template.spec.containers[0].image == "ghcr.io/stefanprodan/podinfo:6.7.0"
+    assert (
+        isinstance(dep, Deployment)
+        and dep.spec.template.spec.containers[0].image == "ghcr.io/stefanprodan/podinfo:6.7.0"
+    )
     assert isinstance(ms.hpa_for(frontend), HorizontalPodAutoscaler)
     assert ms.template_for(backend, 0) is ms.template("istio-system", "error-rate")
     assert set(ms.templates()) == {("istio-system", "error-rate"), ("istio-system", "latency")}
@@ -139,14 +150,22 @@ def test_repo_tree_content(in_repo):
 def test_repo_apply_order(in_repo):
     ms = m.load_tree("manifests")
     order = [f"{o.kind} {o.qualified_name}" for o in ms.apply_order()]
-    assert order[:3] == ["Namespace istio-system", "IstioOperator istio-system/istio-default",
-                         "Gateway istio-system/public-gateway"]
+    assert order[:3] == [
+        "Namespace istio-system",
+        "IstioOperator istio-system/istio-default",
+        "Gateway istio-system/public-gateway",
+    ]
     phases = dict(ms.apply_phases())
     assert list(phases) == ["mesh", "metrics", "workloads"]
     # prod is created before the AlertProviders that live in it
     assert [f"{o.kind} {o.qualified_name}" for o in phases["metrics"]][0] == "Namespace prod"
     kinds = [o.kind for o in phases["workloads"]]
-    assert kinds.index("Deployment") < kinds.index("Service") < kinds.index("HorizontalPodAutoscaler") < kinds.index("Canary")
+    assert (
+        kinds.index("Deployment")
+        < kinds.index("Service")
+        < kinds.index("HorizontalPodAutoscaler")
+        < kinds.index("Canary")
+    )
     assert set(kinds[-4:]) == {"ImageRepository", "ImagePolicy"}
     assert len(order) == len(ms)
 
@@ -167,8 +186,13 @@ def test_broken_tree_findings_are_structured(in_repo):
     findings = m.validate("tests/data/broken")
     f = next(f for f in findings if "error-rat " in f.message)
     assert (f.file, f.line, f.kind, f.name, f.field, f.document) == (
-        "tests/data/broken/prod/canary-weighted.yaml", 20, "Canary", "prod/backend",
-        "spec.analysis.metrics[0].templateRef", 0)
+        "tests/data/broken/prod/canary-weighted.yaml",
+        20,
+        "Canary",
+        "prod/backend",
+        "spec.analysis.metrics[0].templateRef",
+        0,
+    )
     assert f.fix == "use one of istio-system/error-rate, istio-system/latency" and f.is_error
     yaml_err = next(f for f in findings if f.file.endswith("bad-yaml.yaml"))
     assert (yaml_err.line, yaml_err.column) == (9, 1)
@@ -177,13 +201,17 @@ def test_broken_tree_findings_are_structured(in_repo):
 
 
 def test_no_warnings_and_strict(in_repo, capsys, tmp_path):
-    write(tmp_path, "ns.yaml", """
+    write(
+        tmp_path,
+        "ns.yaml",
+        """
         apiVersion: v1
         kind: ConfigMap
         metadata:
           name: settings
           namespace: elsewhere
-    """)
+    """,
+    )
     assert run_validate([str(tmp_path)]) == 0
     assert "warning: ConfigMap elsewhere/settings: metadata.namespace" in capsys.readouterr().out
     assert run_validate([str(tmp_path), "--no-warnings"]) == 0
@@ -194,7 +222,9 @@ def test_no_warnings_and_strict(in_repo, capsys, tmp_path):
 def test_brief_example_line(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "manifests", tmp_path / "manifests")
     canary = tmp_path / "manifests/prod/backend/canary.yaml"
-    canary.write_text(canary.read_text().replace("name: error-rate\n          namespace", "name: error-rat\n          namespace", 1))
+    canary.write_text(
+        canary.read_text().replace("name: error-rate\n          namespace", "name: error-rat\n          namespace", 1)
+    )
     monkeypatch.chdir(tmp_path)
     lines = [str(f) for f in m.validate("manifests")]
     assert lines == [
@@ -207,7 +237,10 @@ def test_brief_example_line(tmp_path, monkeypatch):
 
 
 def test_load_tree_keeps_sources_documents_and_lines(tmp_path):
-    write(tmp_path, "a/objects.yml", """
+    write(
+        tmp_path,
+        "a/objects.yml",
+        """
         # leading comment
         apiVersion: v1
         kind: Service
@@ -227,7 +260,8 @@ def test_load_tree_keeps_sources_documents_and_lines(tmp_path):
           provider:
             type: prometheus
           query: up
-    """)
+    """,
+    )
     write(tmp_path, "b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: istio-system\n")
     write(tmp_path, ".hidden/x.yaml", "not: loaded\n")
     write(tmp_path, "notes.txt", "not yaml")
@@ -247,7 +281,10 @@ def test_load_tree_keeps_sources_documents_and_lines(tmp_path):
 
 
 def test_load_single_file(tmp_path):
-    p = write(tmp_path, "canary.yaml", """
+    p = write(
+        tmp_path,
+        "canary.yaml",
+        """
         apiVersion: flagger.app/v1beta1
         kind: Canary
         metadata:
@@ -256,7 +293,8 @@ def test_load_single_file(tmp_path):
           targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
           service: {port: 9898}
           analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
-    """)
+    """,
+    )
     ms = m.load_tree(p)
     assert ms.files == ["canary.yaml"]
     c = ms.canary("default/podinfo")
@@ -273,7 +311,10 @@ def test_missing_path_raises(tmp_path):
 
 
 def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
-    write(tmp_path, "c.yaml", """
+    write(
+        tmp_path,
+        "c.yaml",
+        """
         apiVersion: flagger.app/v1beta1
         kind: Canary
         metadata: {name: app, namespace: default}
@@ -301,7 +342,8 @@ def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
             metadata: {labels: {app: app}}
             spec:
               containers: [{name: app, image: x, readinessProbe: {tcpSocket: {port: 80}}}]
-    """)
+    """,
+    )
     ms = m.load_tree(tmp_path)
     assert not ms.problems
     c = ms.canary("default/app")
@@ -316,7 +358,10 @@ def test_finding_format():
 
 
 def test_schema_errors_are_translated_to_fields(tmp_path):
-    write(tmp_path, "odd.yaml", """
+    write(
+        tmp_path,
+        "odd.yaml",
+        """
         apiVersion: flagger.app/v1beta1
         kind: Canary
         metadata: {name: a}
@@ -338,7 +383,8 @@ def test_schema_errors_are_translated_to_fields(tmp_path):
         spec:
           imageRepositoryRef: {name: d}
           policy: {semver: {range: "six"}}
-    """)
+    """,
+    )
     p = str(tmp_path / "odd.yaml")
     lines = [str(f) for f in m.validate(tmp_path) if f.is_error]
     assert lines == [

@@ -5,6 +5,7 @@ podinfo (the canary workload, ``{{ target }}``) answers 95% non-5xx with every r
 latency bucket; decoys (``podinfo-primary``, ``reporter="source"``) would change the numbers if the queries
 matched them.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def make_canary(**spec_overrides) -> Canary:
     return Canary.model_validate({"metadata": {"name": "podinfo-release", "namespace": "test"}, "spec": spec})
 
 
-def make_template(name: str, query: str, *, namespace: str = "test", address: str = IN_CLUSTER,
-                  secret: str | None = None) -> MetricTemplate:
+def make_template(
+    name: str, query: str, *, namespace: str = "test", address: str = IN_CLUSTER, secret: str | None = None
+) -> MetricTemplate:
     provider = {"type": "prometheus", "address": address}
     if secret:
         provider["secretRef"] = {"name": secret}
@@ -95,8 +97,12 @@ def _exposition(elapsed: float) -> str:
 def exporter():
     t0 = time.monotonic()
     with RecordingServer() as srv:
-        srv.handle("/metrics", lambda req: Reply(200, _exposition(time.monotonic() - t0),
-                                                 headers={"Content-Type": "text/plain; version=0.0.4"}))
+        srv.handle(
+            "/metrics",
+            lambda req: Reply(
+                200, _exposition(time.monotonic() - t0), headers={"Content-Type": "text/plain; version=0.0.4"}
+            ),
+        )
         yield srv
 
 
@@ -107,8 +113,13 @@ def prometheus_pair(exporter, tmp_path_factory):
         pytest.fail("the Debian prometheus binary is not installed: run scripts/setup.sh (apt-get install prometheus)")
     scraping = PrometheusProcess(
         tmp_path_factory.mktemp("prom"),
-        scrape_configs=[{"job_name": "mesh", "scrape_interval": "1s",
-                         "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+        scrape_configs=[
+            {
+                "job_name": "mesh",
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
+            }
+        ],
     )
     protected = PrometheusProcess(
         tmp_path_factory.mktemp("prom-auth"),
@@ -121,8 +132,14 @@ def prometheus_pair(exporter, tmp_path_factory):
         scraping.wait_ready()
         protected.wait_ready()
         # the built-in query needs two scrapes of podinfo before it has a value
-        rendered = render(ISTIO_QUERIES["request-success-rate"], name="x", namespace="test", target="podinfo",
-                          service="podinfo", interval="30s")
+        rendered = render(
+            ISTIO_QUERIES["request-success-rate"],
+            name="x",
+            namespace="test",
+            target="podinfo",
+            service="podinfo",
+            interval="30s",
+        )
         scraping.wait_for(rendered, lambda r: bool(r) and r[0]["value"][1] != "NaN")
         yield scraping, protected
     finally:
@@ -171,24 +188,29 @@ def test_builtin_uses_canary_metrics_server_through_resolver(prom):
         seen.append(addr)
         return prom.url
 
-    mv = query_metric(canary, CanaryMetric(name="request-success-rate", interval="30s"), {},
-                      address_resolver=resolver, default_prometheus="http://127.0.0.1:1")
+    mv = query_metric(
+        canary,
+        CanaryMetric(name="request-success-rate", interval="30s"),
+        {},
+        address_resolver=resolver,
+        default_prometheus="http://127.0.0.1:1",
+    )
     assert seen == [IN_CLUSTER]
     assert mv.value == pytest.approx(95.0)
 
 
 def test_nan_result_is_no_values(prom):
     canary = make_canary(targetRef={"kind": "Deployment", "name": "idle"})
-    mv = query_metric(canary, CanaryMetric(name="request-success-rate", interval="30s"), {},
-                      default_prometheus=prom.url)
+    mv = query_metric(
+        canary, CanaryMetric(name="request-success-rate", interval="30s"), {}, default_prometheus=prom.url
+    )
     assert mv.error is None
     assert mv.value is None
 
 
 def test_empty_result_is_no_values(prom):
     canary = make_canary(targetRef={"kind": "Deployment", "name": "does-not-exist"})
-    mv = query_metric(canary, CanaryMetric(name="request-duration", interval="30s"), {},
-                      default_prometheus=prom.url)
+    mv = query_metric(canary, CanaryMetric(name="request-duration", interval="30s"), {}, default_prometheus=prom.url)
     # histogram_quantile over no buckets: empty vector
     assert mv.error is None
     assert mv.value is None
@@ -213,13 +235,16 @@ sum(rate(istio_requests_total{reporter="destination",destination_workload_namesp
 def test_template_with_variables_and_resolver(prom):
     canary = make_canary()
     tpl = make_template("error-rate", ERROR_RATE, namespace="istio-system")
-    metric = CanaryMetric.model_validate({
-        "name": "error-rate", "interval": "30s", "thresholdRange": {"max": 1},
-        "templateRef": {"name": "error-rate", "namespace": "istio-system"},
-        "templateVariables": {"codes": "5.*"},
-    })
-    mv = query_metric(canary, metric, templates_of(tpl),
-                      address_resolver=lambda a: prom.url if a == IN_CLUSTER else a)
+    metric = CanaryMetric.model_validate(
+        {
+            "name": "error-rate",
+            "interval": "30s",
+            "thresholdRange": {"max": 1},
+            "templateRef": {"name": "error-rate", "namespace": "istio-system"},
+            "templateVariables": {"codes": "5.*"},
+        }
+    )
+    mv = query_metric(canary, metric, templates_of(tpl), address_resolver=lambda a: prom.url if a == IN_CLUSTER else a)
     assert mv.error is None, mv.error
     assert mv.value == pytest.approx(5.0)
     assert "{{" not in mv.query and 'response_code=~"5.*"' in mv.query
@@ -239,15 +264,18 @@ def test_template_ref_defaults_to_canary_namespace_and_missing_template_is_error
     metric = CanaryMetric.model_validate({"name": "lat", "templateRef": {"name": "latency"}})
     mv = query_metric(canary, metric, templates_of(make_template("latency", "vector(1)", namespace="other")))
     assert mv.value is None and "MetricTemplate test/latency not found" in mv.error
-    mv = query_metric(canary, metric, templates_of(make_template("latency", "vector(7)", namespace="test")),
-                      address_resolver=lambda a: prom.url)
+    mv = query_metric(
+        canary,
+        metric,
+        templates_of(make_template("latency", "vector(7)", namespace="test")),
+        address_resolver=lambda a: prom.url,
+    )
     assert mv.error is None and mv.value == 7.0
 
 
 def test_bad_promql_is_a_clear_error(prom):
     canary = make_canary()
-    mv = query_metric(canary, CanaryMetric(name="broken", query="sum(rate(foo[1m]"), {},
-                      default_prometheus=prom.url)
+    mv = query_metric(canary, CanaryMetric(name="broken", query="sum(rate(foo[1m]"), {}, default_prometheus=prom.url)
     assert mv.value is None
     assert "rejected the query" in mv.error and "HTTP 400" in mv.error and prom.url in mv.error
 
@@ -296,16 +324,26 @@ def test_missing_secret_or_keys_are_errors():
 
 
 def _api_answer(result, result_type="vector"):
-    return Reply(200, json.dumps({"status": "success", "data": {"resultType": result_type, "result": result}}),
-                 headers={"Content-Type": "application/json"})
+    return Reply(
+        200,
+        json.dumps({"status": "success", "data": {"resultType": result_type, "result": result}}),
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def test_bearer_token_header_and_last_series_wins():
     with RecordingServer() as api:
-        api.script("/api/v1/query", [_api_answer([
-            {"metric": {"pod": "a"}, "value": [1700000000, "1.5"]},
-            {"metric": {"pod": "b"}, "value": [1700000000, "2.5"]},
-        ])])
+        api.script(
+            "/api/v1/query",
+            [
+                _api_answer(
+                    [
+                        {"metric": {"pod": "a"}, "value": [1700000000, "1.5"]},
+                        {"metric": {"pod": "b"}, "value": [1700000000, "2.5"]},
+                    ]
+                )
+            ],
+        )
         with PrometheusProvider(api.url, credentials={"token": "tok-123"}) as p:
             assert p.query("  sum(\n  up)  ") == 2.5  # Flagger keeps the last sample
         req = api.requests_to("/api/v1/query")[0]
@@ -315,8 +353,10 @@ def test_bearer_token_header_and_last_series_wins():
 
 def test_scalar_result_and_nan_sample():
     with RecordingServer() as api:
-        api.script("/api/v1/query", [_api_answer([1700000000, "12"], "scalar"),
-                                     _api_answer([{"metric": {}, "value": [1700000000, "NaN"]}])])
+        api.script(
+            "/api/v1/query",
+            [_api_answer([1700000000, "12"], "scalar"), _api_answer([{"metric": {}, "value": [1700000000, "NaN"]}])],
+        )
         with PrometheusProvider(api.url) as p:
             assert p.query("scalar(vector(12))") == 12.0
             assert p.query("x") is None
@@ -324,10 +364,13 @@ def test_scalar_result_and_nan_sample():
 
 def test_http_500_and_non_json_are_errors():
     with RecordingServer() as api:
-        api.script("/api/v1/query", [
-            Reply(500, json.dumps({"status": "error", "errorType": "internal", "error": "boom"})),
-            Reply(200, "<html>not prometheus</html>"),
-        ])
+        api.script(
+            "/api/v1/query",
+            [
+                Reply(500, json.dumps({"status": "error", "errorType": "internal", "error": "boom"})),
+                Reply(200, "<html>not prometheus</html>"),
+            ],
+        )
         with PrometheusProvider(api.url) as p:
             with pytest.raises(MetricError, match="HTTP 500.*boom"):
                 p.query("up")
@@ -359,8 +402,9 @@ def test_resolver_failure_and_invalid_address_are_errors():
     def boom(addr):
         raise LookupError("no local endpoint for prometheus.istio-system")
 
-    mv = query_metric(canary, CanaryMetric(name="request-duration"), {}, address_resolver=boom,
-                      default_prometheus=IN_CLUSTER)
+    mv = query_metric(
+        canary, CanaryMetric(name="request-duration"), {}, address_resolver=boom, default_prometheus=IN_CLUSTER
+    )
     assert "no local endpoint" in mv.error
     mv = query_metric(canary, CanaryMetric(name="request-duration"), {}, default_prometheus="prometheus:9090")
     assert "not a valid http(s) URL" in mv.error
@@ -370,8 +414,14 @@ def test_resolver_failure_and_invalid_address_are_errors():
 
 
 def test_render_fields_whitespace_and_trim_markers():
-    out = render("{{name}}|{{ namespace }}|{{  target  }}|{{ service }}|{{ interval }}|x {{- ingress -}} y",
-                 name="n", namespace="ns", target="t", service="s", interval="2m")
+    out = render(
+        "{{name}}|{{ namespace }}|{{  target  }}|{{ service }}|{{ interval }}|x {{- ingress -}} y",
+        name="n",
+        namespace="ns",
+        target="t",
+        service="s",
+        interval="2m",
+    )
     assert out == "n|ns|t|s|2m|xty"
 
 
@@ -385,12 +435,12 @@ def test_builtin_queries_are_exactly_the_design_text():
         'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",'
         'destination_workload=~"{{ target }}",response_code!~"5.*"}[{{ interval }}])) / sum(rate(istio_requests_total'
         '{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload=~"{{ target }}"}'
-        '[{{ interval }}])) * 100'
+        "[{{ interval }}])) * 100"
     )
     assert ISTIO_QUERIES["request-duration"] == (
         'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",'
         'destination_workload_namespace="{{ namespace }}",destination_workload=~"{{ target }}"}[{{ interval }}])) '
-        'by (le))'
+        "by (le))"
     )
 
 
@@ -410,13 +460,19 @@ def test_resolution_errors():
     with pytest.raises(MetricError, match="no Prometheus address"):
         resolve_query(canary, CanaryMetric(name="request-success-rate"), {})
     with pytest.raises(MetricError, match="only available for the istio provider"):
-        resolve_query(make_canary(provider="linkerd"), CanaryMetric(name="request-success-rate"), {},
-                      default_prometheus="http://p:9090")
-    tpl = MetricTemplate.model_validate({"metadata": {"name": "dd", "namespace": "test"},
-                                         "spec": {"provider": {"type": "datadog"}, "query": "x"}})
+        resolve_query(
+            make_canary(provider="linkerd"),
+            CanaryMetric(name="request-success-rate"),
+            {},
+            default_prometheus="http://p:9090",
+        )
+    tpl = MetricTemplate.model_validate(
+        {"metadata": {"name": "dd", "namespace": "test"}, "spec": {"provider": {"type": "datadog"}, "query": "x"}}
+    )
     with pytest.raises(MetricError, match="only 'prometheus' is supported"):
-        resolve_query(canary, CanaryMetric.model_validate({"name": "dd", "templateRef": {"name": "dd"}}),
-                      templates_of(tpl))
+        resolve_query(
+            canary, CanaryMetric.model_validate({"name": "dd", "templateRef": {"name": "dd"}}), templates_of(tpl)
+        )
 
 
 def test_lookup_secret_shapes():
@@ -427,9 +483,12 @@ def test_lookup_secret_shapes():
 
 def test_proxy_receives_in_cluster_prometheus_url():
     with RecordingServer() as proxy:
-        proxy.script("http://prometheus.istio-system:9090/api/v1/query",
-                     [_api_answer([{"metric": {}, "value": [1700000000, "99.5"]}])])
-        mv = query_metric(make_canary(), CanaryMetric(name="request-success-rate"), {},
-                          default_prometheus=IN_CLUSTER, proxy=proxy.url)
+        proxy.script(
+            "http://prometheus.istio-system:9090/api/v1/query",
+            [_api_answer([{"metric": {}, "value": [1700000000, "99.5"]}])],
+        )
+        mv = query_metric(
+            make_canary(), CanaryMetric(name="request-success-rate"), {}, default_prometheus=IN_CLUSTER, proxy=proxy.url
+        )
         assert mv.error is None and mv.value == 99.5
         assert proxy.requests[0].path.startswith("http://prometheus.istio-system:9090/api/v1/query?query=")

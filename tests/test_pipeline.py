@@ -9,6 +9,7 @@
   failed-checks threshold, the rollback materialized, all traffic on the primary, canary scaled to zero, primary
   still on the old image.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,11 @@ pytestmark = pytest.mark.integration
 
 def materializations(result: dg.ExecuteInProcessResult, kind: str, target: str = "prod/backend") -> list[Any]:
     key = dg.AssetKey([kind, *target.split("/")])
-    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-            if e.event_specific_data.materialization.asset_key == key]
+    return [
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == key
+    ]
 
 
 def meta(mat) -> dict[str, Any]:
@@ -50,12 +54,16 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> list[Any]:
 def release(env, instance, **config) -> dg.ExecuteInProcessResult:
     return canary_release.execute_in_process(
         run_config={"ops": {"release": {"config": {"target": "prod/backend", "interval": "1s", **config}}}},
-        resources={"playground": env.resource()}, instance=instance, raise_on_error=False)
+        resources={"playground": env.resource()},
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def sync(env, instance) -> dg.ExecuteInProcessResult:
-    return gitops_sync.execute_in_process(resources={"playground": env.resource()}, instance=instance,
-                                          raise_on_error=False)
+    return gitops_sync.execute_in_process(
+        resources={"playground": env.resource()}, instance=instance, raise_on_error=False
+    )
 
 
 # --------------------------------------------------------------------------------------------------- sync
@@ -65,12 +73,15 @@ def test_invalid_manifest_commit_fails_the_sync_and_applies_nothing(playground) 
     env = playground
     good = env.head()
     before = store_snapshot(env.home)
-    env.commit({
-        # a valid change that must NOT be applied either ...
-        BACKEND_DEPLOYMENT: with_env_var("GREETING", "never applied"),
-        # ... because another manifest of the same commit is invalid
-        "prod/frontend/canary.yaml": lambda t: t.replace("threshold: 10", "threshold: ten", 1),
-    }, "frontend: break the canary")
+    env.commit(
+        {
+            # a valid change that must NOT be applied either ...
+            BACKEND_DEPLOYMENT: with_env_var("GREETING", "never applied"),
+            # ... because another manifest of the same commit is invalid
+            "prod/frontend/canary.yaml": lambda t: t.replace("threshold: 10", "threshold: ten", 1),
+        },
+        "frontend: break the canary",
+    )
     try:
         with dg.DagsterInstance.ephemeral() as instance:
             result = sync(env, instance)
@@ -191,12 +202,17 @@ def test_canary_release_rolls_back_a_faulty_release(playground) -> None:
         assert len(failed_ticks) >= threshold
         failed_evals = {e.check_name for e in check_evaluations(result) if not e.passed}
         assert "error_rate" in failed_evals
+
         def failing(value, limit) -> bool:  # "no values" fails too (before traffic reaches the canary)
             return value == "no values" or (isinstance(value, float) and value > limit)
 
         for t in failed_ticks:
-            assert (failing(t.get("metric/error-rate"), 1) or failing(t.get("metric/latency"), 500)
-                    or "denied" in t["events"] or "failed" in t["events"]), t
+            assert (
+                failing(t.get("metric/error-rate"), 1)
+                or failing(t.get("metric/latency"), 500)
+                or "denied" in t["events"]
+                or "failed" in t["events"]
+            ), t
         rollbacks = materializations(result, "rollbacks")
         assert len(rollbacks) == 1 and rollbacks[0].partition == outcome["revision"]
         assert meta(rollbacks[0])["phase"] == "Failed" and meta(rollbacks[0])["failed_checks"] >= threshold

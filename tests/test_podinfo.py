@@ -1,4 +1,5 @@
 """The podinfo-compatible demo app: real processes on free ports, real HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -19,18 +20,28 @@ from tests.support.forward_proxy import ForwardProxy
 from tests.support.procs import free_port, start_process, stop_process, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
-NO_PROXY_ENV = {k: "" for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
-                                "all_proxy")}
-PODINFO_ENV_KEYS = ("PODINFO_ERROR_RATE", "PODINFO_EXTRA_LATENCY_MS", "PODINFO_BACKEND_URL", "PODINFO_UI_COLOR",
-                    "PODINFO_UI_MESSAGE", "PODINFO_VERSION", "PODINFO_RANDOM_ERROR")
+NO_PROXY_ENV = {k: "" for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")}
+PODINFO_ENV_KEYS = (
+    "PODINFO_ERROR_RATE",
+    "PODINFO_EXTRA_LATENCY_MS",
+    "PODINFO_BACKEND_URL",
+    "PODINFO_UI_COLOR",
+    "PODINFO_UI_MESSAGE",
+    "PODINFO_VERSION",
+    "PODINFO_RANDOM_ERROR",
+)
 
 
 def start_podinfo(tmp_path: Path, *flags: str, env: dict[str, str] | None = None, name: str = "podinfo"):
     """Start a replica; returns (process, base URL)."""
     port = free_port()
     full_env = {**NO_PROXY_ENV, **{k: "" for k in PODINFO_ENV_KEYS}, **(env or {})}
-    proc = start_process([sys.executable, "-m", "playground.local.podinfo", f"--port={port}", *flags],
-                         log_path=tmp_path / f"{name}-{port}.log", env=full_env, cwd=REPO)
+    proc = start_process(
+        [sys.executable, "-m", "playground.local.podinfo", f"--port={port}", *flags],
+        log_path=tmp_path / f"{name}-{port}.log",
+        env=full_env,
+        cwd=REPO,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/healthz", proc=proc, timeout=10)
     return proc, url
@@ -46,9 +57,18 @@ def client():
 def podinfo(tmp_path_factory):
     """One plain replica shared by the read-only tests."""
     tmp = tmp_path_factory.mktemp("podinfo")
-    proc, url = start_podinfo(tmp, "./podinfo", "--level=info", "--random-delay=false", "--random-error=false",
-                              "--port-metrics=9797", "--grpc-port=9999", "--version", "6.7.1",
-                              env={"PODINFO_UI_COLOR": "#b5006b", "PODINFO_UI_MESSAGE": "hello from test"})
+    proc, url = start_podinfo(
+        tmp,
+        "./podinfo",
+        "--level=info",
+        "--random-delay=false",
+        "--random-error=false",
+        "--port-metrics=9797",
+        "--grpc-port=9999",
+        "--version",
+        "6.7.1",
+        env={"PODINFO_UI_COLOR": "#b5006b", "PODINFO_UI_MESSAGE": "hello from test"},
+    )
     yield url
     stop_process(proc)
 
@@ -57,11 +77,29 @@ def podinfo(tmp_path_factory):
 
 
 def test_flags_follow_pflag_and_env_precedence():
-    s = parse_args(["./podinfo", "--port=9898", "--level=debug", "--random-delay=false", "--random-error",
-                    "--backend-url", "http://a/echo", "--backend-url=http://b/echo", "--grpc-port=9999",
-                    "--no-such-flag=1", "--ui-color", "#fff"],
-                   environ={"PODINFO_UI_COLOR": "#000", "PODINFO_UI_MESSAGE": "hi", "PODINFO_VERSION": "1.0.0",
-                            "PODINFO_ERROR_RATE": "0.25", "PODINFO_EXTRA_LATENCY_MS": "20"})
+    s = parse_args(
+        [
+            "./podinfo",
+            "--port=9898",
+            "--level=debug",
+            "--random-delay=false",
+            "--random-error",
+            "--backend-url",
+            "http://a/echo",
+            "--backend-url=http://b/echo",
+            "--grpc-port=9999",
+            "--no-such-flag=1",
+            "--ui-color",
+            "#fff",
+        ],
+        environ={
+            "PODINFO_UI_COLOR": "#000",
+            "PODINFO_UI_MESSAGE": "hi",
+            "PODINFO_VERSION": "1.0.0",
+            "PODINFO_ERROR_RATE": "0.25",
+            "PODINFO_EXTRA_LATENCY_MS": "20",
+        },
+    )
     assert s.port == 9898 and s.level == "debug"
     assert s.random_delay is False and s.random_error is True
     assert s.backend_url == ["http://a/echo", "http://b/echo"]
@@ -70,7 +108,9 @@ def test_flags_follow_pflag_and_env_precedence():
     assert s.error_rate == 0.25 and s.extra_latency_ms == 20
     assert s.unknown == ["--no-such-flag=1"]
     assert parse_args([], environ={"PODINFO_BACKEND_URL": "http://x/echo http://y/echo"}).backend_url == [
-        "http://x/echo", "http://y/echo"]
+        "http://x/echo",
+        "http://y/echo",
+    ]
     assert parse_args(["-v"], environ={}).print_version
     assert parse_args([], environ={}).message == "greetings from podinfo v6.7.0"
     with pytest.raises(ValueError, match="error-rate"):
@@ -93,8 +133,19 @@ def test_info_version_and_probes(podinfo, client):
     r = client.get(podinfo + "/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     info = r.json()
-    assert set(info) >= {"hostname", "version", "revision", "color", "logo", "message", "goos", "goarch",
-                         "runtime", "num_goroutine", "num_cpu"}
+    assert set(info) >= {
+        "hostname",
+        "version",
+        "revision",
+        "color",
+        "logo",
+        "message",
+        "goos",
+        "goarch",
+        "runtime",
+        "num_goroutine",
+        "num_cpu",
+    }
     assert info["version"] == "6.7.1" and info["color"] == "#b5006b" and info["message"] == "hello from test"
     assert client.get(podinfo + "/api/info").json()["version"] == "6.7.1"
     assert client.get(podinfo + "/version").json() == {"commit": "local", "version": "6.7.1"}
@@ -271,8 +322,9 @@ def test_random_error_is_about_one_in_three(tmp_path, client):
 
 
 def test_random_delay_ms(tmp_path, client):
-    proc, url = start_podinfo(tmp_path, "--random-delay", "--random-delay-unit=ms", "--random-delay-min=50",
-                              "--random-delay-max=60")
+    proc, url = start_podinfo(
+        tmp_path, "--random-delay", "--random-delay-unit=ms", "--random-delay-min=50", "--random-delay-max=60"
+    )
     try:
         t0 = time.monotonic()
         client.get(url + "/")
@@ -290,16 +342,30 @@ def test_echo_forwards_to_backend_through_proxy_env(tmp_path, client):
     frontend = None
     try:
         frontend, frontend_url = start_podinfo(
-            tmp_path, "--version=1.0.0", name="frontend",
-            env={"PODINFO_BACKEND_URL": "http://backend.prod:9898/echo", "HTTP_PROXY": proxy.url,
-                 "http_proxy": proxy.url, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+            tmp_path,
+            "--version=1.0.0",
+            name="frontend",
+            env={
+                "PODINFO_BACKEND_URL": "http://backend.prod:9898/echo",
+                "HTTP_PROXY": proxy.url,
+                "http_proxy": proxy.url,
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+            },
+        )
         r = client.post(frontend_url + "/echo", content=b"hello backend")
         assert r.status_code == 200 and r.json() == ["hello backend"]
         assert proxy.seen == ["http://backend.prod:9898/echo"]
         # a backend error is reported in the payload, as podinfo does
-        proxy_only = start_podinfo(tmp_path, name="frontend2", env={
-            "PODINFO_BACKEND_URL": "http://missing.prod:9898/echo", "HTTP_PROXY": proxy.url,
-            "http_proxy": proxy.url})
+        proxy_only = start_podinfo(
+            tmp_path,
+            name="frontend2",
+            env={
+                "PODINFO_BACKEND_URL": "http://missing.prod:9898/echo",
+                "HTTP_PROXY": proxy.url,
+                "http_proxy": proxy.url,
+            },
+        )
         try:
             out = client.post(proxy_only[1] + "/api/echo", content=b"x").json()
             assert out == ["backend http://missing.prod:9898/echo response status code 502"]
@@ -336,8 +402,12 @@ def test_sigterm_finishes_inflight_requests_and_exits_zero(tmp_path):
 def test_starts_fast(tmp_path):
     port = free_port()
     t0 = time.monotonic()
-    proc = start_process([sys.executable, "-m", "playground.local.podinfo", f"--port={port}"],
-                         log_path=tmp_path / "fast.log", env=NO_PROXY_ENV, cwd=REPO)
+    proc = start_process(
+        [sys.executable, "-m", "playground.local.podinfo", f"--port={port}"],
+        log_path=tmp_path / "fast.log",
+        env=NO_PROXY_ENV,
+        cwd=REPO,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", proc=proc, interval=0.01)
         elapsed = time.monotonic() - t0

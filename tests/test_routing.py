@@ -1,4 +1,5 @@
 """Pure Flagger object generation (playground.routing)."""
+
 import pytest
 
 from playground import routing
@@ -42,8 +43,18 @@ TARGET = {
         },
     },
 }
-CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "backend-env", "namespace": "prod"}, "data": {"A": "1"}}
-SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "prod"}, "data": {"t": "eA=="}}
+CM = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "backend-env", "namespace": "prod"},
+    "data": {"A": "1"},
+}
+SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "token", "namespace": "prod"},
+    "data": {"t": "eA=="},
+}
 UNTRACKED = {
     "apiVersion": "v1",
     "kind": "ConfigMap",
@@ -105,8 +116,13 @@ def test_weighted_virtual_service_and_mirror():
 
 
 def test_ab_virtual_service_has_match_route_then_primary_default():
-    c = make_canary(iterations=10, match=[{"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
-                                          {"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}}])
+    c = make_canary(
+        iterations=10,
+        match=[
+            {"headers": {"user-agent": {"regex": ".*Firefox.*"}}},
+            {"headers": {"cookie": {"regex": "^(.*?;)?(type=insider)(;.*)?$"}}},
+        ],
+    )
     vs = routing.virtual_service(c, 0, 100)
     first, default = vs["spec"]["http"]
     assert first["match"] == [
@@ -124,7 +140,11 @@ def test_gateway_bound_service_keeps_star_host_and_gateway():
             "metadata": {"name": "frontend", "namespace": "prod"},
             "spec": {
                 "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "frontend"},
-                "service": {"port": 9898, "hosts": ["*"], "gateways": ["public-gateway.istio-system.svc.cluster.local"]},
+                "service": {
+                    "port": 9898,
+                    "hosts": ["*"],
+                    "gateways": ["public-gateway.istio-system.svc.cluster.local"],
+                },
             },
         }
     )

@@ -8,6 +8,7 @@ OCI registry and a real DagsterInstance:
 - ``release_on_sync``: a successful ``gitops_sync`` run that changed a canary target -> one ``canary_release``
   RunRequest, run key ``target@revision``, tagged with the target (one run per target at a time).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -28,8 +29,12 @@ from tests.support.playground_env import with_env_var
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-IMAGE_FILES = ("prod/backend/deployment.yaml", "prod/frontend/deployment.yaml", "prod/backend/image-policy.yaml",
-               "prod/frontend/image-policy.yaml")
+IMAGE_FILES = (
+    "prod/backend/deployment.yaml",
+    "prod/frontend/deployment.yaml",
+    "prod/backend/image-policy.yaml",
+    "prod/frontend/image-policy.yaml",
+)
 
 
 def make_origin(tmp_path: Path, image: str | None = None) -> Path:
@@ -64,8 +69,12 @@ def commit(origin: Path, tmp_path: Path, rel: str, edit, message: str) -> str:
         p = work / rel
         p.write_text(edit(p.read_text()))
         repo.git.add(rel)
-        with repo.git.custom_environment(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
-                                         GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost"):
+        with repo.git.custom_environment(
+            GIT_AUTHOR_NAME="test",
+            GIT_AUTHOR_EMAIL="test@localhost",
+            GIT_COMMITTER_NAME="test",
+            GIT_COMMITTER_EMAIL="test@localhost",
+        ):
             repo.git.commit("-q", "-m", message)
         repo.git.push("-q", "origin", "HEAD:refs/heads/main")
         return repo.head.commit.hexsha
@@ -100,8 +109,9 @@ def test_git_sensor_requests_one_sync_per_new_commit(tmp_path: Path) -> None:
         assert obs.asset_key == dg.AssetKey(["gitops", "commit"]) and obs.metadata["sha"].value == first
         assert obs.tags["dagster/data_version"] == first
 
-        second = commit(origin, tmp_path, "prod/backend/deployment.yaml", with_env_var("GREETING", "hi"),
-                        "backend: add GREETING")
+        second = commit(
+            origin, tmp_path, "prod/backend/deployment.yaml", with_env_var("GREETING", "hi"), "backend: add GREETING"
+        )
         data = tick(git_commit_sensor, instance, res, cursor=first)
         assert len(data.run_requests) == 1
         assert data.run_requests[0].run_key == second
@@ -154,8 +164,9 @@ def test_image_sensor_commits_a_newer_matching_tag(image_origin, playground, tmp
         finally:
             r.close()
         image = f"ghcr.io/{repo}"
-        assert message.splitlines()[0] == (f"Update images: {image} to 6.7.1 (prod:backend), "
-                                           f"{image} to 6.7.1 (prod:frontend)")
+        assert message.splitlines()[0] == (
+            f"Update images: {image} to 6.7.1 (prod:backend), {image} to 6.7.1 (prod:frontend)"
+        )
         assert f"- {image}: 6.7.0 -> 6.7.1 (ImagePolicy prod:backend) in prod/backend/deployment.yaml" in message
         assert changed == ["prod/backend/deployment.yaml", "prod/frontend/deployment.yaml"]
         for name in ("backend", "frontend"):
@@ -174,8 +185,11 @@ def test_image_sensor_commits_a_newer_matching_tag(image_origin, playground, tmp
         assert [q.run_key for q in sync.run_requests] == [after]
 
 
-@pytest.mark.parametrize("tags", [["7.0.0"], ["6.6.9", "5.9.0"], ["7.1.0", "6.6.0", "6.7.1-rc.1", "latest"]],
-                         ids=["outside-range", "older", "mixed"])
+@pytest.mark.parametrize(
+    "tags",
+    [["7.0.0"], ["6.6.9", "5.9.0"], ["7.1.0", "6.6.0", "6.7.1-rc.1", "latest"]],
+    ids=["outside-range", "older", "mixed"],
+)
 def test_image_sensor_ignores_non_matching_or_older_tags(image_origin, playground, tags) -> None:
     origin, repo, res = image_origin
     before = head(origin)
@@ -211,28 +225,35 @@ def test_release_on_sync_requests_one_release_for_the_changed_target(tmp_path: P
                 if mat.asset_key.path[0] == "workloads":
                     ns, name = mat.asset_key.path[1:]
                     rev = mat.metadata["revision"].value
-                    cluster.set_canary_status(ns, name, CanaryStatus(phase=Phase.Initialized, lastAppliedSpec=rev,
-                                                                     lastPromotedSpec=rev))
+                    cluster.set_canary_status(
+                        ns, name, CanaryStatus(phase=Phase.Initialized, lastAppliedSpec=rev, lastPromotedSpec=rev)
+                    )
         finally:
             cluster.close()
 
-        commit(origin, tmp_path, "prod/backend/deployment.yaml", with_env_var("GREETING", "hello"),
-               "backend: say hello")
+        commit(
+            origin, tmp_path, "prod/backend/deployment.yaml", with_env_var("GREETING", "hello"), "backend: say hello"
+        )
         result = gitops_sync.execute_in_process(resources={"playground": res}, instance=instance)
         assert result.success
         due = {}
         for rec in result.get_asset_materialization_events():
             mat = rec.event_specific_data.materialization
             if mat.asset_key.path[0] == "workloads":
-                due["/".join(mat.asset_key.path[1:])] = (mat.metadata["release_due"].value,
-                                                         mat.metadata["revision"].value)
+                due["/".join(mat.asset_key.path[1:])] = (
+                    mat.metadata["release_due"].value,
+                    mat.metadata["revision"].value,
+                )
         assert due["prod/frontend"][0] is False and due["prod/backend"][0] is True
         revision = due["prod/backend"][1]
 
         run = instance.get_run_by_id(result.run_id)
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="release_on_sync", dagster_instance=instance, dagster_run=run,
-            dagster_event=result.get_run_success_event())
+            sensor_name="release_on_sync",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=result.get_run_success_event(),
+        )
         requests = release_on_sync(ctx)
         assert isinstance(requests, list) and len(requests) == 1
         req = requests[0]
@@ -244,14 +265,20 @@ def test_release_on_sync_requests_one_release_for_the_changed_target(tmp_path: P
         # once the release ran (status as canary_release leaves it), a sync that changes nothing requests nothing
         cluster = LocalCluster(tmp_path / "home")
         try:
-            cluster.set_canary_status("prod", "backend", CanaryStatus(phase=Phase.Succeeded, lastAppliedSpec=revision,
-                                                                       lastPromotedSpec=revision))
+            cluster.set_canary_status(
+                "prod",
+                "backend",
+                CanaryStatus(phase=Phase.Succeeded, lastAppliedSpec=revision, lastPromotedSpec=revision),
+            )
         finally:
             cluster.close()
         again = gitops_sync.execute_in_process(resources={"playground": res}, instance=instance)
         assert again.success
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="release_on_sync", dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(again.run_id), dagster_event=again.get_run_success_event())
+            sensor_name="release_on_sync",
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(again.run_id),
+            dagster_event=again.get_run_success_event(),
+        )
         skipped = release_on_sync(ctx)
         assert isinstance(skipped, dg.SkipReason) and "changed no canary target" in skipped.skip_message

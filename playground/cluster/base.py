@@ -7,6 +7,7 @@ DestinationRule, HPA copies, revision checksums) is computed once, in pure engin
 (``playground.routing`` / ``playground.rollout``), and applied through this interface, so the two backends
 never duplicate rollout logic and never import each other.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -96,5 +97,5 @@ class Cluster(ABC):
         """Map an in-cluster URL (``http://backend-canary.prod:9898/``) to one reachable from here."""
         return url
 
-    def close(self) -> None:  # pragma: no cover - default no-op
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections and files; a backend without any keeps this no-op."""

@@ -35,6 +35,7 @@ Semantics
     it then). ownerReferences without a ``uid`` (``playground.routing`` cannot know it) get the uid of the
     owner as stored in the cluster; when the owner is not in the cluster, the reference is dropped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,9 +43,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -75,8 +77,14 @@ KNOWN_CUSTOM_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
 }
 
 # Verbs as RBAC names them, per client operation (used in 403 messages).
-_RBAC_VERB = {"create": "create", "read": "get", "replace": "update", "delete": "delete", "list": "list",
-              "patch": "patch"}
+_RBAC_VERB = {
+    "create": "create",
+    "read": "get",
+    "replace": "update",
+    "delete": "delete",
+    "list": "list",
+    "patch": "patch",
+}
 
 
 def _snake(kind: str) -> str:
@@ -195,8 +203,11 @@ class KubernetesCluster(Cluster):
         cfg = k8s.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         first = os.path.expanduser(path.split(os.pathsep)[0])
-        if not in_cluster and kubeconfig is None and not os.path.exists(first) and os.environ.get(
-            "KUBERNETES_SERVICE_HOST"
+        if (
+            not in_cluster
+            and kubeconfig is None
+            and not os.path.exists(first)
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
         ):
             in_cluster = True  # running in a pod without a kubeconfig: use the service account
         try:
@@ -262,8 +273,9 @@ class KubernetesCluster(Cluster):
         group, version = _split_api_version(api_version)
         try:
             if group:
-                raw = self.custom.get_api_resources(group, version, _preload_content=False,
-                                                    _request_timeout=self.request_timeout)
+                raw = self.custom.get_api_resources(
+                    group, version, _preload_content=False, _request_timeout=self.request_timeout
+                )
             else:
                 raw = self.core.get_api_resources(_preload_content=False, _request_timeout=self.request_timeout)
             doc = json.loads(raw.data)
@@ -285,8 +297,15 @@ class KubernetesCluster(Cluster):
         )
 
     # ------------------------------------------------------------------------------------ low level
-    def _call(self, op: str, res: Resource, namespace: str | None, name: str | None = None,
-              body: dict[str, Any] | None = None, subresource: str = "") -> dict[str, Any]:
+    def _call(
+        self,
+        op: str,
+        res: Resource,
+        namespace: str | None,
+        name: str | None = None,
+        body: dict[str, Any] | None = None,
+        subresource: str = "",
+    ) -> dict[str, Any]:
         """One API call; returns the decoded JSON body. Raises ApiException for HTTP errors."""
         kw: dict[str, Any] = {"_preload_content": False, "_request_timeout": self.request_timeout}
         args: list[Any]
@@ -337,8 +356,9 @@ class KubernetesCluster(Cluster):
             "the kubeconfig context (or in-cluster configuration) points at it"
         )
 
-    def _api_error(self, exc: ApiException, op: str, res: Resource, namespace: str | None, name: str | None,
-                   subresource: str = "") -> ClusterError:
+    def _api_error(
+        self, exc: ApiException, op: str, res: Resource, namespace: str | None, name: str | None, subresource: str = ""
+    ) -> ClusterError:
         """A ClusterError naming the object, the HTTP status, the API's message and what to do."""
         try:
             status = json.loads(exc.body or "{}")
@@ -357,17 +377,21 @@ class KubernetesCluster(Cluster):
             where = f" in namespace {namespace}" if res.namespaced and namespace else ""
             return ClusterError(
                 f"{head}; grant the pipeline's service account {verb} on {resource}{where} "
-                f"(a Role rule with apiGroups: [\"{res.group}\"], resources: [\"{res.plural}"
-                f"{'/' + subresource if subresource else ''}\"], verbs: [\"{verb}\"])"
+                f'(a Role rule with apiGroups: ["{res.group}"], resources: ["{res.plural}'
+                f'{"/" + subresource if subresource else ""}"], verbs: ["{verb}"])'
             )
         if code == 401:
-            return ClusterError(f"{head}; the credentials were rejected: refresh the kubeconfig token or "
-                                "check the service account token")
+            return ClusterError(
+                f"{head}; the credentials were rejected: refresh the kubeconfig token or "
+                "check the service account token"
+            )
         if code == 404:
             details = status.get("details") or {}
             if not details:  # "the server could not find the requested resource"
-                hint = (f"the cluster does not serve {res.api_version} {res.plural}: install its CRD, or check the "
-                        "object's apiVersion")
+                hint = (
+                    f"the cluster does not serve {res.api_version} {res.plural}: install its CRD, or check the "
+                    "object's apiVersion"
+                )
             elif details.get("kind") == "namespaces" and details.get("name") != name:
                 hint = f"the namespace {details.get('name')} does not exist: create it first (sync the namespaces)"
             else:
@@ -376,11 +400,15 @@ class KubernetesCluster(Cluster):
         if code == 409:
             return Conflict(f"{head}; the object changed while it was being written; retry")
         if code in (400, 422):
-            causes = "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}"
-                               for c in (status.get("details") or {}).get("causes") or [])
+            causes = "; ".join(
+                f"{c.get('field', '?')}: {c.get('message', '')}"
+                for c in (status.get("details") or {}).get("causes") or []
+            )
             extra = f" (causes: {causes})" if causes and causes not in message else ""
-            return ClusterError(f"{head}{extra}; the API server rejected the object as invalid: fix it in the "
-                                "manifest (or the Canary it was generated from) and sync again")
+            return ClusterError(
+                f"{head}{extra}; the API server rejected the object as invalid: fix it in the "
+                "manifest (or the Canary it was generated from) and sync again"
+            )
         if code == 415:
             return ClusterError(f"{head}; the client sent an unsupported content type (a bug in this backend)")
         return ClusterError(f"{head}; the API server failed: check its health and retry")
@@ -455,8 +483,10 @@ class KubernetesCluster(Cluster):
                 raise self._api_error(exc, "replace", res, namespace, name) from exc
         assert last is not None
         err = self._api_error(last, "replace", res, namespace, name)
-        raise Conflict(f"{err} (gave up on {what} after {self.conflict_retries} attempts: another client keeps "
-                       "modifying it; find it with `kubectl get` and stop the other writer)")
+        raise Conflict(
+            f"{err} (gave up on {what} after {self.conflict_retries} attempts: another client keeps "
+            "modifying it; find it with `kubectl get` and stop the other writer)"
+        )
 
     @staticmethod
     def _replacement(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -580,8 +610,12 @@ class KubernetesCluster(Cluster):
         res = self.resource("apps/v1", "Deployment")
         try:
             self.apps.patch_namespaced_deployment_scale(
-                name, namespace, {"spec": {"replicas": int(replicas)}}, _content_type=MERGE_PATCH,
-                _preload_content=False, _request_timeout=self.request_timeout,
+                name,
+                namespace,
+                {"spec": {"replicas": int(replicas)}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
             )
         except ApiException as exc:
             raise self._api_error(exc, "patch", res, namespace, name, subresource="scale") from exc
@@ -599,8 +633,10 @@ class KubernetesCluster(Cluster):
         """
         dep = self.get("apps/v1", "Deployment", namespace, name)
         if dep is None:
-            raise NotFound(f"Deployment {namespace}/{name} not found; check the Canary's targetRef and that the "
-                           "Deployment was applied")
+            raise NotFound(
+                f"Deployment {namespace}/{name} not found; check the Canary's targetRef and that the "
+                "Deployment was applied"
+            )
         spec, st = dep.get("spec") or {}, dep.get("status") or {}
         desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
         replicas = int(st.get("replicas") or 0)
@@ -612,8 +648,16 @@ class KubernetesCluster(Cluster):
         observed = int(st.get("observedGeneration") or 0)
 
         if generation > observed:
-            return DeploymentStatus(desired, updated, ready, available, rollout_pending=True, message=(
-                f"{name}: waiting for rollout to finish: observed deployment generation less than desired generation"))
+            return DeploymentStatus(
+                desired,
+                updated,
+                ready,
+                available,
+                rollout_pending=True,
+                message=(
+                    f"{name}: waiting for rollout to finish: observed deployment generation less than desired generation"
+                ),
+            )
         progress = conditions.get("Progressing")
         unavailable_since = None
         if progress is not None:
@@ -623,7 +667,12 @@ class KubernetesCluster(Cluster):
         if progress is not None and progress.get("reason") == "ProgressDeadlineExceeded":
             detail = progress.get("message")
             return DeploymentStatus(
-                desired, updated, ready, available, deadline_exceeded=True, unavailable_since=unavailable_since,
+                desired,
+                updated,
+                ready,
+                available,
+                deadline_exceeded=True,
+                unavailable_since=unavailable_since,
                 message=f"{name}: deployment exceeded its progress deadline" + (f": {detail}" if detail else ""),
             )
         pending, message, waiting = False, "", f"{name}: waiting for rollout to finish"
@@ -635,8 +684,15 @@ class KubernetesCluster(Cluster):
             message = f"{waiting}: {replicas - updated} old replicas are pending termination"
         elif available < updated:
             message = f"{waiting}: {available} of {updated} updated replicas are available"
-        return DeploymentStatus(desired, updated, ready, available, message=message, rollout_pending=pending,
-                                unavailable_since=unavailable_since)
+        return DeploymentStatus(
+            desired,
+            updated,
+            ready,
+            available,
+            message=message,
+            rollout_pending=pending,
+            unavailable_since=unavailable_since,
+        )
 
     # ------------------------------------------------------------------------------------ canary status
     def _canary_resource(self) -> Resource:
@@ -679,8 +735,10 @@ class KubernetesCluster(Cluster):
                 self._sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
             current = self._read_canary(namespace, name)
             if current is None:
-                raise NotFound(f"update Canary {namespace}/{name} status failed: the Canary is not in the cluster; "
-                               "sync the GitOps repository (or apply the Canary) first")
+                raise NotFound(
+                    f"update Canary {namespace}/{name} status failed: the Canary is not in the cluster; "
+                    "sync the GitOps repository (or apply the Canary) first"
+                )
             body = dict(current)
             body["status"] = payload
             try:
@@ -693,8 +751,10 @@ class KubernetesCluster(Cluster):
                     continue
                 raise self._api_error(exc, "replace", res, namespace, name, subresource="status") from exc
         assert last is not None
-        raise Conflict(f"{self._api_error(last, 'replace', res, namespace, name, subresource='status')} "
-                       f"(gave up after {self.conflict_retries} attempts)")
+        raise Conflict(
+            f"{self._api_error(last, 'replace', res, namespace, name, subresource='status')} "
+            f"(gave up after {self.conflict_retries} attempts)"
+        )
 
     # ------------------------------------------------------------------------------------ addressing
     def resolve_url(self, url: str) -> str:

@@ -28,6 +28,7 @@ non-zero replica count is kept within ``minReplicas..maxReplicas``.
 SIGTERM/SIGINT stop every replica (SIGTERM to its process group, SIGKILL after 5 s) before the agent exits.
 Replicas left by an agent that was killed are recognised (pid + process start time) and stopped at start-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,12 +43,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from playground.secrets import decode_secret
 from playground.local.cluster import (
     HEARTBEAT_KEY,
     HEARTBEAT_PERIOD,
@@ -57,6 +58,7 @@ from playground.local.cluster import (
     render_envoy,
 )
 from playground.local.store import Home, ReplicaInfo, Store, WorkloadRow
+from playground.secrets import decode_secret
 
 log = logging.getLogger("playground.agent")
 
@@ -180,7 +182,7 @@ class ProbeSpec:
     failure_threshold: int = 3
 
     @classmethod
-    def of(cls, probe: dict[str, Any] | None) -> "ProbeSpec":
+    def of(cls, probe: dict[str, Any] | None) -> ProbeSpec:
         probe = probe or {}
         period = min(float(probe.get("periodSeconds") or 10), PROBE_PERIOD_CAP)
         common = dict(
@@ -265,8 +267,12 @@ class Replica:
             out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.pod_name}: {' '.join(argv)}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         self.pid = self.proc.pid
         self.ticks = proc_start_ticks(self.pid)
@@ -288,9 +294,17 @@ class Replica:
 
     def info(self) -> ReplicaInfo:
         return ReplicaInfo(
-            index=self.index, revision=self.revision, pid=self.pid if self.alive else None, port=self.port,
-            state=self.state, ready=self.ready, restarts=self.restarts, start_time=self.start_time,
-            proc_start_ticks=self.ticks, log=str(self.log_path), message=self.message,
+            index=self.index,
+            revision=self.revision,
+            pid=self.pid if self.alive else None,
+            port=self.port,
+            state=self.state,
+            ready=self.ready,
+            restarts=self.restarts,
+            start_time=self.start_time,
+            proc_start_ticks=self.ticks,
+            log=str(self.log_path),
+            message=self.message,
         )
 
 
@@ -419,7 +433,9 @@ class Agent:
 
             try:
                 self.store.update("apps/v1", "Deployment", ns, ref["name"], set_replicas)
-                log.info("HPA %s/%s: scaled %s from %d to %d", ns, hpa["metadata"]["name"], ref["name"], current, target)
+                log.info(
+                    "HPA %s/%s: scaled %s from %d to %d", ns, hpa["metadata"]["name"], ref["name"], current, target
+                )
             except Exception as exc:  # a concurrent delete or conflict: retried on the next sync
                 log.warning("HPA %s/%s: %s", ns, hpa["metadata"]["name"], exc)
 
@@ -517,8 +533,9 @@ class Agent:
         base_env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 
         def build(port: int) -> tuple[list[str], dict[str, str]]:
-            launch = program.launch(spec_for_catalog, port=port, tag=tag, allowlist=self.home.allowlist,
-                                    image=image, home=self.home.root)
+            launch = program.launch(
+                spec_for_catalog, port=port, tag=tag, allowlist=self.home.allowlist, image=image, home=self.home.root
+            )
             return list(launch.argv), {**base_env, **launch.env}
 
         try:
@@ -527,8 +544,11 @@ class Agent:
             wl.error = f"cannot start {pod_name} ({image}): {exc}"
             return None
         return Replica(
-            index=index, revision=revision, build=build,
-            log_path=self.home.replica_log(wl.namespace, wl.name, index), pod_name=pod_name,
+            index=index,
+            revision=revision,
+            build=build,
+            log_path=self.home.replica_log(wl.namespace, wl.name, index),
+            pod_name=pod_name,
             readiness=ProbeSpec.of(container.get("readinessProbe")),
             liveness=ProbeSpec.of(container["livenessProbe"]) if container.get("livenessProbe") else None,
         )
@@ -632,8 +652,7 @@ class Agent:
                     r.signal_group(signal.SIGKILL)
                     r.live_fails = 0
             # liveness starts once the replica was ready once, or after a generous start-up allowance
-            if (r.live_future is None and now >= r.next_live_probe
-                    and (r.ever_ready or now - r.started > 10)):
+            if r.live_future is None and now >= r.next_live_probe and (r.ever_ready or now - r.started > 10):
                 r.live_future = self.pool.submit(r.liveness.check, r.port)
 
     # -- status -------------------------------------------------------------------------------------------
@@ -655,10 +674,21 @@ class Agent:
         crash = next((r.message for r in wl.replicas if r.state == "backoff" and r.message), "")
         message = wl.error or crash
         row = WorkloadRow(
-            namespace=wl.namespace, name=wl.name, revision=wl.revision, revision_since=wl.revision_since,
-            generation=wl.generation, desired=desired, updated=updated, ready=ready, available=available,
-            total=sum(1 for r in wl.replicas if r.alive), replicas=[r.info() for r in wl.replicas], image=wl.image,
-            message=message, error=bool(message), last_progress=wl.last_progress,
+            namespace=wl.namespace,
+            name=wl.name,
+            revision=wl.revision,
+            revision_since=wl.revision_since,
+            generation=wl.generation,
+            desired=desired,
+            updated=updated,
+            ready=ready,
+            available=available,
+            total=sum(1 for r in wl.replicas if r.alive),
+            replicas=[r.info() for r in wl.replicas],
+            image=wl.image,
+            message=message,
+            error=bool(message),
+            last_progress=wl.last_progress,
             unavailable_since=wl.unavailable_since,
         )
         text = row.to_json()
@@ -670,7 +700,9 @@ class Agent:
         """Re-render Envoy when the ready endpoints (or the store) changed; rewrite the Prometheus targets."""
         endpoints = sorted(
             (wl.namespace, wl.name, r.port)
-            for wl in self.workloads.values() for r in wl.replicas if r.ready and not r.terminating
+            for wl in self.workloads.values()
+            for r in wl.replicas
+            if r.ready and not r.terminating
         )
         if (store_changed or endpoints != self.last_endpoints) and not self.render_broken:
             try:
@@ -691,13 +723,14 @@ class Agent:
         targets = []
         for (ns, name), wl in sorted(self.workloads.items()):
             dep = self.deployments.get((ns, name)) or {}
-            ann = ((((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {})
+            ann = (((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
             if str(ann.get("prometheus.io/scrape", "true")).lower() == "false":
                 continue
             for r in sorted(wl.replicas, key=lambda r: r.index):
                 if r.alive and not r.terminating:
-                    targets.append(prometheus.workload_target(f"127.0.0.1:{r.port}", namespace=ns, workload=name,
-                                                              pod=r.pod_name))
+                    targets.append(
+                        prometheus.workload_target(f"127.0.0.1:{r.port}", namespace=ns, workload=name, pod=r.pod_name)
+                    )
         text = json.dumps(targets, sort_keys=True)
         if text != self.last_targets:
             prometheus.write_targets(self.home.file_sd, targets)

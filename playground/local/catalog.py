@@ -53,14 +53,16 @@ caller) plus the program's own variables; the caller adds the process environmen
 An image that maps to nothing raises :class:`UnknownImage`, naming the image, the known repositories and
 how to register one.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "BUILTIN_PROGRAMS",
@@ -88,7 +90,7 @@ class UnknownImage(LookupError):
             f"image catalog, which knows {', '.join(self.known) or 'no repository'}. To run this image, add an "
             f"entry for its repository to {where}, e.g.\n"
             f"images:\n  {parse_image(image).key if _parsable(image) else 'owner/name'}:\n"
-            f"    argv: [\"/path/to/program\", \"--port={{port}}\"]\n"
+            f'    argv: ["/path/to/program", "--port={{port}}"]\n'
             f"(or `builtin: podinfo` if it is podinfo under another name)."
         )
 
@@ -138,7 +140,7 @@ def parse_image(image: str) -> ImageRef:
     last_slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > last_slash:
-        rest, tag = rest[:colon], rest[colon + 1:]
+        rest, tag = rest[:colon], rest[colon + 1 :]
         if not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
             raise ValueError(f"invalid tag {tag!r} in image reference {image!r}")
     if not _PATH_RE.match(rest):
@@ -211,20 +213,31 @@ class Program:
 
     name: str
     description: str
-    build: Callable[["Program", Mapping[str, Any], int, str, dict[str, Any]], list[str]] = field(repr=False)
+    build: Callable[[Program, Mapping[str, Any], int, str, dict[str, Any]], list[str]] = field(repr=False)
     env: Mapping[str, str] = field(default_factory=dict)
     source: str = "built-in"
 
-    def launch(self, container: Mapping[str, Any], *, port: int, tag: str | None,
-               allowlist: str | os.PathLike[str] | None = None, image: str = "",
-               home: str | os.PathLike[str] | None = None) -> Launch:
+    def launch(
+        self,
+        container: Mapping[str, Any],
+        *,
+        port: int,
+        tag: str | None,
+        allowlist: str | os.PathLike[str] | None = None,
+        image: str = "",
+        home: str | os.PathLike[str] | None = None,
+    ) -> Launch:
         """argv + env for one replica of ``container`` (a pod spec container dict, env already resolved)
         listening on ``port``; ``tag`` is the image tag (None -> ``latest``); ``allowlist`` is the
         load tester's allowlist file (required by the loadtester program)."""
         tag = tag or "latest"
         context = {
-            "port": int(port), "tag": tag, "image": image, "python": sys.executable,
-            "home": str(home if home is not None else playground_home()), "allowlist": allowlist,
+            "port": int(port),
+            "tag": tag,
+            "image": image,
+            "python": sys.executable,
+            "home": str(home if home is not None else playground_home()),
+            "allowlist": allowlist,
         }
         argv = self.build(self, container, int(port), tag, context)
         env = _container_env(container)
@@ -233,22 +246,30 @@ class Program:
         return Launch(argv, env)
 
 
-def _build_podinfo(_: Program, container: Mapping[str, Any], port: int, tag: str,
-                   context: dict[str, Any]) -> list[str]:
-    flags = _drop_flags(_container_flags(container), {"port", "version", "v", "host"},
-                        value_flags={"port", "version", "host"})
+def _build_podinfo(_: Program, container: Mapping[str, Any], port: int, tag: str, context: dict[str, Any]) -> list[str]:
+    flags = _drop_flags(
+        _container_flags(container), {"port", "version", "v", "host"}, value_flags={"port", "version", "host"}
+    )
     return [sys.executable, "-m", "playground.local.podinfo", f"--port={port}", f"--version={tag}", *flags]
 
 
-def _build_loadtester(_: Program, container: Mapping[str, Any], port: int, tag: str,
-                      context: dict[str, Any]) -> list[str]:
+def _build_loadtester(
+    _: Program, container: Mapping[str, Any], port: int, tag: str, context: dict[str, Any]
+) -> list[str]:
     allowlist = context.get("allowlist")
     if not allowlist:
         raise ValueError("the flagger-loadtester program needs the allowlist file: pass allowlist=PATH")
-    flags = _drop_flags(_container_flags(container), {"port", "allowlist", "host"},
-                        value_flags={"port", "allowlist", "host"})
-    return [sys.executable, "-m", "playground.local.loadtester", f"--port={port}",
-            f"--allowlist={os.fspath(allowlist)}", *flags]
+    flags = _drop_flags(
+        _container_flags(container), {"port", "allowlist", "host"}, value_flags={"port", "allowlist", "host"}
+    )
+    return [
+        sys.executable,
+        "-m",
+        "playground.local.loadtester",
+        f"--port={port}",
+        f"--allowlist={os.fspath(allowlist)}",
+        *flags,
+    ]
 
 
 PODINFO = Program("podinfo", "podinfo-compatible demo app (playground.local.podinfo)", _build_podinfo)
@@ -284,8 +305,10 @@ def _format(template: str, context: Mapping[str, Any], where: str) -> str:
     try:
         return str(template).format_map(_Placeholders({k: "" if v is None else v for k, v in context.items()}))
     except KeyError as exc:
-        raise CatalogError(f"{where}: unknown placeholder {{{exc.args[0]}}}; use {{port}}, {{tag}}, {{image}}, "
-                           f"{{python}}, {{home}} or {{catalog_dir}}") from None
+        raise CatalogError(
+            f"{where}: unknown placeholder {{{exc.args[0]}}}; use {{port}}, {{tag}}, {{image}}, "
+            f"{{python}}, {{home}} or {{catalog_dir}}"
+        ) from None
     except (ValueError, IndexError) as exc:
         raise CatalogError(f"{where}: invalid template {template!r}: {exc}") from None
 
@@ -294,7 +317,7 @@ def _template_program(file: Path, repo: str, entry: Mapping[str, Any]) -> Progra
     where = f"{file}: images.{repo}"
     argv_t = entry.get("argv")
     if isinstance(argv_t, str):
-        raise CatalogError(f"{where}.argv must be a list of strings, like [\"/path/to/program\", \"--port={{port}}\"]")
+        raise CatalogError(f'{where}.argv must be a list of strings, like ["/path/to/program", "--port={{port}}"]')
     if not isinstance(argv_t, list) or not argv_t or not all(isinstance(a, (str, int, float)) for a in argv_t):
         raise CatalogError(f"{where}: `argv` (a non-empty list of strings) or `builtin` is required")
     env_t = entry.get("env") or {}
@@ -309,15 +332,23 @@ def _template_program(file: Path, repo: str, entry: Mapping[str, Any]) -> Progra
     catalog_dir = str(file.parent.resolve())
     templates = [str(a) for a in argv_t]
     # report a bad template when the catalog is loaded, not when a replica starts
-    sample = {"port": 1, "tag": "t", "image": "i", "python": "p", "home": "h", "allowlist": "",
-              "catalog_dir": catalog_dir}
+    sample = {
+        "port": 1,
+        "tag": "t",
+        "image": "i",
+        "python": "p",
+        "home": "h",
+        "allowlist": "",
+        "catalog_dir": catalog_dir,
+    }
     for t in templates:
         _format(t, sample, f"{where}.argv")
     for k, v in env_t.items():
         _format(str(v), sample, f"{where}.env.{k}")
 
-    def build(program: Program, container: Mapping[str, Any], port: int, tag: str,
-              context: dict[str, Any]) -> list[str]:
+    def build(
+        program: Program, container: Mapping[str, Any], port: int, tag: str, context: dict[str, Any]
+    ) -> list[str]:
         ctx = {**context, "catalog_dir": catalog_dir}
         argv = [_format(t, ctx, f"{where}.argv") for t in templates]
         first = argv[0]
@@ -330,8 +361,7 @@ def _template_program(file: Path, repo: str, entry: Mapping[str, Any]) -> Progra
     env = {k: str(v) for k, v in env_t.items()}
     # the env templates may use {catalog_dir}: pre-substitute it, keep the rest for launch time
     env = {k: v.replace("{catalog_dir}", catalog_dir) for k, v in env.items()}
-    return Program(f"custom:{repo}", str(entry.get("description") or f"{repo} (from {file})"), build, env,
-                   source=where)
+    return Program(f"custom:{repo}", str(entry.get("description") or f"{repo} (from {file})"), build, env, source=where)
 
 
 def load_user_catalog(file: Path) -> dict[str, Program]:
@@ -362,13 +392,13 @@ def load_user_catalog(file: Path) -> dict[str, Program]:
             raise CatalogError(f"{file}: images.{repo}: use a repository without tag or digest")
         key = ref.repository
         if not isinstance(entry, Mapping):
-            raise CatalogError(f"{file}: images.{repo} must be a mapping with `argv` (and optional `env`) "
-                               f"or `builtin`")
+            raise CatalogError(f"{file}: images.{repo} must be a mapping with `argv` (and optional `env`) or `builtin`")
         if "builtin" in entry:
             name = str(entry["builtin"])
             if name not in _BUILTINS_BY_NAME or set(entry) - {"builtin", "description"}:
-                raise CatalogError(f"{file}: images.{repo}.builtin must be one of podinfo, loadtester "
-                                   f"(and alone, without argv/env)")
+                raise CatalogError(
+                    f"{file}: images.{repo}.builtin must be one of podinfo, loadtester (and alone, without argv/env)"
+                )
             programs[key] = _BUILTINS_BY_NAME[name]
         else:
             programs[key] = _template_program(file, repo, entry)
@@ -386,7 +416,7 @@ class Catalog:
         self.file = file
 
     @classmethod
-    def load(cls, home: str | os.PathLike[str] | None = None) -> "Catalog":
+    def load(cls, home: str | os.PathLike[str] | None = None) -> Catalog:
         """Built-ins + ``<home or $PLAYGROUND_HOME>/catalog.yaml``; raises CatalogError for a bad file."""
         file = catalog_path(home)
         programs = dict(BUILTIN_PROGRAMS)

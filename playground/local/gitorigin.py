@@ -6,6 +6,7 @@ content of the project's ``manifests/`` directory at the repository root (``isti
 
 Helpers for syncing and tests: :func:`clone`, :func:`commit_and_push`, :func:`head_sha`, :func:`checkout_tree`.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -44,6 +44,7 @@ Run: ``python -m playground.local.loadtester --port=8080 --allowlist=PATH [--tim
 Go-style single-dash flags (``-port=8080 -log-level=info -timeout=1h``) are accepted as well; the default
 port (9090) and exec timeout (1h) are Flagger's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,6 @@ def log(level: str, msg: str, **fields: Any) -> None:
             sys.stdout.flush()
         except (OSError, ValueError):
             pass
-
 
 
 def format_duration(seconds: float) -> str:
@@ -128,8 +128,7 @@ class Allowlist:
                     self._commands = frozenset(c.strip() for c in commands)
                     log("info", "allowlist loaded", path=self.path, commands=len(self._commands))
                 except (OSError, ValueError) as exc:
-                    log("error", "allowlist file is invalid, keeping the previous list",
-                        path=self.path, error=exc)
+                    log("error", "allowlist file is invalid, keeping the previous list", path=self.path, error=exc)
                 self._signature = signature
             return self._commands
 
@@ -138,9 +137,11 @@ class Allowlist:
 
     def denial(self, command: str) -> str:
         where = f"the allowlist {self.path}" if self.path else "an allowlist (none was given with --allowlist)"
-        return (f"command {command!r} is not allowed: the load tester runs only commands that appear as "
-                f"metadata.cmd in a webhook of a synced Canary (listed in {where}); add it to a Canary's "
-                f"webhooks in the GitOps repository and sync")
+        return (
+            f"command {command!r} is not allowed: the load tester runs only commands that appear as "
+            f"metadata.cmd in a webhook of a synced Canary (listed in {where}); add it to a Canary's "
+            f"webhooks in the GitOps repository and sync"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- tasks
@@ -224,8 +225,13 @@ class TaskRunner:
 
     def run(self, canary: str, command: str, argv: list[str]) -> Result:
         """Run to completion (or timeout); the output is stdout and stderr combined."""
-        log("info", "command starting", canary=canary, cmd=json.dumps(command),
-            mode="bash" if argv[:2] == ["bash", "-c"] else "argv")
+        log(
+            "info",
+            "command starting",
+            canary=canary,
+            cmd=json.dumps(command),
+            mode="bash" if argv[:2] == ["bash", "-c"] else "argv",
+        )
         with self._lock:
             if self.stopping:
                 return Result(False, "", "load tester is shutting down")
@@ -233,8 +239,14 @@ class TaskRunner:
         try:
             if self.env is not None and "/" not in argv[0]:  # resolve with the children's PATH (shims)
                 argv = [shutil.which(argv[0], path=self.env.get("PATH")) or argv[0], *argv[1:]]
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         except OSError as exc:
             with self._lock:
                 self.failures += 1
@@ -244,8 +256,11 @@ class TaskRunner:
             self._children.add(proc)
         try:
             out, _ = proc.communicate(timeout=self.timeout)
-            status = f"exit status {proc.returncode}" if proc.returncode >= 0 \
+            status = (
+                f"exit status {proc.returncode}"
+                if proc.returncode >= 0
                 else f"signal: {(signal.strsignal(-proc.returncode) or str(-proc.returncode)).lower()}"
+            )
             timed_out = False
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)
@@ -263,8 +278,14 @@ class TaskRunner:
         if ok:
             log("info", "command finished", canary=canary, cmd=json.dumps(command), status=json.dumps(status))
         else:  # as Flagger, a failure logs the output too
-            log("error", "command failed", canary=canary, cmd=json.dumps(command), status=json.dumps(status),
-                output=json.dumps(text[-2000:]))
+            log(
+                "error",
+                "command failed",
+                canary=canary,
+                cmd=json.dumps(command),
+                status=json.dumps(status),
+                output=json.dumps(text[-2000:]),
+            )
         return Result(ok, text, status)
 
     def start(self, canary: str, command: str, argv: list[str], log_output: bool) -> bool:
@@ -359,7 +380,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = 120  # idle keep-alive connections
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # commands are logged by the task runner; requests are not
 
     # ---------------------------------------------------------------------------------------- helpers
@@ -424,9 +445,14 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/gate/halt":
             self._body()
             return self._send(403, "Forbidden")
-        gates = {"/gate/check": ("check", ""), "/gate/open": ("open", ""), "/gate/close": ("close", ""),
-                 "/rollback/check": ("check", "rollback."), "/rollback/open": ("open", "rollback."),
-                 "/rollback/close": ("close", "rollback.")}
+        gates = {
+            "/gate/check": ("check", ""),
+            "/gate/open": ("open", ""),
+            "/gate/close": ("close", ""),
+            "/rollback/check": ("check", "rollback."),
+            "/rollback/open": ("open", "rollback."),
+            "/rollback/close": ("close", "rollback."),
+        }
         if path in gates:
             return self._gate(path, *gates[path])
         if path == "/":
@@ -499,14 +525,23 @@ def _go_flags(argv: list[str]) -> list[str]:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m playground.local.loadtester",
-                                     description="Flagger-compatible load tester for the local playground.")
+    parser = argparse.ArgumentParser(
+        prog="python -m playground.local.loadtester",
+        description="Flagger-compatible load tester for the local playground.",
+    )
     parser.add_argument("--port", type=int, default=9090, help="port to listen on (Flagger's default 9090)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--allowlist", default=os.environ.get("LOADTESTER_ALLOWLIST"),
-                        help='JSON file {"commands": [...]} of the commands that may run')
-    parser.add_argument("--timeout", type=lambda v: parse_duration(v, allow_plain=True), default=DEFAULT_TIMEOUT,
-                        help="exec timeout of a command, Go duration (default 1h, as Flagger)")
+    parser.add_argument(
+        "--allowlist",
+        default=os.environ.get("LOADTESTER_ALLOWLIST"),
+        help='JSON file {"commands": [...]} of the commands that may run',
+    )
+    parser.add_argument(
+        "--timeout",
+        type=lambda v: parse_duration(v, allow_plain=True),
+        default=DEFAULT_TIMEOUT,
+        help="exec timeout of a command, Go duration (default 1h, as Flagger)",
+    )
     parser.add_argument("--log-level", default="info", help="accepted for compatibility")
     return parser.parse_known_args(_go_flags(argv))
 
@@ -541,8 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         log("warn", "no --allowlist given: every command will be refused")
     else:
         allowlist.commands()
-    log("info", f"Starting load tester API on port {server.server_address[1]}",
-        timeout=format_duration(args.timeout))
+    log("info", f"Starting load tester API on port {server.server_address[1]}", timeout=format_duration(args.timeout))
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -55,6 +55,7 @@ in-flight requests finish (up to ``--http-server-shutdown-timeout``, default 5s)
 
 Run: ``python -m playground.local.podinfo --port=9898 [--level=info] [--random-error] [--version 6.7.0]``
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,12 +71,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from playground.durations import parse_duration
 
@@ -137,7 +139,6 @@ def _parse_bool(text: str) -> bool:
     if value in ("0", "f", "false", "no", "n", "off", ""):
         return False
     raise ValueError(f"invalid boolean {text!r}: use true or false")
-
 
 
 def _convert(name: str, kind: str, raw: Any) -> Any:
@@ -284,8 +285,7 @@ class Metrics:
             out.append(f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {int(h[-1])}')
             out.append(f"http_request_duration_seconds_sum{{{labels}}} {h[-2]!r}")
             out.append(f"http_request_duration_seconds_count{{{labels}}} {int(h[-1])}")
-        out += ["# HELP http_requests_total The total number of HTTP requests.",
-                "# TYPE http_requests_total counter"]
+        out += ["# HELP http_requests_total The total number of HTTP requests.", "# TYPE http_requests_total counter"]
         for (method, path, status), n in sorted(counts.items()):
             out.append(
                 f'http_requests_total{{method="{_label_value(method)}",path="{_label_value(path)}",'
@@ -337,7 +337,7 @@ def jwt_decode(token: str, secret: str, *, now: float | None = None) -> dict[str
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # ----------------------------------------------------------------------------------------------- server
@@ -372,8 +372,7 @@ _PAGE = """<!DOCTYPE html>
 
 
 def _html_escape(text: str) -> str:
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 class Podinfo:
@@ -415,8 +414,9 @@ class Podinfo:
             (re.compile(r"^/api/echo/.*$"), anything, "api_echo", self.h_echo),
         ]
 
-    def _add(self, path: str, methods: frozenset[str], label: str, fn: Callable[..., Response],
-             exempt: bool = False) -> None:
+    def _add(
+        self, path: str, methods: frozenset[str], label: str, fn: Callable[..., Response], exempt: bool = False
+    ) -> None:
         self.routes[path] = (methods, label, fn, exempt)
 
     # -------------------------------------------------------------------------------- request pipeline
@@ -475,7 +475,7 @@ class Podinfo:
     def error(self, status: int, message: str) -> Response:
         return self.json(status, {"code": status, "message": message})
 
-    def _method_not_allowed(self, req: "RequestHandler", *_: Any) -> Response:
+    def _method_not_allowed(self, req: RequestHandler, *_: Any) -> Response:
         return 405, {"Content-Type": "text/plain; charset=utf-8"}, b"405 method not allowed\n"
 
     # --------------------------------------------------------------------------------------- handlers
@@ -495,54 +495,54 @@ class Podinfo:
             "num_cpu": str(os.cpu_count() or 1),
         }
 
-    def h_index(self, req: "RequestHandler") -> Response:
+    def h_index(self, req: RequestHandler) -> Response:
         if req.method == "GET" and req.headers.get("User-Agent", "").startswith("Mozilla"):
             info = {k: _html_escape(v) for k, v in self.info().items()}
             page = _PAGE.format(**info)
             return 200, {"Content-Type": "text/html; charset=utf-8"}, page.encode()
         return self.json(200, self.info())
 
-    def h_info(self, req: "RequestHandler") -> Response:
+    def h_info(self, req: RequestHandler) -> Response:
         return self.json(200, self.info())
 
-    def h_version(self, req: "RequestHandler") -> Response:
+    def h_version(self, req: RequestHandler) -> Response:
         return self.json(200, {"commit": self.s.revision, "version": self.s.version})
 
-    def h_healthz(self, req: "RequestHandler") -> Response:
+    def h_healthz(self, req: RequestHandler) -> Response:
         return self.json(200, {"status": "OK"}) if self.healthy else (503, {}, b"")
 
-    def h_readyz(self, req: "RequestHandler") -> Response:
+    def h_readyz(self, req: RequestHandler) -> Response:
         return self.json(200, {"status": "OK"}) if self.ready and not req.server.draining else (503, {}, b"")
 
-    def h_ready_enable(self, req: "RequestHandler") -> Response:
+    def h_ready_enable(self, req: RequestHandler) -> Response:
         self.ready = True
         return 202, {}, b""
 
-    def h_ready_disable(self, req: "RequestHandler") -> Response:
+    def h_ready_disable(self, req: RequestHandler) -> Response:
         self.ready = False
         return 202, {}, b""
 
-    def h_metrics(self, req: "RequestHandler") -> Response:
+    def h_metrics(self, req: RequestHandler) -> Response:
         return 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.metrics.render().encode()
 
-    def h_status(self, req: "RequestHandler", code: str) -> Response:
+    def h_status(self, req: RequestHandler, code: str) -> Response:
         status = int(code)
         if not 200 <= status <= 599:
             return self.error(400, f"status code {status} is not between 200 and 599")
         return self.json(status, {"status": status})
 
-    def h_delay(self, req: "RequestHandler", seconds: str) -> Response:
+    def h_delay(self, req: RequestHandler, seconds: str) -> Response:
         wait = int(seconds)
         time.sleep(wait)
         return self.json(200, {"delay": wait})
 
-    def h_token(self, req: "RequestHandler") -> Response:
+    def h_token(self, req: RequestHandler) -> Response:
         user = req.body.decode("utf-8", "replace") if req.body else "anonymous"
         expires = int(time.time()) + 60
         token = jwt_encode({"name": user, "exp": expires, "iss": "podinfo"}, self.s.jwt_secret)
         return self.json(200, {"token": token, "expires_at": _rfc3339(expires)})
 
-    def h_token_validate(self, req: "RequestHandler") -> Response:
+    def h_token_validate(self, req: RequestHandler) -> Response:
         auth = req.headers.get("Authorization", "")
         parts = auth.split(" ")
         if len(parts) != 2 or parts[0].lower() != "bearer":
@@ -556,10 +556,10 @@ class Podinfo:
         exp = claims.get("exp", 0)
         return self.json(200, {"token_name": claims.get("name", ""), "expires_at": _rfc3339(float(exp))})
 
-    def h_env(self, req: "RequestHandler") -> Response:
+    def h_env(self, req: RequestHandler) -> Response:
         return self.json(200, [f"{k}={v}" for k, v in os.environ.items()])
 
-    def h_headers(self, req: "RequestHandler") -> Response:
+    def h_headers(self, req: RequestHandler) -> Response:
         headers: dict[str, list[str]] = {}
         for name, value in req.headers.items():
             canonical = "-".join(p.capitalize() for p in name.split("-"))
@@ -568,30 +568,42 @@ class Podinfo:
         headers["X-Api-Revision"] = [self.s.revision]
         return self.json(200, headers)
 
-    def h_echo(self, req: "RequestHandler") -> Response:
+    def h_echo(self, req: RequestHandler) -> Response:
         backends: list[str] = self.s.backend_url
         if not backends:
             return 202, {"X-Color": self.s.ui_color, "Content-Type": "text/plain; charset=utf-8"}, req.body
         results: list[str] = [""] * len(backends)
-        threads = [threading.Thread(target=self._call_backend, args=(req, url, results, i), daemon=True)
-                   for i, url in enumerate(backends)]
+        threads = [
+            threading.Thread(target=self._call_backend, args=(req, url, results, i), daemon=True)
+            for i, url in enumerate(backends)
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         return self.json(200, results, {"X-Color": self.s.ui_color})
 
-    def _call_backend(self, req: "RequestHandler", url: str, results: list[str], index: int) -> None:
+    def _call_backend(self, req: RequestHandler, url: str, results: list[str], index: int) -> None:
         """POST the request body to one backend, as podinfo's echo handler does (honours *_proxy env)."""
         import urllib.error
         import urllib.request
 
         if self._opener is None:
             self._opener = urllib.request.build_opener()  # ProxyHandler reads HTTP_PROXY / NO_PROXY
-        headers = {"X-API-Version": self.s.version, "X-API-Revision": self.s.revision,
-                   "Content-Type": req.headers.get("Content-Type", "application/octet-stream")}
-        for name in ("x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
-                     "x-b3-flags", "x-ot-span-context"):
+        headers = {
+            "X-API-Version": self.s.version,
+            "X-API-Revision": self.s.revision,
+            "Content-Type": req.headers.get("Content-Type", "application/octet-stream"),
+        }
+        for name in (
+            "x-request-id",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "x-b3-sampled",
+            "x-b3-flags",
+            "x-ot-span-context",
+        ):
             if req.headers.get(name):
                 headers[name] = req.headers[name]
         request = urllib.request.Request(url, data=req.body, headers=headers, method="POST")
@@ -602,7 +614,7 @@ class Podinfo:
             exc.close()
             log(self.s, "error", "backend call failed", url=url, status=exc.code)
             results[index] = f"backend {url} response status code {exc.code}"
-        except Exception as exc:  # noqa: BLE001 - any transport failure is reported in the payload
+        except Exception as exc:
             log(self.s, "error", "backend call failed", url=url, error=str(exc))
             results[index] = f"backend {url} call failed {exc}"
 
@@ -676,7 +688,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log(self.server.app.s, "debug", format % args, remote=self.client_address[0])
 
     def _read_body(self) -> bytes | None:
@@ -706,7 +718,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         try:
             self.method = self.command
             path = self.path.split("?", 1)[0]
-            if path.startswith("http://") or path.startswith("https://"):  # absolute-form request target
+            if path.startswith(("http://", "https://")):  # absolute-form request target
                 path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
             try:
                 body = self._read_body()
@@ -726,7 +738,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     else:
                         try:
                             response = handler(self, *args)
-                        except Exception as exc:  # noqa: BLE001 - a bug answers 500, never kills the replica
+                        except Exception as exc:
                             log(app.s, "error", "handler failed", path=path, error=repr(exc))
                             response = app.error(500, f"internal error: {exc}")
             status, headers, payload = response
@@ -742,8 +754,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = ""
-        lines = [f"HTTP/1.1 {status} {reason}", f"Date: {self.date_time_string()}",
-                 f"Content-Length: {len(payload)}"]
+        lines = [f"HTTP/1.1 {status} {reason}", f"Date: {self.date_time_string()}", f"Content-Length: {len(payload)}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if self.close_connection:
             lines.append("Connection: close")
@@ -760,8 +771,7 @@ def serve(settings: Settings) -> int:
     try:
         server = Server((settings.host, settings.port), app)
     except OSError as exc:
-        log(settings, "fatal", "HTTP server failed to listen", addr=f"{settings.host}:{settings.port}",
-            error=str(exc))
+        log(settings, "fatal", "HTTP server failed to listen", addr=f"{settings.host}:{settings.port}", error=str(exc))
         return 1
 
     def stop(signum: int, _frame: Any) -> None:
@@ -775,8 +785,14 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     for flag in settings.unknown:
         log(settings, "warn", "ignoring unknown flag", flag=flag)
-    log(settings, "info", "Starting podinfo", version=settings.version, revision=settings.revision,
-        port=str(server.server_address[1]))
+    log(
+        settings,
+        "info",
+        "Starting podinfo",
+        version=settings.version,
+        revision=settings.revision,
+        port=str(server.server_address[1]),
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

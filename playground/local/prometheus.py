@@ -21,13 +21,15 @@ liveness); the thousands of others are dropped at scrape time.
 Workloads' own ``/metrics`` are scraped through ``file_sd`` (a JSON targets file the node agent rewrites with
 ``write_targets``), each target labelled ``namespace``, ``workload`` and ``pod``.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from playground.fsutil import replace_if_changed
 
@@ -64,8 +66,11 @@ _KEPT_ENVOY = (
 
 def relabel_envoy_to_istio() -> list[dict[str, Any]]:
     """``metric_relabel_configs`` turning Envoy upstream stats of workload clusters into Istio metrics."""
-    workload_series = {"source_labels": ["__name__", "envoy_cluster_name"], "separator": ";",
-                       "regex": f"{_ISTIO_SOURCES};{_WORKLOAD_CLUSTER}"}
+    workload_series = {
+        "source_labels": ["__name__", "envoy_cluster_name"],
+        "separator": ";",
+        "regex": f"{_ISTIO_SOURCES};{_WORKLOAD_CLUSTER}",
+    }
     return [
         # 1. Drop the Envoy series nobody reads (thousands per scrape otherwise).
         {"source_labels": ["__name__"], "regex": _KEPT_ENVOY, "action": "keep"},
@@ -75,14 +80,28 @@ def relabel_envoy_to_istio() -> list[dict[str, Any]]:
         {**workload_series, "target_label": "reporter", "replacement": "destination"},
         {**workload_series, "target_label": "request_protocol", "replacement": "http"},
         # 3. The response code of the per-code counter.
-        {"source_labels": ["__name__", "destination_workload", "envoy_response_code"], "separator": ";",
-         "regex": "envoy_cluster_upstream_rq;.+;(.+)", "target_label": "response_code", "replacement": "$1"},
+        {
+            "source_labels": ["__name__", "destination_workload", "envoy_response_code"],
+            "separator": ";",
+            "regex": "envoy_cluster_upstream_rq;.+;(.+)",
+            "target_label": "response_code",
+            "replacement": "$1",
+        },
         # 4. Istio names (still a counter and a histogram: rate() and histogram_quantile() work as on Istio).
-        {"source_labels": ["__name__", "destination_workload"], "separator": ";",
-         "regex": "envoy_cluster_upstream_rq;.+", "target_label": "__name__", "replacement": "istio_requests_total"},
-        {"source_labels": ["__name__", "destination_workload"], "separator": ";",
-         "regex": "envoy_cluster_upstream_rq_time_(bucket|sum|count);.+", "target_label": "__name__",
-         "replacement": "istio_request_duration_milliseconds_$1"},
+        {
+            "source_labels": ["__name__", "destination_workload"],
+            "separator": ";",
+            "regex": "envoy_cluster_upstream_rq;.+",
+            "target_label": "__name__",
+            "replacement": "istio_requests_total",
+        },
+        {
+            "source_labels": ["__name__", "destination_workload"],
+            "separator": ";",
+            "regex": "envoy_cluster_upstream_rq_time_(bucket|sum|count);.+",
+            "target_label": "__name__",
+            "replacement": "istio_request_duration_milliseconds_$1",
+        },
         # 5. The Envoy labels are now redundant on Istio series (an empty value removes a label).
         {"source_labels": ["__name__"], "regex": "istio_.+", "target_label": "envoy_cluster_name", "replacement": ""},
         {"source_labels": ["__name__"], "regex": "istio_.+", "target_label": "envoy_response_code", "replacement": ""},
@@ -104,12 +123,14 @@ def render_config(
     """
     if not envoy_admin or ":" not in envoy_admin:
         raise ValueError(f"envoy_admin must be host:port, got {envoy_admin!r}")
-    jobs: list[dict[str, Any]] = [{
-        "job_name": ENVOY_JOB,
-        "metrics_path": "/stats/prometheus",
-        "static_configs": [{"targets": [envoy_admin], "labels": {"component": "envoy"}}],
-        "metric_relabel_configs": relabel_envoy_to_istio(),
-    }]
+    jobs: list[dict[str, Any]] = [
+        {
+            "job_name": ENVOY_JOB,
+            "metrics_path": "/stats/prometheus",
+            "static_configs": [{"targets": [envoy_admin], "labels": {"component": "envoy"}}],
+            "metric_relabel_configs": relabel_envoy_to_istio(),
+        }
+    ]
     if workload_targets or file_sd_path is not None:
         job: dict[str, Any] = {"job_name": WORKLOADS_JOB, "metrics_path": "/metrics"}
         if workload_targets:
@@ -118,8 +139,11 @@ def render_config(
             job["file_sd_configs"] = [{"files": [str(Path(file_sd_path).resolve())], "refresh_interval": "5s"}]
         jobs.append(job)
     return {
-        "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                   "evaluation_interval": scrape_interval},
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        },
         "scrape_configs": jobs,
     }
 
@@ -136,8 +160,9 @@ def write_targets(path: Path, targets: Iterable[dict[str, Any]]) -> bool:
     return replace_if_changed(path, json.dumps(list(targets), indent=1, sort_keys=True) + "\n")
 
 
-def prometheus_args(config_path: Path, data_dir: Path, port: int, *, retention: str = "2d",
-                    log_level: str = "warn") -> list[str]:
+def prometheus_args(
+    config_path: Path, data_dir: Path, port: int, *, retention: str = "2d", log_level: str = "warn"
+) -> list[str]:
     """The command line of a local Prometheus: 127.0.0.1 only, its own TSDB directory, short retention,
     reload through ``POST /-/reload`` (``--web.enable-lifecycle``)."""
     return [
@@ -156,9 +181,10 @@ def prometheus_binary() -> str:
     env = os.environ.get("PROMETHEUS_BIN")
     if env:
         return env
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
     if found:
         return found
-    raise RuntimeError("the prometheus binary was not found; install the Debian package `prometheus` "
-                       "(apt-get install prometheus) or set PROMETHEUS_BIN")
+    raise RuntimeError(
+        "the prometheus binary was not found; install the Debian package `prometheus` "
+        "(apt-get install prometheus) or set PROMETHEUS_BIN"
+    )

@@ -6,6 +6,7 @@ demos create tags with :func:`push_tag`, which uploads an OCI image config blob 
 with no layers (enough for a tag to exist; nothing ever pulls the image: the node agent runs programs from
 the image catalog).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,13 +82,20 @@ def push_tag(registry_url: str, repo: str, tag: str, *, labels: dict[str, str] |
     with _client() as c:
         r = c.post(urljoin(base, f"v2/{repo}/blobs/uploads/"))
         if r.status_code != 202 or "location" not in r.headers:
-            raise RegistryError(f"{registry_url}: starting a blob upload for {repo} failed: HTTP {r.status_code} {r.text[:200]}")
+            raise RegistryError(
+                f"{registry_url}: starting a blob upload for {repo} failed: HTTP {r.status_code} {r.text[:200]}"
+            )
         location = urljoin(base, r.headers["location"])
         sep = "&" if "?" in location else "?"
-        r = c.put(f"{location}{sep}digest={config_digest}", content=config,
-                  headers={"Content-Type": "application/octet-stream"})
+        r = c.put(
+            f"{location}{sep}digest={config_digest}",
+            content=config,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         if r.status_code != 201:
-            raise RegistryError(f"{registry_url}: uploading the config blob of {repo} failed: HTTP {r.status_code} {r.text[:200]}")
+            raise RegistryError(
+                f"{registry_url}: uploading the config blob of {repo} failed: HTTP {r.status_code} {r.text[:200]}"
+            )
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
@@ -99,7 +107,9 @@ def push_tag(registry_url: str, repo: str, tag: str, *, labels: dict[str, str] |
         ).encode()
         r = c.put(urljoin(base, f"v2/{repo}/manifests/{tag}"), content=manifest, headers={"Content-Type": OCI_MANIFEST})
         if r.status_code != 201:
-            raise RegistryError(f"{registry_url}: pushing the manifest {repo}:{tag} failed: HTTP {r.status_code} {r.text[:200]}")
+            raise RegistryError(
+                f"{registry_url}: pushing the manifest {repo}:{tag} failed: HTTP {r.status_code} {r.text[:200]}"
+            )
         return r.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
@@ -114,7 +124,9 @@ def list_tags(registry_url: str, repo: str) -> list[str]:
             if r.status_code == 404:
                 return []
             if r.status_code != 200:
-                raise RegistryError(f"{registry_url}: listing the tags of {repo} failed: HTTP {r.status_code} {r.text[:200]}")
+                raise RegistryError(
+                    f"{registry_url}: listing the tags of {repo} failed: HTTP {r.status_code} {r.text[:200]}"
+                )
             tags.extend(r.json().get("tags") or [])
             link = r.headers.get("link", "")
             url = urljoin(base, link.split(";")[0].strip("<> ")) if 'rel="next"' in link else None

@@ -20,6 +20,7 @@ Tables:
 This module also knows the layout of ``$PLAYGROUND_HOME`` (:class:`Home`) and reads/writes ``env.json``, the
 record of the running environment's processes and ports, which every local component consults.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,11 +30,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from playground.cluster.base import ClusterError, Conflict, NotFound
 from playground.fsutil import atomic_write
@@ -72,7 +74,7 @@ class Home:
     root: Path
 
     @classmethod
-    def of(cls, home: str | os.PathLike[str] | None = None) -> "Home":
+    def of(cls, home: str | os.PathLike[str] | None = None) -> Home:
         return cls(Path(home).absolute() if home is not None else default_home())
 
     @property
@@ -136,7 +138,6 @@ class Home:
         return dict(env.get("ports") or {}) if env else None
 
 
-
 # --------------------------------------------------------------------------------------------- objects
 
 
@@ -162,7 +163,7 @@ def _spec_digest(obj: dict[str, Any]) -> str:
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ------------------------------------------------------------------------------------- workload status
@@ -217,7 +218,7 @@ class WorkloadRow:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "WorkloadRow":
+    def from_json(cls, text: str) -> WorkloadRow:
         d = json.loads(text)
         d["replicas"] = [ReplicaInfo(**r) for r in d.get("replicas") or []]
         known = set(cls.__dataclass_fields__)
@@ -329,8 +330,10 @@ class Store:
         if key in ("objects", "status"):
             raise ValueError(f"{key} is a counter of the store")
         with self._write() as cur:
-            cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (key, int(value)))
+            cur.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, int(value)),
+            )
 
     def get_meta(self, key: str) -> int | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
@@ -418,7 +421,9 @@ class Store:
         if not kinds:
             return []
         marks = ",".join("?" * len(kinds))
-        rows = self._read(f"SELECT body FROM objects WHERE kind IN ({marks}) ORDER BY kind, namespace, name", tuple(kinds))
+        rows = self._read(
+            f"SELECT body FROM objects WHERE kind IN ({marks}) ORDER BY kind, namespace, name", tuple(kinds)
+        )
         return [json.loads(r[0]) for r in rows]
 
     def updated_at(self, api_version: str, kind: str, namespace: str | None, name: str) -> float | None:
@@ -480,7 +485,9 @@ class Store:
         return WorkloadRow.from_json(rows[0][0]) if rows else None
 
     def list_workload_status(self) -> list[WorkloadRow]:
-        return [WorkloadRow.from_json(r[0]) for r in self._read("SELECT body FROM workload_status ORDER BY namespace, name")]
+        return [
+            WorkloadRow.from_json(r[0]) for r in self._read("SELECT body FROM workload_status ORDER BY namespace, name")
+        ]
 
     def delete_workload_status(self, namespace: str, name: str) -> None:
         with self._write() as cur:

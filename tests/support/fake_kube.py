@@ -42,6 +42,7 @@ Test hooks: ``requests`` / ``clear_requests()``, ``fail()`` (next N matching req
 the Deployment controller would write), ``auto_rollout=True`` (Deployments roll out instantly),
 ``uninstall()`` (a CRD that is not installed).
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -91,36 +93,74 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("", ("v1",), "configmaps", "ConfigMap", has_generation=False),
     ResourceType("", ("v1",), "secrets", "Secret", has_generation=False),
     ResourceType("", ("v1",), "serviceaccounts", "ServiceAccount", has_generation=False),
-    ResourceType("", ("v1",), "namespaces", "Namespace", namespaced=False, subresources=("status",),
-                 has_generation=False),
+    ResourceType(
+        "", ("v1",), "namespaces", "Namespace", namespaced=False, subresources=("status",), has_generation=False
+    ),
     ResourceType("apps", ("v1",), "deployments", "Deployment", subresources=("status", "scale")),
-    ResourceType("autoscaling", ("v2",), "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-                 subresources=("status",), has_generation=False),
-    ResourceType("networking.istio.io", _ISTIO_VERSIONS, "virtualservices", "VirtualService",
-                 subresources=("status",), builtin=False),
-    ResourceType("networking.istio.io", _ISTIO_VERSIONS, "destinationrules", "DestinationRule",
-                 subresources=("status",), builtin=False),
-    ResourceType("networking.istio.io", _ISTIO_VERSIONS, "gateways", "Gateway", subresources=("status",),
-                 builtin=False),
+    ResourceType(
+        "autoscaling",
+        ("v2",),
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        subresources=("status",),
+        has_generation=False,
+    ),
+    ResourceType(
+        "networking.istio.io",
+        _ISTIO_VERSIONS,
+        "virtualservices",
+        "VirtualService",
+        subresources=("status",),
+        builtin=False,
+    ),
+    ResourceType(
+        "networking.istio.io",
+        _ISTIO_VERSIONS,
+        "destinationrules",
+        "DestinationRule",
+        subresources=("status",),
+        builtin=False,
+    ),
+    ResourceType(
+        "networking.istio.io", _ISTIO_VERSIONS, "gateways", "Gateway", subresources=("status",), builtin=False
+    ),
     ResourceType("flagger.app", ("v1beta1",), "canaries", "Canary", subresources=("status",), builtin=False),
-    ResourceType("flagger.app", ("v1beta1",), "metrictemplates", "MetricTemplate", subresources=("status",),
-                 builtin=False),
-    ResourceType("flagger.app", ("v1beta1",), "alertproviders", "AlertProvider", subresources=("status",),
-                 builtin=False),
+    ResourceType(
+        "flagger.app", ("v1beta1",), "metrictemplates", "MetricTemplate", subresources=("status",), builtin=False
+    ),
+    ResourceType(
+        "flagger.app", ("v1beta1",), "alertproviders", "AlertProvider", subresources=("status",), builtin=False
+    ),
 )
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-            500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                  "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                  "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_LABEL1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-                  "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
-                  "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+    "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
 _UNKNOWN_FORMAT = "the body of the request was in an unknown format - accepted media types include: {}"
 
 
@@ -222,8 +262,9 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
             else:
                 raise ValueError(f"unexpected kind of operation {kind!r}")
         except (KeyError, IndexError, TypeError) as exc:
-            raise ValueError(f"jsonpatch {kind} operation does not apply: doc is missing path: "
-                             f"{op.get('path')}") from exc
+            raise ValueError(
+                f"jsonpatch {kind} operation does not apply: doc is missing path: {op.get('path')}"
+            ) from exc
     return doc
 
 
@@ -259,7 +300,7 @@ class _Fault:
 class _Hook:
     path: str
     method: str | None
-    fn: Callable[["FakeKube"], None]
+    fn: Callable[[FakeKube], None]
     times: int
 
 
@@ -284,8 +325,13 @@ class _Route:
 class FakeKube:
     """The fake API server. Start with ``with FakeKube() as kube:`` (or ``start()`` / ``stop()``)."""
 
-    def __init__(self, *, auto_rollout: bool = False, clock: Callable[[], float] = time.time,
-                 user: str = "system:serviceaccount:ci:pipeline") -> None:
+    def __init__(
+        self,
+        *,
+        auto_rollout: bool = False,
+        clock: Callable[[], float] = time.time,
+        user: str = "system:serviceaccount:ci:pipeline",
+    ) -> None:
         self.auto_rollout = auto_rollout
         self.clock = clock
         self.user = user
@@ -302,7 +348,7 @@ class FakeKube:
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
-    def start(self) -> "FakeKube":
+    def start(self) -> FakeKube:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -327,8 +373,9 @@ class FakeKube:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-kube", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -338,7 +385,7 @@ class FakeKube:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeKube":
+    def __enter__(self) -> FakeKube:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -375,16 +422,27 @@ class FakeKube:
     def requests_for(self, method: str | None = None, path: str | None = None) -> list[Request]:
         """Recorded requests, filtered by method and path prefix."""
         with self._lock:
-            return [r for r in self.requests
-                    if (method is None or r.method == method) and (path is None or r.path.startswith(path))]
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and (path is None or r.path.startswith(path))
+            ]
 
-    def fail(self, path: str, status: int, *, method: str | None = None, times: int = 1, message: str | None = None,
-             reason: str | None = None) -> None:
+    def fail(
+        self,
+        path: str,
+        status: int,
+        *,
+        method: str | None = None,
+        times: int = 1,
+        message: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         """The next ``times`` requests to exactly ``path`` (and ``method``, if given) answer ``status``."""
         with self._lock:
             self._faults.append(_Fault(path, status, method, times, message, reason))
 
-    def after(self, path: str, fn: Callable[["FakeKube"], None], *, method: str | None = None, times: int = 1) -> None:
+    def after(self, path: str, fn: Callable[[FakeKube], None], *, method: str | None = None, times: int = 1) -> None:
         """Call ``fn(fake)`` after the next ``times`` matching requests were answered (a concurrent writer)."""
         with self._lock:
             self._hooks.append(_Hook(path, method, fn, times))
@@ -423,11 +481,18 @@ class FakeKube:
         """All stored objects (of a namespace), sorted by apiVersion, kind, namespace, name."""
         with self._lock:
             out = [copy.deepcopy(o) for (g, p, ns, _), o in self._store.items() if namespace in (None, ns)]
-        return sorted(out, key=lambda o: (o["apiVersion"], o["kind"], o["metadata"].get("namespace", ""),
-                                          o["metadata"]["name"]))
+        return sorted(
+            out, key=lambda o: (o["apiVersion"], o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        )
 
-    def touch(self, api_version: str, kind: str, namespace: str | None, name: str,
-              mutate: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def touch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         """Write the object as another client would: bumps its resourceVersion (after ``mutate``)."""
         with self._lock:
             rt, _ = self._type_of(api_version, kind)
@@ -465,21 +530,41 @@ class FakeKube:
             now = _timestamp(self.clock())
             rs = f'ReplicaSet "{name}-{dep["metadata"].get("generation", 1):08x}"'
             if deadline_exceeded:
-                progressing = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                               "message": f"{rs} has timed out progressing."}
+                progressing = {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": f"{rs} has timed out progressing.",
+                }
             elif updated >= desired and available >= desired and replicas == updated:
-                progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                               "message": f"{rs} has successfully progressed."}
+                progressing = {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": f"{rs} has successfully progressed.",
+                }
             else:
-                progressing = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                               "message": f"{rs} is progressing."}
+                progressing = {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "ReplicaSetUpdated",
+                    "message": f"{rs} is progressing.",
+                }
             progressing.update(lastUpdateTime=now, lastTransitionTime=now)
             if available >= desired:
-                avail = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                         "message": "Deployment has minimum availability."}
+                avail = {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.",
+                }
             else:
-                avail = {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                         "message": "Deployment does not have minimum availability."}
+                avail = {
+                    "type": "Available",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                }
             since = unavailable_since or now
             avail.update(lastUpdateTime=since, lastTransitionTime=since)
             generation = dep["metadata"].get("generation", 1)
@@ -564,7 +649,7 @@ class FakeKube:
                     raise self._injected(fault, method, route)
                 if route.discovery is not None:
                     if method != "GET":
-                        raise ApiError(405, f"the server does not allow this method on the requested resource")
+                        raise ApiError(405, "the server does not allow this method on the requested resource")
                     code, payload = 200, route.discovery
                 else:
                     code, payload = self._serve(method, route, req, query)
@@ -593,13 +678,17 @@ class FakeKube:
                 verb = _VERBS.get(method) or ("get" if name else "list")
                 sub = f"/{route.subresource}" if route.subresource else ""
                 scope = f' in the namespace "{route.namespace}"' if route.namespace else " at the cluster scope"
-                message = (f'{what} is forbidden: User "{self.user}" cannot {verb} resource "{rt.plural}{sub}" in '
-                           f'API group "{rt.group}"{scope}')
+                message = (
+                    f'{what} is forbidden: User "{self.user}" cannot {verb} resource "{rt.plural}{sub}" in '
+                    f'API group "{rt.group}"{scope}'
+                )
             elif fault.status == 409 and reason == "AlreadyExists":
                 message = f"{what} already exists"
             elif fault.status == 409:
-                message = (f"Operation cannot be fulfilled on {what}: the object has been modified; please apply "
-                           "your changes to the latest version and try again")
+                message = (
+                    f"Operation cannot be fulfilled on {what}: the object has been modified; please apply "
+                    "your changes to the latest version and try again"
+                )
             elif fault.status == 404:
                 message = f"{what} not found"
         return ApiError(fault.status, message or f"injected failure {fault.status}", reason, details)
@@ -609,8 +698,14 @@ class FakeKube:
         segs = [s for s in path.split("/") if s]
         not_found = ApiError(404, "the server could not find the requested resource", "NotFound", {})
         if path == "/version":
-            return _Route(None, "", None, None, None, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake",
-                                                       "platform": "linux/amd64"})
+            return _Route(
+                None,
+                "",
+                None,
+                None,
+                None,
+                {"major": "1", "minor": "31", "gitVersion": "v1.31.0-fake", "platform": "linux/amd64"},
+            )
         if segs == ["api"]:
             return _Route(None, "", None, None, None, {"kind": "APIVersions", "versions": ["v1"]})
         if segs == ["apis"]:
@@ -648,21 +743,48 @@ class FakeKube:
                 for v in t.versions:
                     if v not in groups.setdefault(t.group, []):
                         groups[t.group].append(v)
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-             "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}} for g, vs in groups.items()]}
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": g,
+                    "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                    "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+                }
+                for g, vs in groups.items()
+            ],
+        }
 
     @staticmethod
     def _resource_list(group: str, version: str, types: list[ResourceType]) -> dict:
         resources = []
         for t in types:
-            resources.append({"name": t.plural, "singularName": t.kind.lower(), "namespaced": t.namespaced,
-                              "kind": t.kind, "verbs": ["create", "delete", "get", "list", "patch", "update"]})
+            resources.append(
+                {
+                    "name": t.plural,
+                    "singularName": t.kind.lower(),
+                    "namespaced": t.namespaced,
+                    "kind": t.kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                }
+            )
             for sub in t.subresources:
-                resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                                  "kind": "Scale" if sub == "scale" else t.kind, "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+                resources.append(
+                    {
+                        "name": f"{t.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": "Scale" if sub == "scale" else t.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
     # ---------------------------------------------------------------------------------- verbs
     def _serve(self, method: str, route: _Route, req: Request, query: dict[str, str]) -> tuple[int, dict]:
@@ -680,25 +802,29 @@ class FakeKube:
             return 200, self._present(rt, route.version, obj)
         if method == "POST":
             if route.name is not None:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed", {})
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {}
+                )
             body = self._json_body(req)
             return 201, self._create(route, body, dry_run)
         if method == "PUT":
             if route.name is None:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed", {})
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {}
+                )
             body = self._json_body(req)
             return 200, self._update(route, body, dry_run)
         if method == "PATCH":
             if route.name is None:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed", {})
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {}
+                )
             return 200, self._patch(route, req, dry_run)
         if method == "DELETE":
             if route.name is None:
-                raise ApiError(405, "the server does not allow this method on the requested resource",
-                               "MethodNotAllowed", {})
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {}
+                )
             return 200, self._delete(route, dry_run)
         raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {})
 
@@ -710,8 +836,12 @@ class FakeKube:
     def _not_found(self, route: _Route) -> ApiError:
         rt = route.rt
         assert rt is not None
-        return ApiError(404, f'{rt.resource_name} "{route.name}" not found', "NotFound",
-                        {"name": route.name, "group": rt.group, "kind": rt.plural})
+        return ApiError(
+            404,
+            f'{rt.resource_name} "{route.name}" not found',
+            "NotFound",
+            {"name": route.name, "group": rt.group, "kind": rt.plural},
+        )
 
     def _get(self, route: _Route) -> dict[str, Any]:
         obj = self._store.get(self._key(route))
@@ -730,17 +860,24 @@ class FakeKube:
             labels = obj["metadata"].get("labels") or {}
             if all(labels.get(k.rstrip("=")) == v for k, v in selector):
                 items.append(self._present(rt, route.version, obj, in_list=True))
-        return {"kind": f"{rt.kind}List", "apiVersion": route.api_version,
-                "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": route.api_version,
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
 
     @staticmethod
     def _json_body(req: Request) -> Any:
         """The decoded body of a POST/PUT. Like kube-apiserver, a missing Content-Type means JSON (the
         generated client sends none for custom objects); YAML is accepted; anything else is 415."""
         if req.content_type not in ("", "application/json", "application/yaml"):
-            raise ApiError(415, _UNKNOWN_FORMAT.format("application/json, application/yaml, "
-                                                       "application/vnd.kubernetes.protobuf"),
-                           "UnsupportedMediaType", {})
+            raise ApiError(
+                415,
+                _UNKNOWN_FORMAT.format("application/json, application/yaml, application/vnd.kubernetes.protobuf"),
+                "UnsupportedMediaType",
+                {},
+            )
         body = req.body
         if req.content_type == "application/yaml" and isinstance(body, str):
             try:
@@ -748,8 +885,9 @@ class FakeKube:
             except yaml.YAMLError as exc:
                 raise ApiError(400, f"error converting YAML to JSON: {exc}", "BadRequest", {}) from exc
         if isinstance(body, str) or body is None:
-            raise ApiError(400, "the request body is not valid JSON" if body else "the request body is empty",
-                           "BadRequest", {})
+            raise ApiError(
+                400, "the request body is not valid JSON" if body else "the request body is empty", "BadRequest", {}
+            )
         return body
 
     def _validate(self, route: _Route, obj: Any, *, creating: bool) -> dict[str, Any]:
@@ -761,12 +899,22 @@ class FakeKube:
         obj = copy.deepcopy(obj)
         api_version = obj.setdefault("apiVersion", route.api_version)
         if api_version != route.api_version:
-            raise ApiError(400, f"the API version in the data ({api_version}) does not match the expected API "
-                                f"version ({route.api_version})", "BadRequest", {})
+            raise ApiError(
+                400,
+                f"the API version in the data ({api_version}) does not match the expected API "
+                f"version ({route.api_version})",
+                "BadRequest",
+                {},
+            )
         kind = obj.setdefault("kind", rt.kind)
         if kind != rt.kind:
-            raise ApiError(400, f"the object provided is unrecognized (must be of type {rt.kind}): kind {kind!r} "
-                                f"does not match the requested resource {rt.resource_name}", "BadRequest", {})
+            raise ApiError(
+                400,
+                f"the object provided is unrecognized (must be of type {rt.kind}): kind {kind!r} "
+                f"does not match the requested resource {rt.resource_name}",
+                "BadRequest",
+                {},
+            )
         meta = obj.get("metadata")
         if meta is None:
             meta = obj["metadata"] = {}
@@ -775,21 +923,30 @@ class FakeKube:
         if rt.namespaced:
             ns = meta.get("namespace")
             if ns and ns != route.namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the "
-                                    "request", "BadRequest", {})
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                    "BadRequest",
+                    {},
+                )
             meta["namespace"] = route.namespace
         else:
             meta.pop("namespace", None)
         name = meta.get("name") or ""
         if not creating and route.subresource is None and name and name != route.name:
-            raise ApiError(400, f"the name of the object ({name}) does not match the name on the URL ({route.name})",
-                           "BadRequest", {})
+            raise ApiError(
+                400,
+                f"the name of the object ({name}) does not match the name on the URL ({route.name})",
+                "BadRequest",
+                {},
+            )
         if not creating and not name:
             meta["name"] = name = route.name or ""
         causes: list[dict[str, str]] = []
         if not name:
-            causes.append(_cause("FieldValueRequired", "metadata.name",
-                                 "Required value: name or generateName is required"))
+            causes.append(
+                _cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")
+            )
         elif rt.kind == "Service" and (not _DNS1035_LABEL.match(name) or len(name) > 63):
             causes.append(_cause("FieldValueInvalid", "metadata.name", f'Invalid value: "{name}": {_LABEL1035_MSG}'))
         elif not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
@@ -797,24 +954,36 @@ class FakeKube:
         causes.extend(_kind_causes(rt.kind, obj))
         if causes:
             first = causes if len(causes) > 1 else causes[0]
-            summary = (f"[{', '.join(c['field'] + ': ' + c['message'] for c in causes)}]" if len(causes) > 1
-                       else f"{first['field']}: {first['message']}")  # type: ignore[index]
-            raise ApiError(422, f'{rt.qualified_kind} "{name}" is invalid: {summary}', "Invalid",
-                           {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})
+            summary = (
+                f"[{', '.join(c['field'] + ': ' + c['message'] for c in causes)}]"
+                if len(causes) > 1
+                else f"{first['field']}: {first['message']}"
+            )  # type: ignore[index]
+            raise ApiError(
+                422,
+                f'{rt.qualified_kind} "{name}" is invalid: {summary}',
+                "Invalid",
+                {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes},
+            )
         return obj
 
     def _create(self, route: _Route, body: Any, dry_run: bool) -> dict:
         rt = route.rt
         assert rt is not None
         if route.subresource:
-            raise ApiError(405, "the server does not allow this method on the requested resource",
-                           "MethodNotAllowed", {})
+            raise ApiError(
+                405, "the server does not allow this method on the requested resource", "MethodNotAllowed", {}
+            )
         obj = self._validate(route, body, creating=True)
         name = obj["metadata"]["name"]
         key = self._key(route, name)
         if key in self._store:
-            raise ApiError(409, f'{rt.resource_name} "{name}" already exists', "AlreadyExists",
-                           {"name": name, "group": rt.group, "kind": rt.plural})
+            raise ApiError(
+                409,
+                f'{rt.resource_name} "{name}" already exists',
+                "AlreadyExists",
+                {"name": name, "group": rt.group, "kind": rt.plural},
+            )
         for field_ in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
             obj["metadata"].pop(field_, None)
         if "status" in rt.subresources:
@@ -830,9 +999,13 @@ class FakeKube:
         assert rt is not None
         rv = (body.get("metadata") or {}).get("resourceVersion")
         if rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, f'Operation cannot be fulfilled on {rt.resource_name} "{route.name}": the object '
-                                "has been modified; please apply your changes to the latest version and try again",
-                           "Conflict", {"name": route.name, "group": rt.group, "kind": rt.plural})
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on {rt.resource_name} "{route.name}": the object '
+                "has been modified; please apply your changes to the latest version and try again",
+                "Conflict",
+                {"name": route.name, "group": rt.group, "kind": rt.plural},
+            )
 
     def _update(self, route: _Route, body: Any, dry_run: bool) -> dict:
         rt = route.rt
@@ -893,9 +1066,17 @@ class FakeKube:
             elif field_ in cur_spec and spec.get(field_) != cur_spec[field_]:
                 name = new["metadata"]["name"]
                 msg = f"Invalid value: {json.dumps(spec.get(field_))}: field is immutable"
-                raise ApiError(422, f'{rt.qualified_kind} "{name}" is invalid: spec.{field_}: {msg}', "Invalid",
-                               {"name": name, "group": rt.group, "kind": rt.kind,
-                                "causes": [_cause("FieldValueInvalid", f"spec.{field_}", msg)]})
+                raise ApiError(
+                    422,
+                    f'{rt.qualified_kind} "{name}" is invalid: spec.{field_}: {msg}',
+                    "Invalid",
+                    {
+                        "name": name,
+                        "group": rt.group,
+                        "kind": rt.kind,
+                        "causes": [_cause("FieldValueInvalid", f"spec.{field_}", msg)],
+                    },
+                )
 
     def _patch(self, route: _Route, req: Request, dry_run: bool) -> dict:
         rt = route.rt
@@ -904,8 +1085,12 @@ class FakeKube:
         if rt.builtin:
             accepted += ("application/strategic-merge-patch+json",)
         if req.content_type not in accepted:
-            raise ApiError(415, _UNKNOWN_FORMAT.format(", ".join(accepted + ("application/apply-patch+yaml",))),
-                           "UnsupportedMediaType", {})
+            raise ApiError(
+                415,
+                _UNKNOWN_FORMAT.format(", ".join(accepted + ("application/apply-patch+yaml",))),
+                "UnsupportedMediaType",
+                {},
+            )
         current = self._get(route)
         if isinstance(req.body, str) or req.body is None:
             raise ApiError(400, "the request body is not valid JSON", "BadRequest", {})
@@ -937,11 +1122,14 @@ class FakeKube:
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in meta},
+            "metadata": {
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+            },
             "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": ",".join(f"{k}={v}" for k, v in labels.items())},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
+            },
         }
 
     def _write_scale(self, route: _Route, current: dict, scale: dict, dry_run: bool) -> dict:
@@ -950,9 +1138,17 @@ class FakeKube:
         replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
             msg = f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0"
-            raise ApiError(422, f'Scale.autoscaling "{route.name}" is invalid: spec.replicas: {msg}', "Invalid",
-                           {"name": route.name, "group": "autoscaling", "kind": "Scale",
-                            "causes": [_cause("FieldValueInvalid", "spec.replicas", msg)]})
+            raise ApiError(
+                422,
+                f'Scale.autoscaling "{route.name}" is invalid: spec.replicas: {msg}',
+                "Invalid",
+                {
+                    "name": route.name,
+                    "group": "autoscaling",
+                    "kind": "Scale",
+                    "causes": [_cause("FieldValueInvalid", "spec.replicas", msg)],
+                },
+            )
         new = copy.deepcopy(current)
         if new["spec"].get("replicas") != replicas:
             new["spec"]["replicas"] = replicas
@@ -972,8 +1168,13 @@ class FakeKube:
             self._collect_garbage(obj["metadata"]["uid"])
         if not rt.builtin:
             return self._present(rt, route.version, obj)
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": route.name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"]["uid"]}}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": route.name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"]["uid"]},
+        }
 
     def _collect_garbage(self, uid: str) -> None:
         """Delete every object owned by ``uid`` (and, recursively, what they own)."""
@@ -1016,14 +1217,24 @@ def _kind_causes(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
             causes.append(_cause("FieldValueRequired", "spec.selector", "Required value"))
         elif any(labels.get(k) != v for k, v in selector.items()):
             shown = "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items())) + "}"
-            causes.append(_cause("FieldValueInvalid", "spec.template.metadata.labels",
-                                 f"Invalid value: {shown}: `selector` does not match template `labels`"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    "spec.template.metadata.labels",
+                    f"Invalid value: {shown}: `selector` does not match template `labels`",
+                )
+            )
         if not ((template.get("spec") or {}).get("containers")):
             causes.append(_cause("FieldValueRequired", "spec.template.spec.containers", "Required value"))
         replicas = spec.get("replicas")
         if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
-            causes.append(_cause("FieldValueInvalid", "spec.replicas",
-                                 f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0",
+                )
+            )
     elif kind == "Service":
         spec = spec if isinstance(spec, dict) else {}
         if spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None" and not spec.get("ports"):
@@ -1033,7 +1244,11 @@ def _kind_causes(kind: str, obj: dict[str, Any]) -> list[dict[str, str]]:
         if not (spec.get("scaleTargetRef") or {}).get("name"):
             causes.append(_cause("FieldValueRequired", "spec.scaleTargetRef.name", "Required value"))
         if not isinstance(spec.get("maxReplicas"), int) or spec["maxReplicas"] < 1:
-            causes.append(_cause("FieldValueInvalid", "spec.maxReplicas",
-                                 f"Invalid value: {json.dumps(spec.get('maxReplicas'))}: must be greater than or "
-                                 "equal to 1"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    "spec.maxReplicas",
+                    f"Invalid value: {json.dumps(spec.get('maxReplicas'))}: must be greater than or equal to 1",
+                )
+            )
     return causes

@@ -1,5 +1,6 @@
 """A tiny HTTP forward proxy for tests: proves that a program honours http_proxy (as every local process must,
 to reach Services through the mesh), by mapping ``name:port`` targets to local ports and recording them."""
+
 from __future__ import annotations
 
 import threading
@@ -33,8 +34,7 @@ class ForwardProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                req = urllib.request.Request(f"http://127.0.0.1:{port}{target.path}", data=body,
-                                             method=self.command)
+                req = urllib.request.Request(f"http://127.0.0.1:{port}{target.path}", data=body, method=self.command)
                 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
                 try:
                     with opener.open(req, timeout=10) as resp:

@@ -7,14 +7,16 @@
 
 A ``Reply`` can delay its answer (``delay=`` seconds) to exercise client timeouts. Unscripted paths answer 200.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["RecordedRequest", "RecordingServer", "Reply"]
 
@@ -77,8 +79,7 @@ class RecordingServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def _reply_for(self, rec: RecordedRequest) -> Reply:
         route = rec.path.split("?", 1)[0]
@@ -106,7 +107,7 @@ class RecordingServer:
         with self._lock:
             return [r for r in self.requests if r.path.split("?", 1)[0] == path]
 
-    def start(self) -> "RecordingServer":
+    def start(self) -> RecordingServer:
         self._thread.start()
         return self
 
@@ -115,7 +116,7 @@ class RecordingServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "RecordingServer":
+    def __enter__(self) -> RecordingServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

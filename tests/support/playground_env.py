@@ -10,6 +10,7 @@ manifests) on free ports in a temporary ``PLAYGROUND_HOME``, for tests and bench
 Dagster is not started (``up(..., dagster=False)``): tests drive jobs with ``execute_in_process`` and sensors
 with Dagster's test APIs, and the control loop through ``playground.controller`` directly.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,10 @@ import signal
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import git
 import httpx
@@ -81,10 +83,14 @@ class PlaygroundEnv:
 
     def subprocess_env(self) -> dict[str, str]:
         """Environment for a child process working on this playground (PLAYGROUND_* set, no proxies)."""
-        env = {k: v for k, v in os.environ.items()
-               if k.lower() not in ("http_proxy", "https_proxy", "no_proxy") and not k.startswith("PLAYGROUND_")}
-        env.update({"PLAYGROUND_HOME": str(self.home), "PLAYGROUND_BACKEND": "local",
-                    "PLAYGROUND_INTERVAL": self.interval})
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "no_proxy") and not k.startswith("PLAYGROUND_")
+        }
+        env.update(
+            {"PLAYGROUND_HOME": str(self.home), "PLAYGROUND_BACKEND": "local", "PLAYGROUND_INTERVAL": self.interval}
+        )
         return env
 
     # -- engine pieces ----------------------------------------------------------------------------------------
@@ -174,11 +180,18 @@ class PlaygroundEnv:
             return c.get(url, **kw)
 
 
-def start_environment(home: Path, *, interval: str = "1s", timeout: float = 120.0,
-                      out: Callable[[str], None] = lambda _l: None) -> PlaygroundEnv:
+def start_environment(
+    home: Path, *, interval: str = "1s", timeout: float = 120.0, out: Callable[[str], None] = lambda _l: None
+) -> PlaygroundEnv:
     """``up(home, free ports, dagster=False)``; on failure everything started is stopped before raising."""
-    ports = Ports(gateway=free_port(), mesh=free_port(), envoy_admin=free_port(), prometheus=free_port(),
-                  registry=free_port(), dagster=free_port())
+    ports = Ports(
+        gateway=free_port(),
+        mesh=free_port(),
+        envoy_admin=free_port(),
+        prometheus=free_port(),
+        registry=free_port(),
+        dagster=free_port(),
+    )
     try:
         env = up(home, ports, dagster=False, interval=interval, timeout=timeout, out=out)
     except BaseException:
@@ -212,8 +225,9 @@ def stop_environment(home: Path, *, purge: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def playground_env(home: Path, *, interval: str = "1s", timeout: float = 120.0,
-                   out: Callable[[str], None] = lambda _l: None) -> Iterator[PlaygroundEnv]:
+def playground_env(
+    home: Path, *, interval: str = "1s", timeout: float = 120.0, out: Callable[[str], None] = lambda _l: None
+) -> Iterator[PlaygroundEnv]:
     env = None
     try:
         env = start_environment(home, interval=interval, timeout=timeout, out=out)
@@ -265,8 +279,9 @@ def store_snapshot(home: Path) -> dict[str, Any]:
     """Every stored object (with its resourceVersion), every canary status and the object change counter."""
     conn = sqlite3.connect(f"file:{home / 'state.db'}?mode=ro", uri=True)
     try:
-        objects = sorted(conn.execute(
-            "SELECT grp, kind, namespace, name, resource_version, body FROM objects").fetchall())
+        objects = sorted(
+            conn.execute("SELECT grp, kind, namespace, name, resource_version, body FROM objects").fetchall()
+        )
         statuses = sorted(conn.execute("SELECT namespace, name, body FROM canary_status").fetchall())
         counter = conn.execute("SELECT value FROM meta WHERE key = 'objects'").fetchone()[0]
     finally:
@@ -279,10 +294,12 @@ BACKEND_DEPLOYMENT = "prod/backend/deployment.yaml"
 
 def with_env_var(name: str, value: str):
     """A text edit of the backend deployment adding ``name=value`` to its container env."""
+
     def edit(text: str) -> str:
         marker = "          env:\n"
         assert marker in text
-        return text.replace(marker, marker + f"            - name: {name}\n              value: \"{value}\"\n", 1)
+        return text.replace(marker, marker + f'            - name: {name}\n              value: "{value}"\n', 1)
+
     return edit
 
 
@@ -299,4 +316,5 @@ def without_env_var(name: str):
                 continue
             out.append(ln)
         return "".join(out)
+
     return edit

@@ -13,6 +13,7 @@ file, so ``stop_process`` can end the whole group (SIGTERM, then SIGKILL after a
 touching anything else. ``run_hey`` runs the ``hey`` load generator and parses its summary into a
 ``HeyResult`` (status code counts, error counts, latency percentiles).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 __all__ = [
     "HeyResult",
@@ -67,8 +68,13 @@ def start_process(
         full_env.update(env)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            list(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=full_env, cwd=cwd, start_new_session=True,
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
@@ -102,8 +108,9 @@ def wait_for_http(
     last = "no attempt"
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} while waiting for {url}:\n"
-                               f"{log_tail(proc)}")
+            raise RuntimeError(
+                f"process {proc.args!r} exited with {proc.returncode} while waiting for {url}:\n{log_tail(proc)}"
+            )
         try:
             with opener.open(url, timeout=2) as resp:
                 body = resp.read()
@@ -220,9 +227,18 @@ def hey_binary() -> str:
     return binary
 
 
-def _hey_args(url: str, *, duration: float | None, requests: int | None, concurrency: int,
-              rate_per_worker: float | None, headers: Mapping[str, str] | None, timeout: float,
-              proxy: str | None, extra: Sequence[str]) -> list[str]:
+def _hey_args(
+    url: str,
+    *,
+    duration: float | None,
+    requests: int | None,
+    concurrency: int,
+    rate_per_worker: float | None,
+    headers: Mapping[str, str] | None,
+    timeout: float,
+    proxy: str | None,
+    extra: Sequence[str],
+) -> list[str]:
     args = [hey_binary(), "-c", str(concurrency), "-t", str(timeout)]
     if duration is not None:
         args += ["-z", f"{duration}s"]
@@ -237,18 +253,40 @@ def _hey_args(url: str, *, duration: float | None, requests: int | None, concurr
     return [*args, *extra, url]
 
 
-def start_hey(url: str, *, duration: float | None = None, requests: int | None = None, concurrency: int = 10,
-              rate_per_worker: float | None = None, headers: Mapping[str, str] | None = None,
-              timeout: float = 10, proxy: str | None = None, extra: Sequence[str] = ()) -> subprocess.Popen[str]:
+def start_hey(
+    url: str,
+    *,
+    duration: float | None = None,
+    requests: int | None = None,
+    concurrency: int = 10,
+    rate_per_worker: float | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+    proxy: str | None = None,
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[str]:
     """Start hey in the background (stdout captured); finish with ``finish_hey(proc)``.
 
     Total rate = ``concurrency * rate_per_worker`` requests per second. Keep-alive is on (hey's default).
     """
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
     return subprocess.Popen(
-        _hey_args(url, duration=duration, requests=requests, concurrency=concurrency,
-                  rate_per_worker=rate_per_worker, headers=headers, timeout=timeout, proxy=proxy, extra=extra),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        _hey_args(
+            url,
+            duration=duration,
+            requests=requests,
+            concurrency=concurrency,
+            rate_per_worker=rate_per_worker,
+            headers=headers,
+            timeout=timeout,
+            proxy=proxy,
+            extra=extra,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
 
 

@@ -10,6 +10,7 @@ or ``start()`` several instances first and ``wait_ready()`` them afterwards, so 
 A ``web_config`` dict is written to ``web.yml`` and passed as ``--web.config.file`` (basic auth, TLS).
 ``PROMETHEUS_BIN`` overrides the binary. Tests that need it fail with a clear message when ``prometheus_available()`` is false (never skip).
 """
+
 from __future__ import annotations
 
 import os
@@ -76,7 +77,7 @@ class PrometheusProcess:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    def start(self) -> "PrometheusProcess":
+    def start(self) -> PrometheusProcess:
         binary = prometheus_binary()
         if binary is None:
             raise RuntimeError("prometheus binary not found: apt-get install prometheus, or set PROMETHEUS_BIN")
@@ -95,11 +96,12 @@ class PrometheusProcess:
             args.append(f"--web.config.file={web}")
         args += self._extra_args
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
         return self
 
-    def wait_ready(self, timeout: float = 20.0) -> "PrometheusProcess":
+    def wait_ready(self, timeout: float = 20.0) -> PrometheusProcess:
         """Wait until ``/-/ready`` answers 200; raise with the log tail if the process dies or times out."""
         deadline = time.monotonic() + timeout
         req = urllib.request.Request(self.url + "/-/ready")
@@ -131,7 +133,7 @@ class PrometheusProcess:
         if log is not None and not log.closed:
             log.close()
 
-    def __enter__(self) -> "PrometheusProcess":
+    def __enter__(self) -> PrometheusProcess:
         self.start()
         try:
             return self.wait_ready()
@@ -170,5 +172,6 @@ class PrometheusProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"query {query!r} did not satisfy the condition in {timeout}s (last result {last!r})\n"
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"query {query!r} did not satisfy the condition in {timeout}s (last result {last!r})\n{self.log_tail()}"
+        )
