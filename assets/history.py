@@ -124,7 +124,7 @@ def _step(duration: timedelta) -> str:
 
 
 def _rate_window(interval: str) -> str:
-    from playground.models import parse_duration
+    from playground.durations import parse_duration
 
     try:
         return f"{max(10, int(parse_duration(interval)))}s"

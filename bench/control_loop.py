@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dagster as dg
 
 from jobs import canary_release, gitops_sync
-from playground.models import parse_duration
+from playground.durations import parse_duration
 from sensors import git_commit_sensor, release_on_sync
 from tests.support.playground_env import PODINFO, playground_env, routes
 

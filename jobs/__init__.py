@@ -247,7 +247,7 @@ def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, inte
 
 @dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
 def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: PlaygroundResource) -> dict:
-    from playground.models import parse_duration
+    from playground.durations import parse_duration
 
     rt = playground.runtime()
     ns, _, name = config.target.partition("/")

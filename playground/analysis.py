@@ -38,6 +38,7 @@ Choices where docs/design.md or Flagger leave room (each covered by a test):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
@@ -320,7 +321,7 @@ def analysis_threshold(canary: Canary) -> int:
 
 
 def analysis_interval(canary: Canary) -> str:
-    """``analysis.interval`` or the 60s default (as written; parse with ``models.parse_duration``)."""
+    """``analysis.interval`` or the 60s default (as written; parse with ``durations.parse_duration``)."""
     return canary.spec.analysis.interval or DEFAULT_INTERVAL
 
 
@@ -449,7 +450,7 @@ def _plan(canary: Canary) -> _Plan:
         return hit[1]
     plan = _Plan.of(canary)
     if len(_PLANS) >= _PLAN_CACHE_SIZE:
-        _PLANS.pop(next(iter(_PLANS), None), None)  # the oldest entry
+        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest entry
     _PLANS[id(canary)] = (canary, plan)  # holding the Canary keeps its id from being reused
     return plan
 
@@ -699,10 +700,12 @@ class _Tick:
         if self.plan.judged:
             from playground.judge import evaluate_judged  # scipy: imported only by canaries that use a judge
 
-            def check_of(metric: CanaryMetric) -> MetricCheck:
+            def judged_check(metric: CanaryMetric) -> MetricCheck:
                 if metric.judge is None:
                     return evaluate_metric(metric, metric_of(metric))
                 return evaluate_judged(metric, self.probe)
+
+            check_of: Callable[[CanaryMetric], MetricCheck] | None = judged_check
         else:
             check_of = None
         for metric in self.plan.metrics:

@@ -28,7 +28,8 @@ import yaml
 from pydantic import ValidationError
 
 from playground.analysis import CanaryState, analysis_interval, tick
-from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase, parse_duration
+from playground.durations import parse_duration
+from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase
 from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
 
 DEFAULT_REVISION = "1"

@@ -91,7 +91,8 @@ def cmd_release(
 ) -> int:
     from playground.cluster.base import ClusterError
     from playground.controller import ControllerError
-    from playground.models import Phase, parse_duration
+    from playground.durations import parse_duration
+    from playground.models import Phase
 
     out = out or sys.stdout
     target = args.target

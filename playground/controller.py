@@ -23,6 +23,7 @@ from typing import Any
 from playground import analysis, hooks, metrics, routing
 from playground.alerts import alert_fields, notify
 from playground.cluster.base import Cluster, WorkloadStatus
+from playground.durations import parse_duration
 from playground.models import (
     AlertProvider,
     Canary,
@@ -31,7 +32,6 @@ from playground.models import (
     HookType,
     MetricTemplate,
     Phase,
-    parse_duration,
 )
 from playground.observe import MetricValue, Observation, Readiness, WebhookAnswer
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ METRIC_COLUMNS = [
 PROMOTED, ROLLED_BACK = "Succeeded", "Failed"
 
 
-def releases_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+def releases_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A releases table from dicts with the ``RELEASE_COLUMNS`` keys (times: datetimes, ISO strings or epoch s)."""
     frame = pd.DataFrame(list(rows), columns=RELEASE_COLUMNS)
     for col in ("started", "finished", "committed"):
@@ -139,11 +140,11 @@ def to_markdown(table: pd.DataFrame) -> str:
     t = table.reset_index()
     cols = list(t.columns)
 
-    def fmt(v) -> str:
+    def fmt(v: object) -> str:
         if isinstance(v, float):
             return "-" if v != v else f"{v:.4g}"
         if isinstance(v, pd.Timestamp):
-            return v.strftime("%Y-%m-%d")
+            return str(v.strftime("%Y-%m-%d"))
         return str(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from playground.models import Canary, CanaryMetric, MetricTemplate, parse_duration
+from playground.durations import parse_duration
+from playground.models import Canary, CanaryMetric, MetricTemplate
 
 ROLES = ("canary", "primary")
 METRICS = ("weight", "success_rate", "latency_p99", "request_rate")

@@ -6,7 +6,7 @@ A webhook is an HTTP ``POST`` of the JSON payload Flagger sends (``CanaryWebhook
 
 It succeeds iff an HTTP status was received and it is <= 202 (Flagger: ``if r.StatusCode > 202`` is an error,
 the body being the error text). Each attempt has the hook's ``timeout`` (default 10s, parsed with
-``models.parse_duration``). ``retries`` is the number of *extra* attempts, as in Flagger (which uses
+``durations.parse_duration``). ``retries`` is the number of *extra* attempts, as in Flagger (which uses
 go-retryablehttp with ``RetryMax = retries``): they are made only for transient failures -- connection errors,
 timeouts, HTTP 429 and 5xx other than 501 -- with a short exponential backoff. A 4xx (for instance the
 loadtester's 403 "gate closed") is an answer, not a transient failure, and is not retried.
@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 
-from playground.models import Canary, CanaryWebhook, HookType, Phase, parse_duration
+from playground.durations import parse_duration
+from playground.models import Canary, CanaryWebhook, HookType, Phase
 from playground.observe import WebhookAnswer
 
 __all__ = [

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from playground.models import CanaryMetric, MetricJudge
@@ -83,12 +84,13 @@ class Judgement:
         return asdict(self)
 
 
-def clean(values: Iterable[float] | None) -> np.ndarray:
+def clean(values: Iterable[float | None] | None) -> npt.NDArray[np.float64]:
     """Finite values as a float array (NaN, inf and None dropped)."""
     if values is None:
         return np.empty(0)
     arr = np.asarray([np.nan if v is None else v for v in values], dtype=float)
-    return arr[np.isfinite(arr)]
+    finite: npt.NDArray[np.float64] = arr[np.isfinite(arr)]
+    return finite
 
 
 def choose_method(canary: np.ndarray, primary: np.ndarray) -> str:

@@ -44,6 +44,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from playground.durations import parse_duration
 from playground.models import (
     MODELS,
     AlertProvider,
@@ -51,7 +52,6 @@ from playground.models import (
     Deployment,
     HorizontalPodAutoscaler,
     MetricTemplate,
-    parse_duration,
 )
 
 __all__ = [

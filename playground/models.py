@@ -11,13 +11,13 @@ reported instead of silently ignored; free-form Istio fields (trafficPolicy, cor
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from playground.durations import parse_duration  # noqa: F401  (re-exported: models name the duration fields)
 
-CANARY_API = "flagger.app/v1beta1"
+CANARY_API: Final = "flagger.app/v1beta1"
 
 
 class _Model(BaseModel):

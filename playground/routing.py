@@ -95,7 +95,7 @@ def referenced_configs(pod_spec: dict[str, Any]) -> set[tuple[str, str]]:
 
 def _tracked(obj: dict[str, Any]) -> bool:
     ann = (obj.get("metadata") or {}).get("annotations") or {}
-    return ann.get(CONFIG_TRACKING_ANNOTATION, "enabled") != "disabled"
+    return bool(ann.get(CONFIG_TRACKING_ANNOTATION, "enabled") != "disabled")
 
 
 def _rename_refs(pod_spec: dict[str, Any], tracked: set[tuple[str, str]]) -> dict[str, Any]:
@@ -328,7 +328,9 @@ def _match_dicts(matches: Iterable[Any]) -> list[dict[str, Any]]:
     return [m.model_dump(exclude_none=True, exclude_defaults=True) for m in matches]
 
 
-def _merge_matches(analysis_matches: list[dict[str, Any]], service_matches: list[dict[str, Any]]) -> list[dict]:
+def _merge_matches(
+    analysis_matches: list[dict[str, Any]], service_matches: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Flagger's mergeMatchConditions: each analysis match combined with each service match, the analysis
     match's headers and sourceLabels replacing the service match's."""
     if not service_matches:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playground.cluster.base import Cluster
-from playground.models import parse_duration
+from playground.durations import parse_duration
 
 
 @dataclass
