@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,13 +25,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from playground.analysis import CanaryState, analysis_interval, tick
 from playground.durations import parse_duration
 from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase
 from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
+from playground.textsafe import one_line
 
 DEFAULT_REVISION = "1"
 DEFAULT_WEBHOOK_STATUS = 200
@@ -51,12 +50,20 @@ Columns, all optional:
   canary_deadline_exceeded, primary_deadline_exceeded  true/false (default false; true means not ready)
   revision                   a change from the previous row = a newer revision applied before this tick
                              (empty = unchanged)
+The trace is read row by row (any length, constant memory); a UTF-8 byte order mark is skipped; inf and 1e400
+are refused. CANARY.yaml is checked as `playground validate` checks it (missing target Deployment, templates
+and alert providers aside).
 Output: one JSON object per tick, then {"result": "<final phase>", "ticks": N}; the replay stops at Succeeded or
-Failed, or at the end of the trace. Exit status: 0 after a replay (whatever its result), 2 on invalid input."""
+Failed, or at the end of the trace. Exit status: 0 after a replay (whatever its result), 2 on invalid input (a
+bad row ends the output early, without a result line), 141 when the reader closes the pipe."""
 
 
 class InputError(Exception):
-    """Invalid backtest input; the message names the file and the row, column or field."""
+    """Invalid backtest input; each line of the message names the file and the row, column or field."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 # ------------------------------------------------------------------------------------------------ trace
@@ -137,76 +144,142 @@ def _tick_time(seconds: float) -> str:
     return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
-    """Parse TRACE.csv for ``canary``: the rows, and notes about metrics without a column.
+class Trace:
+    """TRACE.csv for ``canary``, read row by row (a trace of millions of rows is never held in memory).
 
-    Raises InputError naming the file, row (0-based tick index, plus the line) and column on any invalid value,
-    on unknown or duplicate columns, and on a file without rows.
+    Opening reads and checks the header (unknown or duplicate columns raise :class:`InputError`); ``notes`` are
+    the metrics without a column. Iterating yields one ``TraceRow`` per data row and raises ``InputError``
+    naming the file, row (0-based tick index, plus the line) and column at the first invalid value, or at the
+    end when the file has no rows. A UTF-8 byte order mark (Excel's "CSV UTF-8") is skipped.
     """
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            lines = list(csv.reader(f))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read trace: {e.strerror or e}") from e
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a readable CSV file: {e}") from e
-    if not lines or not any(c.strip() for c in lines[0]):
-        raise InputError(f"{path}: empty trace: expected a header line, then one row per tick")
-    header = [c.strip() for c in lines[0]]
-    metrics = {m.name for m in canary.spec.analysis.metrics}
-    hooks = {w.name for w in canary.spec.analysis.webhooks}
-    seen: set[str] = set()
-    for col in header:
-        if col in seen:
-            raise InputError(f"{path}: column {col!r} appears twice in the header")
-        seen.add(col)
-        if col in metrics or col in BOOL_COLUMNS or col == "revision":
-            continue
-        if col.startswith(WEBHOOK_PREFIX):
-            if col[len(WEBHOOK_PREFIX) :] not in hooks:
-                raise InputError(
-                    f"{path}: column {col!r}: the canary has no webhook named {col[len(WEBHOOK_PREFIX) :]!r}"
-                    f" (its webhooks: {', '.join(sorted(hooks)) or 'none'})"
-                )
-            continue
-        raise InputError(
-            f"{path}: unknown column {col!r}: expected a metric of analysis.metrics "
-            f"({', '.join(sorted(metrics)) or 'none'}), webhook:<name>, {', '.join(BOOL_COLUMNS)} or revision"
-        )
-    notes = [
-        f"note: {path} has no column for metric {m!r}: every check of it sees no values" for m in sorted(metrics - seen)
-    ]
 
-    rows: list[TraceRow] = []
-    revision = DEFAULT_REVISION
-    for line_no, cells in enumerate(lines[1:], start=2):
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue  # blank line
-        where = f"{path}: row {len(rows)} (line {line_no})"
-        if len(cells) != len(header):
-            raise InputError(f"{where} has {len(cells)} fields, the header has {len(header)}")
-        values = {col: cell.strip() for col, cell in zip(header, cells)}
-        flags = {
-            c: _parse_bool(values.get(c, ""), c == "canary_ready" or c == "primary_ready", where, c)
-            for c in BOOL_COLUMNS
-        }
-        revision = values.get("revision") or revision
-        rows.append(
-            TraceRow(
-                revision=revision,
-                canary=Readiness(flags["canary_ready"], flags["canary_deadline_exceeded"]),
-                primary=Readiness(flags["primary_ready"], flags["primary_deadline_exceeded"]),
-                metrics={c: _parse_metric(values[c], where, c) for c in header if c in metrics},
-                webhooks={
-                    c[len(WEBHOOK_PREFIX) :]: _parse_status(values[c], where, c)
-                    for c in header
-                    if c.startswith(WEBHOOK_PREFIX)
-                },
+    def __init__(self, path: Path, canary: Canary) -> None:
+        self.path = path
+        try:
+            self._file = open(path, newline="", encoding="utf-8-sig")
+        except OSError as e:
+            raise InputError(f"{path}: cannot read trace: {e.strerror or e}") from e
+        try:
+            self._reader = csv.reader(self._file)
+            header = self._next()
+            if header is None or not any(c.strip() for c in header):
+                raise InputError(f"{path}: empty trace: expected a header line, then one row per tick")
+            self.header = [c.strip() for c in header]
+            self.notes = self._check_header(canary)
+        except BaseException:
+            self._file.close()
+            raise
+        self._line = 1
+
+    def _next(self) -> list[str] | None:
+        try:
+            return next(self._reader)
+        except StopIteration:
+            return None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise InputError(f"{self.path}: not a readable CSV file: {e}") from None
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot read trace: {e.strerror or e}") from None
+
+    def _check_header(self, canary: Canary) -> list[str]:
+        path = self.path
+        metrics = {m.name for m in canary.spec.analysis.metrics}
+        hooks = {w.name for w in canary.spec.analysis.webhooks}
+        seen: set[str] = set()
+        for col in self.header:
+            if col in seen:
+                raise InputError(f"{path}: column {col!r} appears twice in the header")
+            seen.add(col)
+            if col in metrics or col in BOOL_COLUMNS or col == "revision":
+                continue
+            if col.startswith(WEBHOOK_PREFIX):
+                if col[len(WEBHOOK_PREFIX) :] not in hooks:
+                    raise InputError(
+                        f"{path}: column {col!r}: the canary has no webhook named {col[len(WEBHOOK_PREFIX) :]!r}"
+                        f" (its webhooks: {', '.join(sorted(hooks)) or 'none'})"
+                    )
+                continue
+            raise InputError(
+                f"{path}: unknown column {col!r}: expected a metric of analysis.metrics "
+                f"({', '.join(sorted(metrics)) or 'none'}), webhook:<name>, {', '.join(BOOL_COLUMNS)} or revision"
             )
-        )
-    if not rows:
-        raise InputError(f"{path}: the trace has a header but no rows: add one row per analysis tick")
-    return rows, notes
+        self._metrics = [(i, c) for i, c in enumerate(self.header) if c in metrics]
+        self._hooks = [
+            (i, c, c[len(WEBHOOK_PREFIX) :]) for i, c in enumerate(self.header) if c.startswith(WEBHOOK_PREFIX)
+        ]
+        self._flags = [(i, c) for i, c in enumerate(self.header) if c in BOOL_COLUMNS]
+        self._revision = self.header.index("revision") if "revision" in self.header else None
+        return [
+            f"note: {path} has no column for metric {m!r}: every check of it sees no values"
+            for m in sorted(metrics - seen)
+        ]
+
+    def __iter__(self) -> Iterator[TraceRow]:
+        width = len(self.header)
+        metrics, hooks, flags, rev_col = self._metrics, self._hooks, self._flags, self._revision
+        readiness = {(r, d): Readiness(r, d) for r in (True, False) for d in (True, False)}
+        no_hooks: dict[str, int] = {}
+        revision = DEFAULT_REVISION
+        n = 0
+        try:
+            while (cells := self._next()) is not None:
+                self._line += 1
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                if len(cells) != width:
+                    raise InputError(
+                        f"{self.path}: row {n} (line {self._line}) has {len(cells)} fields, the header has {width}"
+                    )
+                values = {}
+                for i, c in metrics:
+                    text = cells[i].strip()
+                    values[c] = _parse_metric(text, self._where(n), c) if text else None
+                webhooks = (
+                    {name: _parse_status(cells[i].strip(), self._where(n), c) for i, c, name in hooks}
+                    if hooks
+                    else no_hooks
+                )
+                canary_ready = primary_ready = True
+                canary_late = primary_late = False
+                for i, c in flags:
+                    text = cells[i].strip()
+                    if text:
+                        v = _parse_bool(text, True, self._where(n), c)
+                        if c == "canary_ready":
+                            canary_ready = v
+                        elif c == "primary_ready":
+                            primary_ready = v
+                        elif c == "canary_deadline_exceeded":
+                            canary_late = v
+                        else:
+                            primary_late = v
+                if rev_col is not None:
+                    revision = cells[rev_col].strip() or revision
+                n += 1
+                yield TraceRow(
+                    revision,
+                    readiness[canary_ready, canary_late],
+                    readiness[primary_ready, primary_late],
+                    values,
+                    webhooks,
+                )
+            if n == 0:
+                raise InputError(f"{self.path}: the trace has a header but no rows: add one row per analysis tick")
+        finally:
+            self.close()
+
+    def _where(self, row: int) -> str:
+        return f"{self.path}: row {row} (line {self._line})"
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
+    """Parse the whole TRACE.csv for ``canary``: the rows, and notes about metrics without a column (see
+    :class:`Trace`, which the command uses to read a trace row by row)."""
+    trace = Trace(path, canary)
+    return list(trace), trace.notes
 
 
 def _parse_bool(text: str, default: bool, where: str, col: str) -> bool:
@@ -229,14 +302,24 @@ def _parse_metric(text: str, where: str, col: str) -> float | None:
         raise InputError(
             f"{where}, column {col!r}: {text!r} is not a number (leave it empty or write NaN for no values)"
         ) from None
-    return None if value != value else value
+    if value != value:
+        return None
+    if value in _INFINITE:
+        raise InputError(
+            f"{where}, column {col!r}: {text!r} is not a finite number (Prometheus values are finite; "
+            "leave it empty or write NaN for no values)"
+        )
+    return value
+
+
+_INFINITE = (float("inf"), float("-inf"))
 
 
 def _parse_status(text: str, where: str, col: str) -> int:
     if not text:
         return DEFAULT_WEBHOOK_STATUS
     try:
-        status = int(text)
+        status = int(text) if len(text) <= 3 else 0
     except ValueError:
         status = 0
     if not 100 <= status <= 599:
@@ -246,34 +329,38 @@ def _parse_status(text: str, where: str, col: str) -> int:
 
 # ----------------------------------------------------------------------------------------------- canary
 
+#: Findings about objects a standalone canary file does not hold (its target Deployment, MetricTemplates,
+#: AlertProviders, HPA): the analysis replayed does not need them, so backtest does not refuse them.
+_MISSING_REFERENCE = re.compile(r" not found$")
+
+
+def canary_findings(path: Path) -> tuple[list[Canary], list[str]]:
+    """The valid Canaries of a YAML file and the problems ``playground validate`` reports about the file
+    (errors only, one line each), except missing references to objects the file does not hold."""
+    from playground.manifests import load_tree, validate_set
+
+    try:
+        mset = load_tree(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: cannot read canary: No such file or directory") from None
+    problems = [str(f) for f in validate_set(mset) if f.is_error and not _MISSING_REFERENCE.search(f.message)]
+    return mset.canaries(), problems
+
 
 def load_canary(path: Path) -> Canary:
-    """The first Canary document of a YAML file, validated. Raises InputError naming the file and field."""
+    """The first Canary document of a YAML file, checked exactly as ``playground validate`` checks it (same
+    loader with its limits, same rules). Raises InputError naming the file, line and field of every problem."""
+    canaries, problems = canary_findings(Path(path))
+    if problems:
+        raise InputError(*problems)
+    if not canaries:
+        raise InputError(f"{path}: no document with kind: Canary found")
+    canary = canaries[0]
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read canary: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not a UTF-8 text file: {e}") from e
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML: {e}") from e
-    for index, doc in enumerate(docs):
-        if isinstance(doc, dict) and doc.get("kind") == "Canary":
-            try:
-                canary = Canary.model_validate(doc)
-            except ValidationError as e:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or '(document)'}: {err['msg']}" for err in e.errors()
-                )
-                raise InputError(f"{path}: document {index + 1}: invalid Canary: {problems}") from None
-            try:
-                parse_duration(analysis_interval(canary))
-            except ValueError as e:
-                raise InputError(f"{path}: spec.analysis.interval: {e}") from None
-            return canary
-    raise InputError(f"{path}: no document with kind: Canary found")
+        parse_duration(analysis_interval(canary))
+    except ValueError as e:
+        raise InputError(f"{path}: spec.analysis.interval: {e}") from None
+    return canary
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -557,24 +644,33 @@ def format_sweep(rows: list[dict], releases: list[str]) -> str:
 
 def load_templates(paths: list[Path]) -> dict[tuple[str, str], MetricTemplate]:
     """MetricTemplates from YAML files (or every *.yaml/*.yml under directories), keyed by (namespace, name)."""
+    from playground.manifests import load_tree
+
     out = {}
-    files: list[Path] = []
     for p in paths:
-        p = Path(p)
-        files += sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml")) if p.is_dir() else [p]
-    for f in files:
         try:
-            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise InputError(f"{f}: cannot read MetricTemplates: {e}") from None
-        for i, doc in enumerate(docs):
-            if isinstance(doc, dict) and doc.get("kind") == "MetricTemplate":
-                try:
-                    t = MetricTemplate.model_validate(doc)
-                except ValidationError as e:
-                    raise InputError(f"{f}: document {i + 1}: invalid MetricTemplate: {e.errors()[0]['msg']}") from None
-                out[(t.metadata.namespace or "default", t.metadata.name)] = t
+            mset = load_tree(p)
+        except FileNotFoundError:
+            raise InputError(f"{p}: cannot read MetricTemplates: No such file or directory") from None
+        errors = [str(f) for f in mset.problems if f.is_error]
+        if errors:
+            raise InputError(*errors)
+        for o in mset.of_kind("MetricTemplate"):
+            if isinstance(o.model, MetricTemplate):
+                out[(o.namespace or "default", o.name)] = o.model
     return out
+
+
+def _jsonl(line: dict) -> str:
+    """``json.dumps(line) + "\\n"``, formatted directly for tick lines (the bulk of a long backtest)."""
+    if len(line) == 6:
+        routes = line["routes"]
+        return (
+            f'{{"tick": {line["tick"]}, "phase": "{line["phase"]}", "canaryWeight": {line["canaryWeight"]}, '
+            f'"routes": [{routes[0]}, {routes[1]}], "failedChecks": {line["failedChecks"]}, '
+            f'"iterations": {line["iterations"]}}}\n'
+        )
+    return json.dumps(line) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -606,15 +702,17 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             for history in histories:
                 for line in replay(canary, history):
-                    out.write(json.dumps(line) + "\n")
+                    out.write(_jsonl(line))
             return 0
-        rows_, notes = load_trace(Path(args.trace), canary)
-        for note in notes:
-            print(note, file=sys.stderr)
-        for line in replay(canary, rows_):
-            out.write(json.dumps(line) + "\n")
+        trace = Trace(Path(args.trace), canary)
+        for note in trace.notes:
+            print(one_line(note), file=sys.stderr)
+        write = out.write
+        for line in replay(canary, trace):
+            write(_jsonl(line))
     except InputError as e:
-        print(f"playground backtest: {e}", file=sys.stderr)
+        for text in e.lines or (str(e),):
+            print(f"playground backtest: {one_line(text)}", file=sys.stderr)
         return 2
     finally:
         for h in histories:

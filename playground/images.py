@@ -43,6 +43,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from playground import yamlload
 from playground.manifests import ManifestSet, load_tree
 
 __all__ = [
@@ -920,8 +921,8 @@ def scan_and_update(
     texts: dict[str, str] = {}
     for rel in mset.files:
         try:
-            text = (Path(git_source.path) / rel).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            text = yamlload.read_text(Path(git_source.path) / rel, root=git_source.path)
+        except yamlload.Refused:
             continue
         if "$imagepolicy" in text:
             texts[rel] = text
@@ -1021,7 +1022,7 @@ def set_workload_image(
         return head
     line_no = obj.line_of(["spec", "template", "spec", "containers", index, "image"])
     path = Path(git_source.path) / obj.file
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = yamlload.read_text(path, root=git_source.path).splitlines(keepends=True)
     m = _IMAGE_LINE.match(lines[line_no - 1].rstrip("\r\n")) if 0 < line_no <= len(lines) else None
     if m is None:
         raise ValueError(

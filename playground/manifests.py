@@ -44,6 +44,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from playground import yamlload
 from playground.durations import parse_duration
 from playground.models import (
     MODELS,
@@ -53,6 +54,7 @@ from playground.models import (
     HorizontalPodAutoscaler,
     MetricTemplate,
 )
+from playground.textsafe import one_line
 
 __all__ = [
     "ERROR",
@@ -174,7 +176,7 @@ class Finding:
         text = ": ".join(parts) + ": " + self.message
         if self.fix:
             text += ("" if text.endswith((".", "?", "!")) else ".") + f" Fix: {self.fix}"
-        return text
+        return one_line(text)
 
     def sort_key(self) -> tuple:
         return (self.file, self.line, self.column or 0, self.field, self.message)
@@ -461,15 +463,20 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     skipped) or the single file ``path``.
 
     Never raises for bad content: YAML and schema problems are collected in ``ManifestSet.problems`` and the
-    objects that could be read are kept. Raises ``FileNotFoundError`` if ``path`` does not exist.
+    objects that could be read are kept. Files are read through :mod:`playground.yamlload`, with its limits:
+    a FIFO, a device, a symlink leaving the tree, a file over the size limit, an alias bomb, NUL bytes or deep
+    nesting give one finding each (their file is then not in ``ManifestSet.files``). Raises
+    ``FileNotFoundError`` if ``path`` does not exist.
     """
     root = os.fspath(path)
     p = Path(root)
-    if not p.exists():
+    if not os.path.lexists(root):
         raise FileNotFoundError(f"{root}: no such file or directory")
-    if p.is_file():
-        files = [(p, p.name, root)]
+    if not p.is_dir():
+        files = [(p, p.name, root)]  # a single file (read_text refuses a FIFO, a device, a dangling link)
+        tree: str | None = None
     else:
+        tree = root
         files = []
         for dirpath, dirnames, filenames in os.walk(p):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -482,26 +489,28 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
         files.sort(key=lambda f: f[1])
     objects: list[ManifestObject] = []
     problems: list[Finding] = []
+    read: list[str] = []
     for full, rel, display in files:
-        objs, probs = _load_file(full, rel, display)
+        objs, probs, ok = _load_file(full, rel, display, tree)
         objects.extend(objs)
         problems.extend(probs)
-    return ManifestSet(root, objects, problems, [rel for _, rel, _ in files])
+        if ok:
+            read.append(rel)
+    return ManifestSet(root, objects, problems, read)
 
 
-def _load_file(full: Path, rel: str, display: str) -> tuple[list[ManifestObject], list[Finding]]:
+def _load_file(
+    full: Path, rel: str, display: str, tree: str | None
+) -> tuple[list[ManifestObject], list[Finding], bool]:
     try:
-        text = full.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return [], [Finding(display, 1, f"cannot read file: {e}", "make it a readable UTF-8 text file")]
+        text = yamlload.read_text(full, root=tree)
+    except yamlload.Refused as e:
+        return [], [Finding(display, 1, e.message, e.fix)], False
     objects: list[ManifestObject] = []
     problems: list[Finding] = []
-    loader = yaml.SafeLoader(text)
     index = 0
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            data = loader.construct_document(node)
+        for node, data in yamlload.iter_documents(text):
             doc, index = index, index + 1
             start = node.start_mark.line + 1
             if data is None:  # an empty document ("---" followed by nothing)
@@ -528,29 +537,10 @@ def _load_file(full: Path, rel: str, display: str) -> tuple[list[ManifestObject]
                 _parse_model(obj, problems)
             objects.append(obj)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, None)
-        problem = getattr(e, "problem", None) or str(e)
-        context = getattr(e, "context", None)
-        cmark = getattr(e, "context_mark", None)
-        msg = f"invalid YAML: {problem}"
-        if context:
-            msg += f" {context}"
-            if cmark is not None and mark is not None and (cmark.line, cmark.column) != (mark.line, mark.column):
-                msg += f" started at line {cmark.line + 1}, column {cmark.column + 1}"
-        problems.append(
-            Finding(
-                display,
-                line,
-                msg,
-                column=col,
-                document=index,
-                fix="correct the YAML syntax at this position (indentation, quoting, ':' and '-')",
-            )
-        )
-    finally:
-        loader.dispose()
-    return objects, problems
+        msg, line, col = yamlload.describe(e)
+        fix = getattr(e, "fix", "") or "correct the YAML syntax at this position (indentation, quoting, ':' and '-')"
+        problems.append(Finding(display, line, f"invalid YAML: {msg}", column=col, document=index, fix=fix))
+    return objects, problems, True
 
 
 def _yaml_type(v: Any) -> str:
@@ -1486,10 +1476,10 @@ def _check_image_markers(mset: ManifestSet) -> list[Finding]:
     for o in mset.objects:
         by_file.setdefault(o.file, []).append(o)
     for rel, objs in by_file.items():
-        full = root if root.is_file() else root / rel
+        full = root if not root.is_dir() else root / rel
         try:
-            text = full.read_text(encoding="utf-8")
-        except OSError:
+            text = yamlload.read_text(full, root=root if root.is_dir() else None)
+        except yamlload.Refused:
             continue
         if "$imagepolicy" not in text:
             continue
@@ -1577,7 +1567,7 @@ def _cli_validate(args: argparse.Namespace) -> int:
             print(f)
     n_err, n_warn = len(errors), len(warnings)
     print(
-        f"{args.path}: {len(mset)} objects in {len(mset.files)} files: "
+        f"{one_line(args.path)}: {len(mset)} objects in {len(mset.files)} files: "
         f"{n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''}"
     )
     if n_err or (args.strict and n_warn):

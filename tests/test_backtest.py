@@ -78,21 +78,6 @@ SCENARIOS = {
         """,
         "Succeeded",
     ),
-    # last step 120: capped at 100, which is also the effective max weight
-    "step-weights-over-100": (
-        "stepweights_over",
-        "stepweights_over_pass",
-        """
-        Progressing 0 100/0 0 0
-        Progressing 10 90/10 0 0
-        Progressing 50 50/50 0 0
-        Progressing 100 0/100 0 0
-        Promoting 100 0/100 0 0
-        Finalising 0 100/0 0 0
-        Succeeded 0 100/0 0 0
-        """,
-        "Succeeded",
-    ),
     # confirm-rollout denied twice (Waiting), traffic increase denied once (no failure counted), promotion denied
     # twice (WaitingPromotion: status weight 0, traffic stays on the canary), then approved
     "gates": (
@@ -407,7 +392,10 @@ def test_bad_trace_exits_2_naming_file_row_and_column(tmp_path, capsys, content,
     trace.write_text(content)
     code, out, err = run_cli(capsys, CANARY, trace)
     assert code == 2
-    assert out == ""
+    # the trace is streamed: the ticks before the bad row are out already, never a result line
+    assert all('"result"' not in line for line in out.splitlines())
+    bad_row = next((int(t.split()[1]) for t in expected if t.startswith("row ")), 0)
+    assert len(out.splitlines()) == bad_row
     assert str(trace) in err
     for text in expected:
         assert text in err
@@ -416,12 +404,15 @@ def test_bad_trace_exits_2_naming_file_row_and_column(tmp_path, capsys, content,
 @pytest.mark.parametrize(
     "content, expected",
     [
-        (CANARY.read_text().replace("stepWeight: 20", "stepweight: 20"), ["spec.analysis.stepweight", "document 1"]),
+        (
+            CANARY.read_text().replace("stepWeight: 20", "stepweight: 20"),
+            ["canary.yaml:17: Canary prod/backend: spec.analysis.stepweight: unknown field; did you mean stepWeight?"],
+        ),
         (
             CANARY.read_text().replace("interval: 15s", "interval: 15 seconds"),
             ["spec.analysis.interval", "invalid duration"],
         ),
-        (CANARY.read_text().replace("port: 9898", "port: http"), ["spec.service.port", "valid integer"]),
+        (CANARY.read_text().replace("port: 9898", "port: http"), ["spec.service.port", "expected an integer"]),
         ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", ["no document with kind: Canary"]),
         ("kind: Canary\n  bad: [\n", ["invalid YAML"]),
     ],
@@ -434,6 +425,32 @@ def test_bad_canary_exits_2_naming_file_and_field(tmp_path, capsys, content, exp
     assert str(canary) in err
     for text in expected:
         assert text in err
+
+
+def test_engine_caps_step_weights_over_100_but_the_command_refuses_them_as_validate_does(capsys):
+    """Flagger caps a step weight of 120 at 100 (the engine does too); validate refuses it, so backtest does."""
+    import yaml
+
+    from playground.models import Canary
+
+    code, out, err = run_cli(capsys, DATA / "stepweights_over.yaml", DATA / "stepweights_over_pass.csv")
+    assert code == 2 and out == ""
+    assert err == (
+        f"playground backtest: {DATA / 'stepweights_over.yaml'}:15: Canary prod/backend: "
+        "spec.analysis.stepWeights[2]: step weight 120 is outside 1..100. Fix: use percentages between 1 and 100\n"
+    )
+    canary = Canary.model_validate(yaml.safe_load((DATA / "stepweights_over.yaml").read_text()))
+    rows, _ = load_trace(DATA / "stepweights_over_pass.csv", canary)
+    table = """
+        Progressing 0 100/0 0 0
+        Progressing 10 90/10 0 0
+        Progressing 50 50/50 0 0
+        Progressing 100 0/100 0 0
+        Promoting 100 0/100 0 0
+        Finalising 0 100/0 0 0
+        Succeeded 0 100/0 0 0
+        """
+    assert list(replay(canary, rows)) == expected_lines(table, "Succeeded")
 
 
 def test_missing_files_exit_2(tmp_path, capsys):

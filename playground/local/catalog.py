@@ -370,10 +370,18 @@ def load_user_catalog(file: Path) -> dict[str, Program]:
         return {}
     import yaml  # imported lazily: the catalog is used by short-lived processes too
 
+    from playground import yamlload
+
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        docs = yamlload.load_file(file)
+    except yamlload.Refused as exc:
         raise CatalogError(f"{file}: cannot read the image catalog: {exc}") from None
+    except yaml.YAMLError as exc:
+        msg, line, _ = yamlload.describe(exc)
+        raise CatalogError(f"{file}:{line}: cannot read the image catalog: {msg}") from None
+    if len(docs) > 1:
+        raise CatalogError(f"{file}: expected one YAML document, found {len(docs)}")
+    data = docs[0] if docs else None
     if data is None:
         return {}
     if not isinstance(data, Mapping) or not isinstance(data.get("images", {}), Mapping):
