@@ -165,17 +165,19 @@ class Finding:
         return self.severity == ERROR
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" + (f":{self.column}" if self.column else "")
+        """One line: every part escaped (names and values come from the files) and capped, so that a 300 KB
+        name still leaves the message and the fix readable."""
+        where = one_line(f"{self.file}", 300) + f":{self.line}" + (f":{self.column}" if self.column else "")
         parts = [where]
         if self.severity != ERROR:
             parts.append(self.severity)
         if self.kind:
-            parts.append(f"{self.kind} {self.name}".rstrip())
+            parts.append(one_line(f"{self.kind} {self.name}".rstrip(), 160))
         if self.field:
-            parts.append(self.field)
-        text = ": ".join(parts) + ": " + self.message
+            parts.append(one_line(self.field, 160))
+        text = ": ".join(parts) + ": " + one_line(self.message, 400)
         if self.fix:
-            text += ("" if text.endswith((".", "?", "!")) else ".") + f" Fix: {self.fix}"
+            text += ("" if text.endswith((".", "?", "!")) else ".") + f" Fix: {one_line(self.fix, 300)}"
         return one_line(text)
 
     def sort_key(self) -> tuple:
