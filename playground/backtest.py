@@ -19,7 +19,7 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -596,7 +596,7 @@ def with_setting(canary: Canary, axis: SweepAxis, value: float) -> Canary:
     return Canary.model_validate(data)
 
 
-def sweep(canary: Canary, axes: list[SweepAxis], histories: list[Iterable[TraceRow]]) -> list[dict]:
+def sweep(canary: Canary, axes: list[SweepAxis], histories: Sequence[Iterable[TraceRow]]) -> list[dict]:
     """Replay every release history once per combination of sweep values: one dict per combination with
     ``setting`` and ``results`` (per release: result, ticks, rolled_back)."""
     import itertools

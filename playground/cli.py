@@ -66,8 +66,10 @@ def _add_cli_of(module: str) -> Callable[[argparse._SubParsersAction], None]:
                 f"the command {name!r} is provided by the Dagster layer (entry point {PLUGIN_GROUP}:{name}), which "
                 "is not installed: install the project with `pip install -c constraints.txt -e .`"
             )
-        return next(iter(found)).load()  # type: ignore[no-any-return]
-    return importlib.import_module(module).add_cli  # type: ignore[no-any-return]
+        add_cli: Callable[..., None] = next(iter(found)).load()
+        return add_cli
+    add_cli = importlib.import_module(module).add_cli
+    return add_cli
 
 
 def _selected(argv: Sequence[str]) -> str | None:

@@ -32,6 +32,7 @@ valid for a real cluster and the local image catalog maps both names to the same
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -235,9 +236,10 @@ class RegistryClient:
                 if page is not None and not isinstance(page, list):
                     raise RegistryError(f"{where}: unexpected tags list {body!r:.200}")
                 tags.extend(str(t) for t in page or [])
-                url = _next_link(r.headers.get("link"), url)
-                if url is None:
+                next_url = _next_link(r.headers.get("link"), url)
+                if next_url is None:
                     return tags
+                url = next_url
             raise RegistryError(f"{where}: more than {self.max_pages} pages of tags; giving up")
         return tags  # pragma: no cover - loop exits by return or raise
 
@@ -963,7 +965,7 @@ def scan_and_update(
                 policy.key,
                 chosen,
                 image=policy.image,
-                if_newer=lambda cur, p=policy, c=chosen: p.is_newer(c, cur),
+                if_newer=functools.partial(policy.is_newer, chosen),
             )
             if changed:
                 new_texts[rel] = text

@@ -55,7 +55,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import requests
@@ -205,7 +205,18 @@ def _metric_interval(metric: CanaryMetric) -> str:
     return metric.interval or DEFAULT_INTERVAL
 
 
-def _model(canary: Canary, metric: CanaryMetric) -> dict[str, str]:
+class _TemplateModel(TypedDict):
+    """The template variables Flagger's MetricTemplateModel provides (render's keyword arguments)."""
+
+    name: str
+    namespace: str
+    target: str
+    service: str
+    ingress: str
+    interval: str
+
+
+def _model(canary: Canary, metric: CanaryMetric) -> _TemplateModel:
     spec = canary.spec
     return {
         "name": canary.name,

@@ -8,6 +8,8 @@
 - ``failed_run_alerts``: a failed run -> the canaries' alert providers, through the engine's notifiers.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from assets import GITOPS_COMMIT
@@ -116,7 +118,8 @@ def failed_run_alerts(context: dg.RunFailureSensorContext, playground: Playgroun
 
     run = context.dagster_run
     message = context.failure_event.message or "run failed"
-    target = (run.run_config.get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
+    run_config: dict[str, Any] = dict(run.run_config)
+    target = (run_config.get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
     rt = playground.runtime()
     try:
         for line in alert_failed_run(rt, job=run.job_name, run_id=run.run_id, target=target, message=message):

@@ -61,10 +61,10 @@ _CLUSTER_SUFFIXES = (".svc.cluster.local", ".svc")
 
 def configs_index(store: Store) -> dict[tuple[str, str, str], dict[str, Any]]:
     """ConfigMaps and Secrets by (kind, namespace, name)."""
-    out = {}
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for obj in store.list_kinds(("ConfigMap", "Secret")):
         m = obj.get("metadata") or {}
-        out[(obj["kind"], m.get("namespace") or "default", m.get("name"))] = obj
+        out[(obj["kind"], m.get("namespace") or "default", m.get("name") or "")] = obj
     return out
 
 

@@ -82,7 +82,7 @@ def checkout_tree(origin: Path, dest: Path, ref: str = BRANCH) -> str:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for blob in commit.tree.traverse():
-        if blob.type != "blob":
+        if not isinstance(blob, git.Blob):
             continue
         target = dest / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,7 +388,9 @@ class Podinfo:
         self._fault_lock = threading.Lock()
         self._eligible = 0  # requests that passed through fault injection so far
         self._rng = random.Random()
-        self._opener = None  # urllib opener for /echo backends, built on first use (honours *_proxy env)
+        self._opener: urllib.request.OpenerDirector | None = (
+            None  # urllib opener for /echo backends, built on first use (honours *_proxy env)
+        )
         # routes: exact path -> (methods, label, handler, exempt-from-faults)
         self.routes: dict[str, tuple[frozenset[str], str, Callable[..., Response], bool]] = {}
         get, post = frozenset({"GET"}), frozenset({"POST"})
@@ -681,7 +684,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.timeout = 2 * self.server.app.s.http_server_timeout  # idle keep-alive timeout, as podinfo
+        self.timeout = 2 * self.server.app.s.http_server_timeout  # type: ignore[misc]  # idle keep-alive timeout, as podinfo
         self.connection.settimeout(self.timeout)
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -693,7 +696,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(65537)
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
@@ -726,6 +730,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 body = None
                 self.close_connection = True
             label, handler, exempt, args = app.route(self.method, path)
+            response: tuple[int, dict[str, str], bytes] | None
             if body is None:
                 self.close_connection = True
                 response = app.error(413, f"request body larger than {MAX_BODY} bytes or malformed")
@@ -741,6 +746,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                         except Exception as exc:
                             log(app.s, "error", "handler failed", path=path, error=repr(exc))
                             response = app.error(500, f"internal error: {exc}")
+            assert response is not None
             status, headers, payload = response
             if server.draining:
                 self.close_connection = True

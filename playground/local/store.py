@@ -23,6 +23,7 @@ record of the running environment's processes and ports, which every local compo
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -416,7 +417,7 @@ class Store:
         sql += " ORDER BY namespace, name, grp"
         return [json.loads(r[0]) for r in self._read(sql, tuple(args))]
 
-    def list_kinds(self, kinds: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    def list_kinds(self, kinds: tuple[str, ...] | builtins.list[str]) -> builtins.list[dict[str, Any]]:
         """Every object of the given kinds (any group, any namespace), in one consistent read."""
         if not kinds:
             return []
@@ -484,7 +485,7 @@ class Store:
         rows = self._read("SELECT body FROM workload_status WHERE namespace = ? AND name = ?", (namespace, name))
         return WorkloadRow.from_json(rows[0][0]) if rows else None
 
-    def list_workload_status(self) -> list[WorkloadRow]:
+    def list_workload_status(self) -> builtins.list[WorkloadRow]:
         return [
             WorkloadRow.from_json(r[0]) for r in self._read("SELECT body FROM workload_status ORDER BY namespace, name")
         ]
