@@ -47,7 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from playground.local.cluster import (
     HEARTBEAT_KEY,
@@ -59,6 +59,9 @@ from playground.local.cluster import (
 )
 from playground.local.store import Home, ReplicaInfo, Store, WorkloadRow
 from playground.secrets import decode_secret
+
+if TYPE_CHECKING:
+    from playground.local.catalog import Catalog
 
 log = logging.getLogger("playground.agent")
 
@@ -185,7 +188,7 @@ class ProbeSpec:
     def of(cls, probe: dict[str, Any] | None) -> ProbeSpec:
         probe = probe or {}
         period = min(float(probe.get("periodSeconds") or 10), PROBE_PERIOD_CAP)
-        common = dict(
+        common: dict[str, Any] = dict(
             period=period,
             initial_delay=min(float(probe.get("initialDelaySeconds") or 0), INITIAL_DELAY_CAP),
             timeout=min(float(probe.get("timeoutSeconds") or 1), 2.0),
@@ -341,7 +344,7 @@ class Agent:
         self.last_sync = 0.0
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.configs: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.catalog = None
+        self.catalog: Catalog | None = None
         self.catalog_error = ""
         self.last_endpoints: Any = None
         self.last_targets = ""
@@ -466,13 +469,13 @@ class Agent:
         old = [r for r in wl.replicas if r.revision != revision and not r.terminating]
         # scale the current revision to the desired count
         while len(new) < desired:
-            r = self.make_replica(wl, dep, revision)
-            if r is None:
+            made = self.make_replica(wl, dep, revision)
+            if made is None:
                 break
             wl.error = ""
-            wl.replicas.append(r)
-            new.append(r)
-            self.launch(r)
+            wl.replicas.append(made)
+            new.append(made)
+            self.launch(made)
         if len(new) > desired:
             for r in sorted(new, key=lambda r: (r.ready, -r.index))[: len(new) - desired]:
                 self.stop_replica(r, now)
