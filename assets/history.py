@@ -86,7 +86,7 @@ def attach_release_history(context, target, rec, outcome: dict) -> dict:
         meta["worst_metric"] = worst or "-"
         rt = context.resources.playground.runtime()
         try:
-            canary = rt.controller(log=lambda _l: None).canary(target.key)
+            canary = rt.controller(log=lambda _l: None).canary(target.key, supported=False)
             url = canary.spec.metricsServer or DEFAULT_PROMETHEUS
             interval = canary.spec.analysis.interval or "60s"
             window = history.ReleaseWindow(

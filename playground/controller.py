@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from playground import analysis, hooks, metrics, routing
+from playground import analysis, hooks, metrics, routing, support
 from playground.alerts import alert_fields, notify
 from playground.cluster.base import Cluster, WorkloadStatus
 from playground.durations import parse_duration
@@ -148,7 +148,10 @@ class Controller:
         self.sleep = sleep
 
     # ------------------------------------------------------------------------------------ reading
-    def canary(self, key: str) -> Canary:
+    def canary(self, key: str, *, supported: bool = True) -> Canary:
+        """The Canary ``key`` as stored in the cluster. With ``supported`` (every release), a Canary using a
+        field or provider the playground does not implement is refused by name (``playground.support``)
+        instead of released with that field ignored."""
         ns, _, name = key.partition("/")
         if not name:
             raise ControllerError(f"target {key!r} must be NAMESPACE/NAME, e.g. prod/backend")
@@ -158,6 +161,10 @@ class Controller:
                 f"Canary {key} not found in the {self.cluster.name} cluster; sync the GitOps repository first "
                 f"(it must contain a flagger.app/v1beta1 Canary named {name} in namespace {ns})"
             )
+        if supported:
+            reason = support.refusal(obj)
+            if reason:
+                raise ControllerError(f"Canary {key} uses what the playground does not support: {reason}")
         return Canary.model_validate({k: v for k, v in obj.items() if k != "status"})
 
     def templates(self) -> dict[tuple[str, str], MetricTemplate]:
@@ -353,7 +360,7 @@ class Controller:
     # ------------------------------------------------------------------------------------ loop
     def make_safe(self, key: str) -> None:
         """Route all traffic to the primary (used when a run is terminated or crashes)."""
-        canary = self.canary(key)
+        canary = self.canary(key, supported=False)
         self._set_routes(canary, analysis.Routes(100, 0, False))
         # The persisted status must agree with the mesh (its routes are not part of the status): weight 0, so
         # `playground status` and a relaunched run both see all traffic on the primary.

@@ -44,7 +44,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from playground import yamlload
+from playground import support, yamlload
 from playground.durations import parse_duration
 from playground.models import (
     MODELS,
@@ -80,11 +80,7 @@ FieldPath = tuple[str | int, ...]
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
 
 #: Values of ``spec.provider`` accepted by Flagger v1.44's Canary CRD.
-PROVIDERS = (
-    "apisix", "appmesh", "appmesh:v1beta2", "contour", "gatewayapi:v1", "gatewayapi:v1beta1", "gloo", "istio",
-    "knative", "kubernetes", "kuma", "linkerd", "nginx", "osm", "skipper", "smi:v1alpha1", "smi:v1alpha2",
-    "smi:v1alpha3", "traefik",
-)  # fmt: skip
+PROVIDERS = support.ALL_PROVIDERS
 
 #: Providers that can route by HTTP headers and cookies (Flagger docs, deployment strategies, v1.44).
 AB_TESTING_PROVIDERS = (
@@ -102,7 +98,7 @@ AB_TESTING_PROVIDERS = (
 MIRROR_PROVIDERS = ("istio",)
 
 #: Provider assumed when a Canary has no ``spec.provider``: this playground's mesh.
-DEFAULT_PROVIDER = "istio"
+DEFAULT_PROVIDER = support.DEFAULT_PROVIDER
 
 #: Kinds that live outside namespaces.
 CLUSTER_SCOPED = frozenset({
@@ -132,7 +128,10 @@ _MODEL_VERSIONS = {
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _TEMPLATE_VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
-_TEMPLATE_NAMES = ("name", "namespace", "target", "service", "interval")
+_TEMPLATE_NAMES = ("name", "namespace", "target", "service", "ingress", "interval")
+#: Template variables of Flagger the playground does not substitute: name -> what it is in Flagger.
+_TEMPLATE_UNSUPPORTED = {"route": "the provider's route object (apisix/gloo/skipper)"}
+_TEMPLATE_FUNCTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+\S")
 _IMAGEPOLICY_MARKER = re.compile(r"""#\s*\{\s*"\$imagepolicy"\s*:\s*"([^"]*)"\s*\}""")
 _SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")  # Flagger's default -selector-labels
 
@@ -638,7 +637,20 @@ def _parse_model(obj: ManifestObject, problems: list[Finding]) -> None:
         obj.model = cls.model_validate(obj.raw)
     except ValidationError as e:
         seen = set()
+        blocked = obj.kind == "Canary" and support.blocks_target(obj.raw)
         for err in e.errors(include_url=False):
+            if obj.kind == "Canary" and tuple(err["loc"]) == ("spec", "service") and err["type"] == "missing":
+                if blocked:
+                    continue  # its target/provider is refused by name: "add service" would not help
+                problems.append(
+                    obj.finding(
+                        ("spec", "service"),
+                        "required field missing: the playground creates the apex, primary and canary Services "
+                        "of a Deployment target from it",
+                        "add service with at least port (the port the app listens on, like 9898)",
+                    )
+                )
+                continue
             f = _translate_error(obj, cls, err)
             if (f.field, f.message) not in seen:
                 seen.add((f.field, f.message))
@@ -828,6 +840,8 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
         check = checks.get(obj.kind)
         if check is not None:
             out.extend(check(obj, mset))
+        if obj.kind == "Canary" and obj.group == "flagger.app" and obj.name:
+            out.extend(_check_support(obj))
         if obj.kind == "Canary" and isinstance(obj.model, Canary):
             tkey = (obj.namespace, obj.model.spec.targetRef.name)
             if tkey in canary_targets:
@@ -855,6 +869,15 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
     out.extend(_check_image_markers(mset))
     out.sort(key=Finding.sort_key)
     return out
+
+
+def _check_support(obj: ManifestObject) -> list[Finding]:
+    """Fields Flagger's CRD requires that are missing, and every field the playground does not implement
+    (:mod:`playground.support`), each by name with what to do."""
+    return [
+        obj.finding(g.path, g.message, g.fix, WARNING if g.severity == "warning" else ERROR)
+        for g in support.required_gaps(obj.raw) + support.unsupported(obj.raw)
+    ]
 
 
 def _check_duplicates(mset: ManifestSet) -> list[Finding]:
@@ -1159,13 +1182,7 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         ref = spec.autoscalerRef
         hobj = mset.get("HorizontalPodAutoscaler", c.namespace, ref.name)
         if ref.kind not in (None, "HorizontalPodAutoscaler"):
-            out.append(
-                obj.finding(
-                    ("spec", "autoscalerRef", "kind"),
-                    f"kind {ref.kind} is not supported",
-                    "use kind: HorizontalPodAutoscaler",
-                )
-            )
+            pass  # reported by _check_support
         elif hobj is None:
             names = [f"{o.namespace}/{o.name}" for o in mset.of_kind("HorizontalPodAutoscaler", c.namespace)]
             out.append(
@@ -1249,13 +1266,7 @@ def _check_target(obj: ManifestObject, c: Canary, mset: ManifestSet) -> list[Fin
     out: list[Finding] = []
     ref = c.spec.targetRef
     if ref.kind not in (None, "Deployment"):
-        return [
-            obj.finding(
-                ("spec", "targetRef", "kind"),
-                f"target kind {ref.kind} is not supported by the playground",
-                "target a Deployment (kind: Deployment, apiVersion: apps/v1)",
-            )
-        ]
+        return []  # reported by _check_support
     dobj = mset.get("Deployment", c.namespace, ref.name)
     if dobj is None:
         names = [o.qualified_name for o in mset.of_kind("Deployment", c.namespace)]
@@ -1339,6 +1350,31 @@ def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     if not t.spec.query.strip():
         out.append(obj.finding(("spec", "query"), "empty query", "write the PromQL query of this metric"))
     for var in _TEMPLATE_VAR.findall(t.spec.query):
+        bare = var.strip("- ").strip()
+        if bare in _TEMPLATE_NAMES or re.match(r"^variables\.[A-Za-z0-9_-]+$", bare):
+            continue
+        if bare in _TEMPLATE_UNSUPPORTED:
+            out.append(
+                obj.finding(
+                    ("spec", "query"),
+                    f"template variable {{{{ {bare} }}}} ({_TEMPLATE_UNSUPPORTED[bare]}) is not supported by the "
+                    "playground",
+                    f"write the name out in the query, or use {', '.join(_TEMPLATE_NAMES)} or variables.KEY",
+                )
+            )
+            continue
+        fn = _TEMPLATE_FUNCTION.match(bare)
+        if fn or "|" in bare:
+            what = "a template pipeline" if "|" in bare else f"template function {fn.group(1)}"
+            out.append(
+                obj.finding(
+                    ("spec", "query"),
+                    f"{what} in {{{{ {bare} }}}} is not supported by the playground: only variables are substituted",
+                    f"write the text out with plain variables ({', '.join(_TEMPLATE_NAMES)} or variables.KEY), "
+                    'like "{{ target }}-canary" instead of {{ printf "%s-canary" target }}',
+                )
+            )
+            continue
         if var not in _TEMPLATE_NAMES and not re.match(r"^variables\.[A-Za-z0-9_-]+$", var):
             close = difflib.get_close_matches(var, _TEMPLATE_NAMES, n=1)
             out.append(

@@ -284,7 +284,12 @@ def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
                 "labels": labels,
                 "ownerReferences": [owner_reference(canary)],
             },
-            "spec": {"type": "ClusterIP", "selector": {key: selector_value}, "ports": [dict(port)]},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {key: selector_value},
+                "ports": [dict(port)],
+                **({"trafficDistribution": svc.trafficDistribution} if svc.trafficDistribution else {}),
+            },
         }
 
     return [make(apex, primary_name(value)), make(primary, primary_name(value)), make(canary_svc, value)]

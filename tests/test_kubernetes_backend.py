@@ -631,3 +631,22 @@ def test_fake_speaks_the_api_servers_protocol(kube):
         assert {"canaries", "canaries/status"} <= {r["name"] for r in resources["resources"]}
     finally:
         api.close()
+
+
+def test_release_refuses_unsupported_fields_by_name_before_creating_anything(kube, cluster, manifests):
+    """At release time a Canary using what the playground does not implement is refused, each field by name
+    with what to do, and nothing is bootstrapped (no primary, no routes)."""
+    from playground.controller import Controller, ControllerError
+
+    canary = copy.deepcopy(manifests["canary"])
+    canary["spec"]["provider"] = "linkerd"
+    canary["spec"]["analysis"]["webhooks"] = [{"name": "x", "url": "http://x.prod/", "muteAlert": True}]
+    _seed(kube, {**manifests, "canary": canary})
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    with pytest.raises(ControllerError) as e:
+        ctl.step("prod/backend")
+    text = str(e.value)
+    assert "spec.provider: provider linkerd is not supported by the playground" in text
+    assert "spec.analysis.webhooks[0].muteAlert: " in text and "Fix: remove muteAlert" in text
+    assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
+    assert cluster.get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None

@@ -23,15 +23,17 @@ BROKEN_EXPECTED = [
     "tests/data/broken/documents.yaml:16: ConfigMap prod/Bad_Name: metadata.name: invalid name 'Bad_Name'. Fix: use lower case letters, digits, '-' and '.', starting and ending with a letter or digit",
     "tests/data/broken/documents.yaml:20: ConfigMap prod/Bad_Name: metadata.labels: duplicate key: YAML keeps only the last value. Fix: remove or merge the duplicated key",
     "tests/data/broken/documents.yaml:23: HorizontalPodAutoscaler prod/old-hpa: apiVersion: unsupported apiVersion 'autoscaling/v2beta1' for HorizontalPodAutoscaler. Fix: use apiVersion: autoscaling/v2",
-    "tests/data/broken/documents.yaml:38: Canary prod/incomplete: spec.service: required field missing. Fix: add service",
+    "tests/data/broken/documents.yaml:38: Canary prod/incomplete: spec.service: required field missing: the playground creates the apex, primary and canary Services of a Deployment target from it. Fix: add service with at least port (the port the app listens on, like 9898)",
+    "tests/data/broken/documents.yaml:39: Canary prod/incomplete: spec.targetRef.apiVersion: required field missing (Flagger's Canary CRD requires it). Fix: add apiVersion: apps/v1",
     "tests/data/broken/documents.yaml:39: Canary prod/incomplete: spec.targetRef.name: required field missing. Fix: add name",
     "tests/data/broken/metrics.yaml:20: MetricTemplate istio-system/latency: spec.provider.type: provider type 'datadog' is not supported by the playground. Fix: use type: prometheus",
     "tests/data/broken/metrics.yaml:21: MetricTemplate istio-system/latency: spec.provider.address: invalid address 'prometheus.istio-system:9090'. Fix: use an http:// or https:// URL, like http://prometheus.istio-system:9090",
-    "tests/data/broken/metrics.yaml:22: MetricTemplate istio-system/latency: spec.query: unknown template variable {{ namepsace }}; did you mean namespace? Fix: use name, namespace, target, service, interval or variables.KEY",
+    "tests/data/broken/metrics.yaml:22: MetricTemplate istio-system/latency: spec.query: unknown template variable {{ namepsace }}; did you mean namespace? Fix: use name, namespace, target, service, ingress, interval or variables.KEY",
     "tests/data/broken/metrics.yaml:28: MetricTemplate istio-system/error-rate: metadata.name: duplicate object: MetricTemplate istio-system/error-rate is already defined at tests/data/broken/metrics.yaml:1. Fix: rename or remove one of them",
     "tests/data/broken/prod/alerts.yaml:9: AlertProvider prod/on-call: spec.address: inline alert address: webhook URLs are credentials and must not be stored in git. Fix: remove address; put the URL in a Secret (key address) referenced by secretRef, or name an environment variable holding it with addressFromEnv",
     "tests/data/broken/prod/alerts.yaml:16: AlertProvider prod/nowhere: spec: no address: set secretRef or addressFromEnv. Fix: add secretRef (a Secret with key address) or addressFromEnv (an environment variable)",
     "tests/data/broken/prod/alerts.yaml:25: AlertProvider prod/chat: spec.type: invalid value 'slak'; did you mean slack? Fix: use one of slack, msteams, discord, rocket, gchat, webhook",
+    "tests/data/broken/prod/canary-ab.yaml:7: Canary prod/frontend: spec.provider: provider kubernetes is not supported by the playground (it drives istio only); a canary on it would never get its traffic shifted. Fix: use provider istio (or remove provider), or run this canary with Flagger itself",
     "tests/data/broken/prod/canary-ab.yaml:18: Canary prod/frontend: spec.analysis.match: provider kubernetes cannot route by HTTP headers or cookies, so A/B testing (match with iterations) is not possible. Fix: use a provider that supports HTTP matching (istio, appmesh, appmesh:v1beta2, nginx, contour, gloo, gatewayapi:v1, gatewayapi:v1beta1), or remove match for a blue/green deployment",
     "tests/data/broken/prod/canary-steps.yaml:11: Canary prod/podinfo: spec.autoscalerRef: HorizontalPodAutoscaler prod/podinfo scales podinf, not the canary target podinfo. Fix: set the HPA's scaleTargetRef.name to podinfo",
     "tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[1]: step weights must increase: 5 follows 10. Fix: list the weights in increasing order, like [5, 10, 20, 50]",
@@ -64,7 +66,7 @@ BROKEN_EXPECTED = [
     "tests/data/broken/prod/workloads.yaml:72: HorizontalPodAutoscaler prod/podinfo: spec.minReplicas: minReplicas 5 is greater than maxReplicas 2. Fix: make minReplicas <= maxReplicas",
     "tests/data/broken/prod/workloads.yaml:79: warning: Service staging/orphan: metadata.namespace: namespace staging is not defined in the manifests. Fix: add a Namespace manifest named staging",
 ]
-BROKEN_SUMMARY = "tests/data/broken: 22 objects in 10 files: 44 errors, 3 warnings"
+BROKEN_SUMMARY = "tests/data/broken: 22 objects in 10 files: 46 errors, 3 warnings"
 
 
 def run_validate(argv: list[str]) -> int:
@@ -348,7 +350,14 @@ def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
     assert not ms.problems
     c = ms.canary("default/app")
     assert c.spec.analysis.webhooks[0].type.value == "rollout"
-    assert m.validate(tmp_path) == []
+    # Parsed, and nothing silently ignored: what the playground does not implement is named, with a fix.
+    found = {(f.field, f.severity) for f in m.validate(tmp_path)}
+    assert found == {
+        ("spec.provider", m.ERROR),
+        ("spec.service.gatewayRefs", m.ERROR),
+        ("spec.analysis.sessionAffinity", m.ERROR),
+        ("spec.analysis.webhooks[0].disableTLS", m.ERROR),
+    }
 
 
 def test_finding_format():
@@ -389,6 +398,10 @@ def test_schema_errors_are_translated_to_fields(tmp_path):
     lines = [str(f) for f in m.validate(tmp_path) if f.is_error]
     assert lines == [
         f"{p}:4: Canary default/a: spec: expected a mapping, got nothing (null). Fix: set it to a mapping",
+        f"{p}:10: Canary default/b: spec.targetRef.apiVersion: required field missing (Flagger's Canary CRD "
+        "requires it). Fix: add apiVersion: apps/v1",
+        f"{p}:10: Canary default/b: spec.targetRef.kind: required field missing (Flagger's Canary CRD "
+        "requires it). Fix: add kind: Deployment",
         f"{p}:11: Canary default/b: spec.service.targetPort: expected an integer or a string, got a list. "
         "Fix: set it to an integer or a string",
         f"{p}:13: Canary default/b: spec.analysis.stepWeights[0]: expected an integer, got 'x'. "
@@ -400,3 +413,29 @@ def test_schema_errors_are_translated_to_fields(tmp_path):
         f"{p}:21: ImagePolicy default/d: spec.policy.semver.range: invalid semver range 'six'. "
         'Fix: use comparisons like ">=6.0.0 <7.0.0", "~6.1" or "6.x"',
     ]
+
+
+def test_unsupported_template_functions_and_variables_are_named(tmp_path):
+    """Flagger's Go-template functions and its {{ route }} variable are reported as unsupported (not as
+    unknown typos); {{ ingress }} is substituted like in Flagger."""
+    write(
+        tmp_path,
+        "t.yaml",
+        """
+        apiVersion: flagger.app/v1beta1
+        kind: MetricTemplate
+        metadata: {name: t, namespace: default}
+        spec:
+          provider: {type: prometheus, address: "http://prometheus:9090"}
+          query: |
+            sum(rate(requests{route="{{ route }}", ingress="{{ ingress }}",
+              svc="{{ printf "%s-canary" target }}", ns="{{ namespace | upper }}"}[{{ interval }}]))
+        """,
+    )
+    lines = [str(f) for f in m.validate(tmp_path) if f.is_error]
+    assert len(lines) == 3, lines
+    text = "\n".join(lines)
+    assert "template variable {{ route }} (the provider's route object" in text
+    assert 'template function printf in {{ printf "%s-canary" target }} is not supported' in text
+    assert "a template pipeline in {{ namespace | upper }} is not supported" in text
+    assert all("unknown" not in line for line in lines)

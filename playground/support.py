@@ -1,0 +1,292 @@
+"""Which parts of Flagger v1.44's Canary the playground implements, and a clear refusal of everything else.
+
+Every field of Flagger's Canary CRD either works as in Flagger on both backends (local and kubernetes), or is
+named here with what to do instead. ``playground validate`` reports these as findings (see
+``playground.manifests``) and the controller refuses to release such a Canary (``ControllerError``), so no
+field is ever silently ignored.
+
+The checks work on the raw object (a dict, as read from YAML or from the cluster), not on the typed model, so
+that a Canary the model cannot parse (a Knative target without ``service``, say) is still told what is
+unsupported rather than which field to add. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ALL_PROVIDERS",
+    "DEFAULT_PROVIDER",
+    "SUPPORTED_PROVIDERS",
+    "Gap",
+    "required_gaps",
+    "unsupported",
+    "blocks_target",
+]
+
+#: Values of ``spec.provider`` accepted by Flagger v1.44's Canary CRD.
+ALL_PROVIDERS = (
+    "apisix", "appmesh", "appmesh:v1beta2", "contour", "gatewayapi:v1", "gatewayapi:v1beta1", "gloo", "istio",
+    "knative", "kubernetes", "kuma", "linkerd", "nginx", "osm", "skipper", "smi:v1alpha1", "smi:v1alpha2",
+    "smi:v1alpha3", "traefik",
+)  # fmt: skip
+
+#: Providers the playground drives end to end, on both backends.
+SUPPORTED_PROVIDERS = ("istio",)
+
+#: Provider assumed when a Canary has no ``spec.provider``: this playground's mesh.
+DEFAULT_PROVIDER = "istio"
+
+#: Target kinds of Flagger's CRD and the provider that handles each one.
+_TARGET_KINDS = {"Deployment": "apps/v1", "DaemonSet": "apps/v1", "Service": "serving.knative.dev/v1"}
+
+#: Provider-specific references: (field, providers using it, what it names).
+_PROVIDER_REFS = (
+    ("ingressRef", "nginx", "the Ingress the nginx provider writes canary annotations on"),
+    ("routeRef", "apisix", "the ApisixRoute of the apisix provider"),
+    ("upstreamRef", "gloo", "the Gloo Upstream of the gloo provider"),
+)
+
+#: service fields the playground does not implement: field -> (why, what to do).
+_SERVICE_FIELDS: dict[str, tuple[str, str]] = {
+    "headless": (
+        "headless Services are not implemented (the apex/primary/canary Services always get a cluster IP)",
+        "remove headless (or set it to false)",
+    ),
+    "backendTimeout": (
+        "backendTimeout is only used by the gatewayapi provider, which this canary does not use",
+        "remove backendTimeout, or use service.timeout",
+    ),
+    "gatewayRefs": (
+        "gatewayRefs attach an HTTPRoute to a Gateway API Gateway, which only the gatewayapi provider writes",
+        "remove gatewayRefs, or for Istio name the gateways in service.gateways",
+    ),
+    "meshName": ("meshName is only used by the appmesh provider", "remove meshName"),
+    "backends": ("backends are only used by the appmesh provider", "remove backends"),
+    "unmanagedMetadata": (
+        "unmanagedMetadata (metadata Flagger leaves alone on the generated objects) is not implemented",
+        "remove unmanagedMetadata",
+    ),
+    "delegation": (
+        "delegate VirtualServices (delegation: true) are not implemented: the playground always writes a root "
+        "VirtualService with hosts and gateways",
+        "remove delegation and let the canary's VirtualService be the root one (service.hosts, service.gateways)",
+    ),
+    "apex": (
+        "labels/annotations of the generated Services (service.apex) are not implemented",
+        "remove service.apex",
+    ),
+    "primary": (
+        "labels/annotations of the generated Services (service.primary) are not implemented",
+        "remove service.primary",
+    ),
+    "canary": (
+        "labels/annotations of the generated Services (service.canary) are not implemented",
+        "remove service.canary",
+    ),
+}
+
+_ANALYSIS_FIELDS: dict[str, tuple[str, str]] = {
+    "sessionAffinity": (
+        "canary releases with session affinity (the cookie that pins a user to the canary) are not implemented",
+        "remove sessionAffinity: users then see primary and canary by weight on every request",
+    ),
+}
+
+_SPEC_FIELDS: dict[str, tuple[str, str]] = {
+    "revertOnDeletion": (
+        "revertOnDeletion (restoring the target when the Canary is deleted) is not implemented",
+        "remove revertOnDeletion; to stop managing a target, restore it by hand before deleting the Canary",
+    ),
+}
+
+_WEBHOOK_FIELDS: dict[str, tuple[str, str]] = {
+    "muteAlert": (
+        "muteAlert (no alert when this webhook fails) is not implemented",
+        "remove muteAlert",
+    ),
+    "disableTLS": (
+        "disableTLS (plain HTTP to the loadtester's https URL) is not implemented",
+        "remove disableTLS and give the webhook an http:// URL",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One field of a Canary the playground does not implement (or a field Flagger's CRD requires that is
+    missing): its path in the object, the message and the fix."""
+
+    path: tuple[str | int, ...]
+    message: str
+    fix: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = ""
+        for part in self.path:
+            where += f"[{part}]" if isinstance(part, int) else ("." if where else "") + str(part)
+        return f"{where}: {self.message}. Fix: {self.fix}"
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _set(v: Any) -> bool:
+    """A value that changes Flagger's behaviour (not absent, false, empty or null)."""
+    return v not in (None, False, "", [], {}, 0)
+
+
+def provider_of(raw: dict[str, Any]) -> str:
+    p = _dict(raw.get("spec")).get("provider")
+    return p if isinstance(p, str) and p else DEFAULT_PROVIDER
+
+
+def required_gaps(raw: dict[str, Any]) -> list[Gap]:
+    """Fields Flagger's CRD requires that are missing: ``spec.analysis`` and ``spec.targetRef``'s apiVersion
+    and kind (``targetRef`` itself and its name are required by the typed model)."""
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        return []  # the missing spec is reported by the schema
+    out: list[Gap] = []
+    if "targetRef" in spec and isinstance(spec["targetRef"], dict):
+        for key, example in (("apiVersion", "apps/v1"), ("kind", "Deployment")):
+            if not spec["targetRef"].get(key):
+                out.append(
+                    Gap(
+                        ("spec", "targetRef", key),
+                        "required field missing (Flagger's Canary CRD requires it)",
+                        f"add {key}: {example}",
+                    )
+                )
+    if "analysis" not in spec or spec.get("analysis") is None:
+        out.append(
+            Gap(
+                ("spec", "analysis"),
+                "required field missing (Flagger's Canary CRD requires it)",
+                "add analysis with interval, threshold, and stepWeight/maxWeight (canary) or iterations "
+                "(blue/green, A/B testing)",
+            )
+        )
+    return out
+
+
+def blocks_target(raw: dict[str, Any]) -> bool:
+    """True when the canary's provider or target kind is unsupported: the rest of its spec (such as a
+    missing ``service``, which a Knative canary does not need) is then beside the point."""
+    return any(g.path[:2] in (("spec", "provider"), ("spec", "targetRef")) for g in unsupported(raw))
+
+
+def unsupported(raw: dict[str, Any]) -> list[Gap]:
+    """Every field of the Canary ``raw`` that the playground does not implement, in field order."""
+    spec = _dict(raw.get("spec"))
+    out: list[Gap] = []
+    provider = spec.get("provider")
+    if isinstance(provider, str) and provider in ALL_PROVIDERS and provider not in SUPPORTED_PROVIDERS:
+        out.append(
+            Gap(
+                ("spec", "provider"),
+                f"provider {provider} is not supported by the playground (it drives "
+                f"{', '.join(SUPPORTED_PROVIDERS)} only); a canary on it would never get its traffic shifted",
+                f"use provider {DEFAULT_PROVIDER} (or remove provider), or run this canary with Flagger itself",
+            )
+        )
+    target = _dict(spec.get("targetRef"))
+    kind = target.get("kind")
+    if isinstance(kind, str) and kind and kind != "Deployment":
+        hint = {"Service": " (a Knative Service, for the knative provider)", "DaemonSet": ""}.get(kind, "")
+        out.append(
+            Gap(
+                ("spec", "targetRef", "kind"),
+                f"target kind {kind}{hint} is not supported by the playground",
+                "target a Deployment (apiVersion: apps/v1, kind: Deployment)",
+            )
+        )
+    elif kind == "Deployment" and target.get("apiVersion") not in (None, "", "apps/v1"):
+        out.append(
+            Gap(
+                ("spec", "targetRef", "apiVersion"),
+                f"apiVersion {target.get('apiVersion')!r} for a Deployment target",
+                "use apiVersion: apps/v1",
+            )
+        )
+    scaler = _dict(spec.get("autoscalerRef"))
+    if scaler:
+        skind = scaler.get("kind")
+        if isinstance(skind, str) and skind and skind != "HorizontalPodAutoscaler":
+            out.append(
+                Gap(
+                    ("spec", "autoscalerRef", "kind"),
+                    f"autoscaler kind {skind} is not supported by the playground"
+                    + (" (KEDA ScaledObjects are not copied to the primary)" if skind == "ScaledObject" else ""),
+                    "use a HorizontalPodAutoscaler (kind: HorizontalPodAutoscaler, apiVersion: autoscaling/v2)",
+                )
+            )
+        for key in ("primaryScalerQueries", "primaryScalerReplicas"):
+            if _set(scaler.get(key)):
+                out.append(
+                    Gap(
+                        ("spec", "autoscalerRef", key),
+                        f"{key} is not implemented: the primary's autoscaler is an exact copy of the target's",
+                        f"remove {key}",
+                    )
+                )
+    for field, providers, what in _PROVIDER_REFS:
+        if _set(spec.get(field)):
+            out.append(
+                Gap(
+                    ("spec", field),
+                    f"{field} ({what}) is not supported by the playground",
+                    f"remove {field}; the {providers} provider is not available here",
+                )
+            )
+    for field, (why, fix) in _SPEC_FIELDS.items():
+        if _set(spec.get(field)):
+            out.append(Gap(("spec", field), why, fix))
+    service = _dict(spec.get("service"))
+    for field, (why, fix) in _SERVICE_FIELDS.items():
+        if _set(service.get(field)):
+            out.append(Gap(("spec", "service", field), why, fix))
+    app_protocol = service.get("appProtocol")
+    if isinstance(app_protocol, str) and app_protocol.lower() == "tcp":
+        out.append(
+            Gap(
+                ("spec", "service", "appProtocol"),
+                "TCP services (Flagger writes a TCP route) are not implemented: the playground routes HTTP only",
+                "remove appProtocol: TCP (HTTP traffic is routed by weight and match)",
+            )
+        )
+    analysis = _dict(spec.get("analysis"))
+    for field, (why, fix) in _ANALYSIS_FIELDS.items():
+        if _set(analysis.get(field)):
+            out.append(Gap(("spec", "analysis", field), why, fix))
+    hooks = analysis.get("webhooks")
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        for field, (why, fix) in _WEBHOOK_FIELDS.items():
+            if _set(_dict(hook).get(field)):
+                out.append(Gap(("spec", "analysis", "webhooks", i, field), why, fix))
+    matches = analysis.get("match")
+    for i, m in enumerate(matches if isinstance(matches, list) else []):
+        for field in ("sourceLabels", "sourceNamespace"):
+            if _set(_dict(m).get(field)):
+                out.append(
+                    Gap(
+                        ("spec", "analysis", "match", i, field),
+                        f"{field} works with Istio on a real cluster, but the local backend cannot know the "
+                        "source of a request and refuses it",
+                        "match on headers instead to try it locally",
+                        severity="warning",
+                    )
+                )
+    return out
+
+
+def refusal(raw: dict[str, Any]) -> str | None:
+    """One line naming every unsupported field of the Canary ``raw`` (errors only), or ``None``: what the
+    controller answers at release time."""
+    gaps = [g for g in required_gaps(raw) + unsupported(raw) if g.severity == "error"]
+    if not gaps:
+        return None
+    return "; ".join(str(g) for g in gaps)
