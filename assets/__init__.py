@@ -11,13 +11,17 @@ Releases, their metrics, promotions and rollbacks are partitioned by revision (a
 revision of a target). The assets are recorded by the ``gitops_sync`` and ``canary_release`` jobs as each
 step happens (a release is materialized once per traffic step), so they are declared here as specs, not as
 functions to run: one way of doing each thing, in the engine.
+
+The targets come from the GitOps revision the last sync applied (``assets.graph``, ``definitions.py``), so the
+graph follows the GitOps repository. The metric checks are also executable on their own (UI "Execute", or
+``dagster asset check``): they evaluate the metric now against Prometheus (``playground.pipeline.check_metrics_now``).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from playground.pipeline import COMPONENTS, Target, check_name, discover_targets
+from playground.pipeline import COMPONENTS, Target, check_name
 
 GITOPS_COMMIT = dg.AssetKey(["gitops", "commit"])
 
@@ -72,14 +76,55 @@ def target_assets(target: Target) -> tuple[list[dg.AssetSpec], dg.AssetChecksDef
     )
     checks = None
     if target.metrics:
-        specs = [dg.AssetCheckSpec(check_name(m), asset=metrics.key, description=f"metric {m}") for m in target.metrics]
-
-        @dg.multi_asset_check(specs=specs, name=f"metric_checks_{target.ident}")
-        def _checks(context):  # pragma: no cover - evaluations are recorded by canary_release
-            raise dg.Failure("metric checks are evaluated by canary_release runs at each analysis tick")
-
-        checks = _checks
+        specs = [
+            dg.AssetCheckSpec(
+                check_name(m),
+                asset=metrics.key,
+                description=f"metric {m} of {target.key}: judged at every analysis tick of a release; executed "
+                "on its own, evaluated now against Prometheus (the canary while a release runs, else the primary)",
+            )
+            for m in target.metrics
+        ]
+        checks = metric_checks(target, metrics.key, specs)
     return [workload, release, metrics, promotion, rollback], checks
+
+
+def metric_checks(target: Target, key: dg.AssetKey, specs: list[dg.AssetCheckSpec]) -> dg.AssetChecksDefinition:
+    """The target's metric checks, executable: each evaluates its metric now and passes or fails by its
+    thresholds, with the value, the query and the workload measured as metadata."""
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"metric_checks_{target.ident}",
+        can_subset=True,
+        required_resource_keys={"playground"},
+    )
+    def _checks(context):
+        from playground.pipeline import check_metrics_now
+
+        selected = {k.name for k in context.selected_asset_check_keys}
+        rt = context.resources.playground.runtime()
+        try:
+            now = check_metrics_now(rt, target.key, names=selected)
+        finally:
+            rt.close()
+        for c in now.checks:
+            context.log.info(f"{target.key}: {c.message} (measured on {now.workload})")
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=check_name(c.name),
+                passed=c.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "value": c.value if c.value is not None else "no values",
+                    "message": c.message,
+                    "query": dg.MetadataValue.text(c.query or ""),
+                    "workload": now.workload,
+                    "phase": now.phase or "-",
+                },
+            )
+
+    return _checks
 
 
 def build_assets(targets: list[Target]) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
@@ -103,7 +148,3 @@ def build_assets(targets: list[Target]) -> tuple[list[dg.AssetSpec], list[dg.Ass
         if c is not None:
             checks.append(c)
     return specs, checks
-
-
-TARGETS = discover_targets()
-ASSETS, ASSET_CHECKS = build_assets(TARGETS)

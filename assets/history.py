@@ -25,6 +25,7 @@ import dagster as dg
 from dagster import DagsterEventType
 
 from playground import delivery, history
+from playground.pipeline import Target
 
 HISTORY_GROUP = "history"
 METRIC_HISTORY = dg.AssetKey(["history", "metrics"])
@@ -212,60 +213,71 @@ def commit_times(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
 # ------------------------------------------------------------------------------------------------- assets
 
 
-@dg.asset(
-    key=METRIC_HISTORY,
-    group_name=HISTORY_GROUP,
-    kinds={"parquet", "pandas"},
-    description="Prometheus range data of every release (success rate, p99 latency, request rate and traffic "
-    "weight, canary vs primary) as a Parquet dataset partitioned by target and revision; each release "
-    "appends its partition when it ends.",
-)
-def metric_history(context) -> dg.MaterializeResult:
-    home = _home()
-    frame = history.load_history(home)
-    releases = frame[["target", "revision"]].drop_duplicates() if not frame.empty else frame
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(history.history_root(home))),
-            "rows": len(frame),
-            "releases": len(releases),
-            "targets": dg.MetadataValue.json(sorted(set(frame["target"])) if not frame.empty else []),
-        }
+def history_assets(targets: list[Target]) -> list[dg.AssetsDefinition]:
+    """``history/metrics`` and ``history/delivery``, downstream of the assets they are computed from: the metric
+    history of every target's releases (appended when a promotion or rollback is recorded) and the delivery
+    metrics from the promotions and rollbacks (lead time from the workloads' and commits' sync times)."""
+    metric_deps: list[dg.AssetKey] = []
+    delivery_deps: list[dg.AssetKey] = [dg.AssetKey(["gitops", "commit"])]
+    for t in targets:
+        outcomes = [dg.AssetKey([kind, t.namespace, t.name]) for kind in OUTCOME_KINDS]
+        metric_deps += [dg.AssetKey(["releases", t.namespace, t.name]), *outcomes]
+        delivery_deps += [dg.AssetKey(["workloads", t.namespace, t.name]), *outcomes]
+
+    @dg.asset(
+        key=METRIC_HISTORY,
+        deps=metric_deps,
+        group_name=HISTORY_GROUP,
+        kinds={"parquet", "pandas"},
+        description="Prometheus range data of every release (success rate, p99 latency, request rate and traffic "
+        "weight, canary vs primary) as a Parquet dataset partitioned by target and revision; each release "
+        "appends its partition when it ends.",
     )
-
-
-@dg.asset(
-    key=DELIVERY,
-    group_name=HISTORY_GROUP,
-    kinds={"pandas"},
-    description="Delivery metrics per target and week from the release lineage: deployment frequency, lead "
-    "time from commit to promotion, change failure rate (rollbacks / releases), time to restore.",
-)
-def delivery_metrics(context) -> dg.MaterializeResult:
-    inst = context.instance
-    commits = commit_times(inst)
-    rows = [{**r, "committed": commits.get((r["target"], str(r["revision"])))} for r in outcome_records(inst)]
-    frame = delivery.releases_frame(rows)
-    weekly = delivery.weekly(frame)
-    out = _home() / "history" / "delivery"
-    out.mkdir(parents=True, exist_ok=True)
-    weekly.reset_index().to_csv(out / "weekly.csv", index=False)
-    meta: dict[str, Any] = {
-        "releases": len(frame),
-        "weekly": dg.MetadataValue.md(delivery.to_markdown(weekly) if not weekly.empty else "no releases yet"),
-        "summary": dg.MetadataValue.md(delivery.to_markdown(delivery.summary(frame)) if not weekly.empty else "-"),
-        "table": dg.MetadataValue.path(str(out / "weekly.csv")),
-    }
-    if not weekly.empty:
-        chart = delivery.plot(weekly, out / "delivery.png")
-        meta["chart"] = dg.MetadataValue.path(str(chart))
-        meta["chart_preview"] = dg.MetadataValue.md(
-            f"![delivery](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
+    def metric_history(context) -> dg.MaterializeResult:
+        home = _home()
+        frame = history.load_history(home)
+        releases = frame[["target", "revision"]].drop_duplicates() if not frame.empty else frame
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(history.history_root(home))),
+                "rows": len(frame),
+                "releases": len(releases),
+                "targets": dg.MetadataValue.json(sorted(set(frame["target"])) if not frame.empty else []),
+            }
         )
-    return dg.MaterializeResult(metadata=meta)
 
+    @dg.asset(
+        key=DELIVERY,
+        deps=delivery_deps,
+        group_name=HISTORY_GROUP,
+        kinds={"pandas"},
+        description="Delivery metrics per target and week from the release lineage: deployment frequency, lead "
+        "time from commit to promotion, change failure rate (rollbacks / releases), time to restore.",
+    )
+    def delivery_metrics(context) -> dg.MaterializeResult:
+        inst = context.instance
+        commits = commit_times(inst)
+        rows = [{**r, "committed": commits.get((r["target"], str(r["revision"])))} for r in outcome_records(inst)]
+        frame = delivery.releases_frame(rows)
+        weekly = delivery.weekly(frame)
+        out = _home() / "history" / "delivery"
+        out.mkdir(parents=True, exist_ok=True)
+        weekly.reset_index().to_csv(out / "weekly.csv", index=False)
+        meta: dict[str, Any] = {
+            "releases": len(frame),
+            "weekly": dg.MetadataValue.md(delivery.to_markdown(weekly) if not weekly.empty else "no releases yet"),
+            "summary": dg.MetadataValue.md(delivery.to_markdown(delivery.summary(frame)) if not weekly.empty else "-"),
+            "table": dg.MetadataValue.path(str(out / "weekly.csv")),
+        }
+        if not weekly.empty:
+            chart = delivery.plot(weekly, out / "delivery.png")
+            meta["chart"] = dg.MetadataValue.path(str(chart))
+            meta["chart_preview"] = dg.MetadataValue.md(
+                f"![delivery](data:image/png;base64,{base64.b64encode(chart.read_bytes()).decode()})"
+            )
+        return dg.MaterializeResult(metadata=meta)
 
-HISTORY_ASSETS = [metric_history, delivery_metrics]
+    return [metric_history, delivery_metrics]
 
 
 # ------------------------------------------------------------------------------------ `playground history`

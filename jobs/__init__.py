@@ -23,8 +23,12 @@ class SyncConfig(dg.Config):
     sha: str | None = None  # the commit the sensor saw (the sync applies the origin's HEAD, recorded)
 
 
-@dg.op(description="Validate every manifest of the GitOps HEAD, then apply them all in dependency order.")
-def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playground: PlaygroundResource) -> dict:
+@dg.op(
+    description="Validate every manifest of the GitOps HEAD, then apply them all in dependency order; the asset "
+    "graph follows the applied revision's canary targets.",
+    out=dg.Out(dict),
+)
+def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playground: PlaygroundResource):
     from playground.gitops import SyncError
 
     rt = playground.runtime()
@@ -38,46 +42,80 @@ def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playgroun
     finally:
         rt.close()
     result = outcome.result
+    targets = outcome.targets()
     context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
-    context.log_event(
-        dg.AssetMaterialization(
-            GITOPS_COMMIT,
-            metadata={
-                "sha": outcome.sha,
-                "message": outcome.message,
-                "applied": len(result.applied),
-                "unchanged": len(result.unchanged),
-            },
-        )
+    # Recorded first (the event is stored before the op goes on): the code location builds its graph from it.
+    yield dg.AssetMaterialization(
+        GITOPS_COMMIT,
+        metadata={
+            "sha": outcome.sha,
+            "message": outcome.message,
+            "applied": len(result.applied),
+            "unchanged": len(result.unchanged),
+            "targets": dg.MetadataValue.text(pipeline.targets_to_json(targets)),
+        },
     )
+    _follow_graph(context, targets)
     for comp, keys in outcome.components().items():
-        context.log_event(
-            dg.AssetMaterialization(
-                component_key(comp), metadata={"sha": outcome.sha, "objects": dg.MetadataValue.json(keys)}
-            )
+        yield dg.AssetMaterialization(
+            component_key(comp), metadata={"sha": outcome.sha, "objects": dg.MetadataValue.json(keys)}
         )
     for t in result.targets:
         ns, name = t.canary.split("/")
-        context.log_event(
-            dg.AssetMaterialization(
-                ["workloads", ns, name],
-                metadata={
-                    "sha": outcome.sha,
-                    "revision": t.new_revision,
-                    "previous_revision": t.old_revision or "",
-                    "release_due": t.changed,
-                },
-            )
+        yield dg.AssetMaterialization(
+            ["workloads", ns, name],
+            metadata={
+                "sha": outcome.sha,
+                "revision": t.new_revision,
+                "previous_revision": t.old_revision or "",
+                "release_due": t.changed,
+            },
         )
         if t.changed:
             context.log.info(
                 f"{t.canary}: new revision {t.new_revision} (was {t.old_revision or 'none'}): "
                 "a canary_release run will be requested"
             )
-    return {
-        "sha": outcome.sha,
-        "releases": [{"target": t.canary, "revision": t.new_revision} for t in result.changed_targets],
-    }
+    yield dg.Output(
+        {
+            "sha": outcome.sha,
+            "targets": [t.key for t in targets],
+            "releases": [{"target": t.canary, "revision": t.new_revision} for t in result.changed_targets],
+        }
+    )
+
+
+def _follow_graph(context: dg.OpExecutionContext, targets: list[Target]) -> None:
+    """Make the running Dagster show the applied targets before anything is recorded on their assets: when the
+    webserver's graph differs, reload the code location through its GraphQL API and wait for the new graph."""
+    import os
+
+    from assets.graph import (
+        DAGSTER_URL_ENV,
+        TARGET_KINDS,
+        GraphReloadError,
+        graph_asset_keys,
+        reload_graph,
+        target_keys,
+    )
+
+    url = os.environ.get(DAGSTER_URL_ENV)
+    if not url:
+        context.log.info(
+            f"{DAGSTER_URL_ENV} is not set: the asset graph shows the new targets when the code location reloads"
+        )
+        return
+    try:
+        have = {k for k in graph_asset_keys(url) if len(k) == 3 and k[0] in TARGET_KINDS}
+        if have == target_keys(targets):
+            return
+        took = reload_graph(url, targets, log=context.log.info)
+        context.log.info(
+            f"asset graph reloaded in {took:.1f}s: {len(targets)} canary target(s): "
+            + (", ".join(t.key for t in targets) or "none")
+        )
+    except GraphReloadError as e:
+        context.log.warning(f"the asset graph does not follow this sync yet: {e}")
 
 
 @dg.job(
@@ -262,14 +300,7 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
             outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
             context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
         canary = ctl.canary(config.target)
-        from playground import analysis
-
-        target = Target(
-            canary.namespace,
-            canary.name,
-            analysis.strategy(canary),
-            tuple(m.name for m in canary.spec.analysis.metrics),
-        )
+        target = pipeline.target_of(canary)
         recorder = ReleaseRecorder(context, target)
         context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
         try:

@@ -6,14 +6,16 @@ stay thin and the CLI can compute the same names (e.g. ``playground history``).
 
 from __future__ import annotations
 
-import os
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time: the asset definitions only need the names below
+    from playground.analysis import MetricCheck
     from playground.gitops import SyncPlan, SyncResult
+    from playground.models import Canary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,24 +80,51 @@ class Target:
         return f"{self.namespace}-{self.name}"
 
 
+def target_of(canary: Canary) -> Target:
+    """The pipeline's name for a Canary (its strategy and metric names)."""
+    from playground import analysis
+
+    return Target(
+        canary.namespace, canary.name, analysis.strategy(canary), tuple(m.name for m in canary.spec.analysis.metrics)
+    )
+
+
 def targets_from(manifest_dir: Path) -> list[Target]:
     """Canary targets declared in a manifests tree (invalid files are skipped here; sync reports them)."""
-    from playground import analysis
     from playground.manifests import load_tree
 
-    mset = load_tree(manifest_dir)
-    out = []
-    for c in mset.canaries():
-        out.append(Target(c.namespace, c.name, analysis.strategy(c), tuple(m.name for m in c.spec.analysis.metrics)))
-    return sorted(out, key=lambda t: t.key)
+    return sorted((target_of(c) for c in load_tree(manifest_dir).canaries()), key=lambda t: t.key)
 
 
-def discover_targets() -> list[Target]:
-    """Targets of the manifests this code location ships (``$PLAYGROUND_MANIFESTS`` or ``manifests/``)."""
-    path = Path(os.environ.get("PLAYGROUND_MANIFESTS") or REPO_ROOT / "manifests")
-    if not path.exists():
-        return []
-    return targets_from(path)
+def targets_to_json(targets: list[Target]) -> str:
+    """The targets as the sync records them (``gitops/commit`` metadata) and the code location reads them."""
+    return json.dumps(
+        [
+            {"namespace": t.namespace, "name": t.name, "strategy": t.strategy, "metrics": list(t.metrics)}
+            for t in targets
+        ],
+        sort_keys=True,
+    )
+
+
+def targets_from_json(text: str) -> list[Target]:
+    rows = json.loads(text)
+    return sorted(
+        (Target(r["namespace"], r["name"], r.get("strategy", "canary"), tuple(r.get("metrics") or ())) for r in rows),
+        key=lambda t: t.key,
+    )
+
+
+def gitops_head_targets(runtime) -> tuple[str, list[Target]]:
+    """(sha, targets) of the GitOps origin's HEAD, read from a checkout of its own (``runtime.git("graph")``):
+    the local playground's origin or ``PLAYGROUND_GITOPS_URL`` on a real cluster. Raises ``GitError`` or
+    ``ValueError`` (no GitOps repository configured)."""
+    git = runtime.git("graph")
+    try:
+        sha = git.fetch()
+        return sha, targets_from(git.path)
+    finally:
+        git.close()
 
 
 # ------------------------------------------------------------------------------------------ gitops sync
@@ -109,6 +138,10 @@ class SyncOutcome:
     message: str
     plan: SyncPlan
     result: SyncResult
+
+    def targets(self) -> list[Target]:
+        """The canary targets of the applied revision (what the asset graph shows)."""
+        return sorted((target_of(c) for c in self.plan.canaries), key=lambda t: t.key)
 
     def components(self) -> dict[str, list[str]]:
         """Applied (created or updated) objects per cluster component."""
@@ -167,3 +200,49 @@ def alert_failed_run(runtime, *, job: str, run_id: str, target: str | None, mess
         for d in notify(canary, "error", text, providers, secrets=secrets, env=runtime.config.env):
             out.append(f"{key}: alert via {d.provider}: {'sent' if d.ok else d.error}")
     return out
+
+
+# ------------------------------------------------------------------------------------------ metric checks
+
+#: Phases in which the canary workload receives traffic under analysis (its metrics are the release's).
+RELEASING = ("Progressing", "WaitingPromotion", "Promoting", "Finalising")
+
+
+@dataclass
+class MetricsNow:
+    """The metrics of one canary evaluated now, as a ``canary_release`` tick would judge them."""
+
+    target: str  # namespace/name of the Canary
+    workload: str  # the workload measured: the canary while a release runs, else the primary
+    phase: str  # the canary's phase ("" when never initialized)
+    checks: list[MetricCheck]
+
+
+def check_metrics_now(runtime, key: str, names: set[str] | None = None) -> MetricsNow:
+    """Evaluate a canary's metrics against Prometheus now and judge them by their thresholds.
+
+    While a release runs (phase Progressing .. Finalising) the canary workload is measured, as the release's
+    ticks do; otherwise the primary, which serves the traffic. ``names``: only these metrics (check names, see
+    :func:`check_name`). Query errors and "no values" fail (unless the metric says ``noData: pass``).
+    """
+    from playground import analysis, routing
+    from playground.controller import LiveProbe
+
+    ctl = runtime.controller(log=lambda _line: None)
+    canary = ctl.canary(key)
+    status = runtime.cluster().get_canary_status(canary.namespace, canary.name)
+    phase = status.phase.value if status is not None else ""
+    subject = canary
+    if phase not in RELEASING:
+        subject = canary.model_copy(deep=True)
+        subject.spec.service.name = canary.spec.service.name or canary.spec.targetRef.name
+        subject.spec.targetRef.name = routing.primary_name(canary.spec.targetRef.name)
+    probe = LiveProbe(ctl, subject, checksum="")
+    checks = [
+        analysis.evaluate_metric(m, probe.metric(m))
+        for m in analysis.checked_metrics(canary)
+        if names is None or check_name(m.name) in names
+    ]
+    return MetricsNow(
+        target=canary.key, workload=f"{canary.namespace}/{subject.spec.targetRef.name}", phase=phase, checks=checks
+    )

@@ -255,7 +255,9 @@ def test_helm_values_code_location_image_env_and_service_account(values):
     assert dep["includeConfigInLaunchedRuns"] == {"enabled": True}
     assert dep["env"]["PLAYGROUND_BACKEND"] == "kubernetes"
     assert "KUBECONFIG" not in dep["env"]  # in-cluster service account
-    assert dep["env"]["PLAYGROUND_MANIFESTS"] == "/opt/gitops-playground/manifests"
+    # the asset graph follows the GitOps repository: syncs reload the code location through the webserver
+    assert dep["env"]["PLAYGROUND_DAGSTER_URL"] == "http://dagster-dagster-webserver.dagster:80"
+    assert "PLAYGROUND_MANIFESTS" not in dep["env"]
     assert dep["envSecrets"] == [{"name": "gitops-playground-env"}]
     # Memory requests cover the measured peak of one release run (about 236 MB; docs/kubernetes.md).
     assert dep["resources"]["requests"]["memory"] == "320Mi"

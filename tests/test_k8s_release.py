@@ -331,7 +331,7 @@ t0 = time.monotonic()
 import dagster as dg
 import definitions
 load_s = time.monotonic() - t0
-job = definitions.defs.get_job_def("canary_release")
+job = definitions.defs().get_job_def("canary_release")
 start = time.monotonic()
 result = job.execute_in_process(
     run_config={"ops": {"release": {"config": {"target": "prod/backend", "interval": "50ms", "max_ticks": 60}}}},

@@ -363,6 +363,12 @@ def up(
         from playground.local import gitorigin
 
         seed = manifests if manifests is not None else (MANIFESTS_DIR if MANIFESTS_DIR.is_dir() else None)
+        existing = gitorigin.head_sha(h.git_origin) if (h.git_origin / "HEAD").exists() else None
+        if manifests is not None and existing:
+            out(
+                f"  note         --manifests {manifests} ignored: the git origin {h.git_origin} already has commits "
+                "(commit to it, or `playground down --purge` to start from DIR)"
+            )
         sha = gitorigin.ensure_origin(h.git_origin, seed)
         out(f"  git origin   {h.git_origin} (main at {sha[:12] if sha else 'no commit'})")
         # -- node agent
@@ -423,9 +429,12 @@ sensors:
 """
 
 
-def dagster_env(h: Home, settings: dict[str, Any]) -> dict[str, str]:
-    """Environment of the Dagster processes (and of the runs they launch)."""
+def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> dict[str, str]:
+    """Environment of the Dagster processes (and of the runs they launch). ``PLAYGROUND_DAGSTER_URL`` is the
+    webserver, through whose GraphQL API a sync reloads the code location when the canary targets change."""
     env = {"DAGSTER_HOME": str(dagster_home(h)), "PLAYGROUND_HOME": str(h.root), "PLAYGROUND_BACKEND": "local"}
+    if port:
+        env["PLAYGROUND_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
     if settings.get("interval"):
         env["PLAYGROUND_INTERVAL"] = str(settings["interval"])
     return env
@@ -442,7 +451,7 @@ def _start_dagster(
     if not workspace.exists():
         raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
     bindir = Path(sys.executable).parent
-    env = dagster_env(h, settings)
+    env = dagster_env(h, settings, p.get("dagster"))
     if running.get("dagster-daemon"):
         out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
     else:
