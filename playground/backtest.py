@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from playground.analysis import CanaryState, analysis_interval, tick
 from playground.durations import parse_duration
@@ -101,7 +103,7 @@ class TraceProbe:
         return answer
 
     def metric(self, metric: CanaryMetric) -> MetricValue:
-        return MetricValue(metric.name, self.row.metrics.get(metric.name))
+        return _metric_value(metric.name, self.row.metrics.get(metric.name))  # type: ignore[no-any-return]
 
     def samples(self, metric: CanaryMetric) -> MetricSamples:
         return self.row.samples.get(metric.name) or MetricSamples(metric.name)
@@ -123,7 +125,7 @@ def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
             state = CanaryState.initialized(f"{row.revision}~previous")
         probe.row = row
         now = _tick_time(i * interval)
-        state = tick(canary, state, Observation(row.revision, row.canary, row.primary, now), probe).state
+        state = tick(canary, state, _observation(row.revision, row.canary, row.primary, now), probe).state
         ticks += 1
         yield {
             "tick": i,
@@ -138,10 +140,71 @@ def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
     yield {"result": (state.phase if state else Phase.Initialized).value, "ticks": ticks}
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=64)
+def _day(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+
+
+_TIMES_OF_DAY: dict[int, str] = {}  # at most 86,400 entries
+
+
 def _tick_time(seconds: float) -> str:
-    """RFC 3339 time of a tick ``seconds`` after the backtest epoch (the same for every replay: cached)."""
-    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 time of a tick ``seconds`` after the backtest epoch (whole seconds, as strftime's %S): the date
+    and the time of day are cached (strftime per tick was a fifth of a streamed backtest)."""
+    day, rest = divmod(int(seconds), 86400)
+    tod = _TIMES_OF_DAY.get(rest)
+    if tod is None:
+        h, r = divmod(rest, 3600)
+        m, s = divmod(r, 60)
+        tod = _TIMES_OF_DAY[rest] = f"{h:02d}:{m:02d}:{s:02d}Z"
+    return _day(day) + tod
+
+
+def _builder(cls: type, *names: str) -> Callable[..., Any]:
+    """``build(*values)``: the instance ``cls(**dict(zip(names, values)))`` of the frozen dataclass ``cls`` (its
+    other fields at their defaults), set directly instead of through the frozen ``__init__``'s
+    ``object.__setattr__`` per field: a streamed backtest builds three such objects per tick, and their
+    ``__init__`` was a third of its time. Classes with a ``__post_init__`` get their real constructor."""
+    if hasattr(cls, "__post_init__"):
+        return lambda *values: cls(**dict(zip(names, values)))
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        for f in dataclasses.fields(cls)
+        if f.name not in names
+    }
+    new = object.__new__
+    if "__slots__" in cls.__dict__:
+        setters = tuple(getattr(cls, n).__set__ for n in names)
+        fixed = tuple((getattr(cls, n).__set__, v) for n, v in defaults.items())
+
+        def build_slots(*values: Any) -> Any:
+            obj = new(cls)
+            for set_, value in zip(setters, values):
+                set_(obj, value)
+            for set_, value in fixed:
+                set_(obj, value)
+            return obj
+
+        return build_slots
+
+    def build(*values: Any) -> Any:
+        obj = new(cls)
+        d = obj.__dict__
+        d.update(zip(names, values))
+        d.update(defaults)
+        return obj
+
+    return build
+
+
+_trace_row = _builder(TraceRow, "revision", "canary", "primary", "metrics", "webhooks")
+_metric_value = _builder(MetricValue, "name", "value")
+_observation = _builder(Observation, "revision", "canary", "primary", "now")
+
+
+class _BadCell(Exception):
+    def __init__(self, col: str, message: str) -> None:
+        self.col, self.message = col, message
 
 
 class Trace:
@@ -216,57 +279,63 @@ class Trace:
 
     def __iter__(self) -> Iterator[TraceRow]:
         width = len(self.header)
-        metrics, hooks, flags, rev_col = self._metrics, self._hooks, self._flags, self._revision
-        readiness = {(r, d): Readiness(r, d) for r in (True, False) for d in (True, False)}
-        no_hooks: dict[str, int] = {}
+        metrics, rev_col = self._metrics, self._revision
+        aux = [i for i, _, _ in self._hooks] + [i for i, _ in self._flags]  # webhook and readiness columns
+        # rows repeat a handful of webhook/readiness combinations: each is parsed once (its parts are immutable)
+        aux_cache: dict[tuple[str, ...], tuple[Readiness, Readiness, Mapping[str, int]]] = {}
+        make_row = _trace_row
         revision = DEFAULT_REVISION
         n = 0
         try:
             while (cells := self._next()) is not None:
                 self._line += 1
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line
                 if len(cells) != width:
+                    if not cells or (len(cells) == 1 and not cells[0].strip()):
+                        continue  # blank line
                     raise InputError(
                         f"{self.path}: row {n} (line {self._line}) has {len(cells)} fields, the header has {width}"
                     )
-                values = {}
-                for i, c in metrics:
-                    text = cells[i].strip()
-                    values[c] = _parse_metric(text, self._where(n), c) if text else None
-                webhooks = (
-                    {name: _parse_status(cells[i].strip(), self._where(n), c) for i, c, name in hooks}
-                    if hooks
-                    else no_hooks
-                )
-                canary_ready = primary_ready = True
-                canary_late = primary_late = False
-                for i, c in flags:
-                    text = cells[i].strip()
-                    if text:
-                        v = _parse_bool(text, True, self._where(n), c)
-                        if c == "canary_ready":
-                            canary_ready = v
-                        elif c == "primary_ready":
-                            primary_ready = v
-                        elif c == "canary_deadline_exceeded":
-                            canary_late = v
+                try:
+                    values: dict[str, float | None] = {}
+                    for i, c in metrics:
+                        try:
+                            v: float | None = float(cells[i])  # float() takes the surrounding blanks
+                        except ValueError:
+                            v = _parse_metric(cells[i].strip(), c)
                         else:
-                            primary_late = v
+                            if v != v:
+                                v = None
+                            elif v in _INFINITE:
+                                v = _parse_metric(cells[i].strip(), c)
+                        values[c] = v
+                    key = tuple([cells[i] for i in aux])
+                    parts = aux_cache.get(key)
+                    if parts is None:
+                        parts = self._aux(cells)
+                        if len(aux_cache) < 4096:
+                            aux_cache[key] = parts
+                except _BadCell as e:
+                    raise InputError(f"{self._where(n)}, column {e.col!r}: {e.message}") from None
                 if rev_col is not None:
                     revision = cells[rev_col].strip() or revision
                 n += 1
-                yield TraceRow(
-                    revision,
-                    readiness[canary_ready, canary_late],
-                    readiness[primary_ready, primary_late],
-                    values,
-                    webhooks,
-                )
+                yield make_row(revision, parts[0], parts[1], values, parts[2])
             if n == 0:
                 raise InputError(f"{self.path}: the trace has a header but no rows: add one row per analysis tick")
         finally:
             self.close()
+
+    def _aux(self, cells: list[str]) -> tuple[Readiness, Readiness, Mapping[str, int]]:
+        """Canary and primary readiness and webhook statuses of a row."""
+        webhooks = {name: _parse_status(cells[i].strip(), c) for i, c, name in self._hooks}
+        flag = {"canary_ready": True, "primary_ready": True}
+        for i, c in self._flags:
+            text = cells[i].strip()
+            if text:
+                flag[c] = _parse_bool(text, c)
+        canary = _READINESS[flag["canary_ready"], flag.get("canary_deadline_exceeded", False)]
+        primary = _READINESS[flag["primary_ready"], flag.get("primary_deadline_exceeded", False)]
+        return canary, primary, webhooks
 
     def _where(self, row: int) -> str:
         return f"{self.path}: row {row} (line {self._line})"
@@ -282,40 +351,37 @@ def load_trace(path: Path, canary: Canary) -> tuple[list[TraceRow], list[str]]:
     return list(trace), trace.notes
 
 
-def _parse_bool(text: str, default: bool, where: str, col: str) -> bool:
-    if not text:
-        return default
+def _parse_bool(text: str, col: str) -> bool:
     low = text.lower()
     if low in _TRUE:
         return True
     if low in _FALSE:
         return False
-    raise InputError(f"{where}, column {col!r}: {text!r} is not true or false")
+    raise _BadCell(col, f"{text!r} is not true or false")
 
 
-def _parse_metric(text: str, where: str, col: str) -> float | None:
+def _parse_metric(text: str, col: str) -> float | None:
     if not text:
         return None
     try:
         value = float(text)
     except ValueError:
-        raise InputError(
-            f"{where}, column {col!r}: {text!r} is not a number (leave it empty or write NaN for no values)"
-        ) from None
+        raise _BadCell(col, f"{text!r} is not a number (leave it empty or write NaN for no values)") from None
     if value != value:
         return None
     if value in _INFINITE:
-        raise InputError(
-            f"{where}, column {col!r}: {text!r} is not a finite number (Prometheus values are finite; "
-            "leave it empty or write NaN for no values)"
+        raise _BadCell(
+            col,
+            f"{text!r} is not a finite number (Prometheus values are finite; leave it empty or write NaN for no values)",
         )
     return value
 
 
 _INFINITE = (float("inf"), float("-inf"))
+_READINESS = {(r, d): Readiness(r, d) for r in (True, False) for d in (True, False)}
 
 
-def _parse_status(text: str, where: str, col: str) -> int:
+def _parse_status(text: str, col: str) -> int:
     if not text:
         return DEFAULT_WEBHOOK_STATUS
     try:
@@ -323,7 +389,7 @@ def _parse_status(text: str, where: str, col: str) -> int:
     except ValueError:
         status = 0
     if not 100 <= status <= 599:
-        raise InputError(f"{where}, column {col!r}: {text!r} is not an HTTP status (100..599)")
+        raise _BadCell(col, f"{text!r} is not an HTTP status (100..599)")
     return status
 
 
@@ -707,6 +773,9 @@ def run(args: argparse.Namespace) -> int:
         trace = Trace(Path(args.trace), canary)
         for note in trace.notes:
             print(one_line(note), file=sys.stderr)
+        import gc
+
+        gc.freeze()  # what is loaded so far lives to the end: keep the collector from rescanning it every tick
         write = out.write
         for line in replay(canary, trace):
             write(_jsonl(line))

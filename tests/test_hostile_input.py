@@ -267,3 +267,96 @@ def test_image_automation_updates_the_good_files_next_to_hostile_ones(tmp_path, 
     commit = git.Repo(hostile_origin).commit("main")
     assert sorted(commit.stats.files) == ["prod/backend/deployment.yaml", "prod/frontend/deployment.yaml"]
     assert commit.tree["prod/devzero.yaml"].mode == 0o120000  # the hostile files are left as they were
+
+
+# ---------------------------------------------------------------------------------------------- backtest
+
+BACKTEST_DATA = ROOT / "tests" / "data" / "backtest"
+WEIGHTED = (BACKTEST_DATA / "weighted.yaml").read_text()
+WEIGHTED_PASS = (BACKTEST_DATA / "weighted_pass.csv").read_text()
+
+
+def _playground(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PLAYGROUND), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        ("stepWeight: 20", "stepWeight: -20", "spec.analysis.stepWeight: -20 is outside 0..100"),
+        ("maxWeight: 50", "maxWeight: 100050", "spec.analysis.maxWeight: 100050 is outside 0..100"),
+        ("min: 99", "min: .inf", "not a finite number"),
+        ("max: 500", "max: 1.0e+400", "not a finite number"),
+    ],
+    ids=["negative-stepWeight", "maxWeight-100050", "inf-threshold", "1e400-threshold"],
+)
+def test_backtest_refuses_what_validate_refuses_with_the_same_line(tmp_path, old, new, field):
+    assert old in WEIGHTED
+    (tmp_path / "canary.yaml").write_text(WEIGHTED.replace(old, new))
+    (tmp_path / "trace.csv").write_text(WEIGHTED_PASS)
+    validate = _playground(tmp_path, "validate", "--no-warnings", "canary.yaml")
+    finding = [line for line in validate.stdout.splitlines() if field in line]
+    assert validate.returncode == 1 and len(finding) == 1
+    backtest = _playground(tmp_path, "backtest", "canary.yaml", "trace.csv")
+    assert backtest.returncode == 2 and backtest.stdout == ""
+    assert backtest.stderr == f"playground backtest: {finding[0]}\n"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("probe", ["bomb", "nul", "depth", "fifo", "devzero", "longname"])
+def test_backtest_canary_probe_gives_one_line(tmp_path, probe):
+    path = PROBES[probe][0](tmp_path)
+    (tmp_path / "trace.csv").write_text(WEIGHTED_PASS)
+    proc = _playground(tmp_path, "backtest", path.name, "trace.csv")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("playground backtest: ")
+    _assert_one_line(line.removeprefix("playground backtest: "))
+    # a single file named on the command line is no tree: the link is followed, to a device, refused as such
+    expected = {"devzero": "a character device, not a regular file"}.get(probe, PROBES[probe][1])
+    assert expected in line
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "Infinity"])
+def test_backtest_refuses_infinite_trace_values(tmp_path, value):
+    (tmp_path / "canary.yaml").write_text(WEIGHTED)
+    (tmp_path / "trace.csv").write_text(f"request-success-rate,request-duration\n100,100\n{value},100\n")
+    proc = _playground(tmp_path, "backtest", "canary.yaml", "trace.csv")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"playground backtest: trace.csv: row 1 (line 3), column 'request-success-rate': {value!r} is not a finite "
+        "number (Prometheus values are finite; leave it empty or write NaN for no values)\n"
+    )
+    assert len(proc.stdout.splitlines()) == 1  # streamed: the tick before the bad row, no result line
+
+
+@pytest.mark.integration
+def test_backtest_takes_a_utf8_bom_and_crlf_as_excel_writes_them(tmp_path):
+    (tmp_path / "canary.yaml").write_text(WEIGHTED)
+    (tmp_path / "plain.csv").write_text(WEIGHTED_PASS)
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + WEIGHTED_PASS.replace("\n", "\r\n").encode())
+    plain = _playground(tmp_path, "backtest", "canary.yaml", "plain.csv")
+    excel = _playground(tmp_path, "backtest", "canary.yaml", "excel.csv")
+    assert plain.returncode == excel.returncode == 0 and excel.stderr == ""
+    assert excel.stdout == plain.stdout and '"result": "Succeeded"' in excel.stdout
+
+
+@pytest.mark.integration
+def test_backtest_piped_into_head_ends_quietly(tmp_path):
+    canary = WEIGHTED.replace("maxWeight: 50\n    stepWeight: 20\n", "iterations: 10000000\n")
+    (tmp_path / "canary.yaml").write_text(canary)
+    (tmp_path / "trace.csv").write_text("request-success-rate,request-duration\n" + "100,100\n" * 200_000)
+    proc = subprocess.run(
+        f"{PLAYGROUND} backtest canary.yaml trace.csv 2>err.txt | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    first, status = proc.stdout.splitlines()
+    assert first.startswith('{"tick": 0, "phase": "Progressing"')
+    assert status == "status=141" and (tmp_path / "err.txt").read_text() == ""
