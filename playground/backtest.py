@@ -103,7 +103,7 @@ class TraceProbe:
         return answer
 
     def metric(self, metric: CanaryMetric) -> MetricValue:
-        return _metric_value(metric.name, self.row.metrics.get(metric.name))  # type: ignore[no-any-return]
+        return _metric_value(metric.name, self.row.metrics.get(metric.name))
 
     def samples(self, metric: CanaryMetric) -> MetricSamples:
         return self.row.samples.get(metric.name) or MetricSamples(metric.name)
@@ -168,7 +168,7 @@ def _builder(cls: type, *names: str) -> Callable[..., Any]:
     if hasattr(cls, "__post_init__"):
         return lambda *values: cls(**dict(zip(names, values)))
     defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         for f in dataclasses.fields(cls)
         if f.name not in names
     }
@@ -178,7 +178,7 @@ def _builder(cls: type, *names: str) -> Callable[..., Any]:
         fixed = tuple((getattr(cls, n).__set__, v) for n, v in defaults.items())
 
         def build_slots(*values: Any) -> Any:
-            obj = new(cls)
+            obj: Any = new(cls)
             for set_, value in zip(setters, values):
                 set_(obj, value)
             for set_, value in fixed:
@@ -188,7 +188,7 @@ def _builder(cls: type, *names: str) -> Callable[..., Any]:
         return build_slots
 
     def build(*values: Any) -> Any:
-        obj = new(cls)
+        obj: Any = new(cls)
         d = obj.__dict__
         d.update(zip(names, values))
         d.update(defaults)

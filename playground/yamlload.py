@@ -195,12 +195,13 @@ class _Constructor(yaml.constructor.SafeConstructor):
         )
 
 
-_Constructor.yaml_constructors = dict(yaml.constructor.SafeConstructor.yaml_constructors)
-_Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yaml_int)
-_Constructor.add_constructor("tag:yaml.org,2002:float", _Constructor.construct_yaml_float)
-_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_as_string)
-for _tag in ("binary", "set", "omap", "pairs"):
-    _Constructor.add_constructor("tag:yaml.org,2002:" + _tag, _Constructor.construct_refused)
+_Constructor.yaml_constructors = {
+    **yaml.constructor.SafeConstructor.yaml_constructors,
+    "tag:yaml.org,2002:int": _Constructor.construct_yaml_int,
+    "tag:yaml.org,2002:float": _Constructor.construct_yaml_float,
+    "tag:yaml.org,2002:timestamp": _Constructor.construct_as_string,
+    **{"tag:yaml.org,2002:" + t: _Constructor.construct_refused for t in ("binary", "set", "omap", "pairs")},
+}
 
 
 class _Loader(
@@ -225,7 +226,7 @@ class _Loader(
         self.nodes = 0  # per file, aliases expanded
         self.chars = 0
 
-    def compose_document(self) -> yaml.Node:
+    def compose_document(self) -> yaml.Node | None:
         self._sizes = {}
         try:
             node = super().compose_document()
@@ -233,7 +234,7 @@ class _Loader(
             self._sizes = {}
         return node
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
             raise LimitError(
                 f"nested more than {MAX_DEPTH} levels deep (mappings and lists)", self.peek_event().start_mark
@@ -244,6 +245,8 @@ class _Loader(
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        if node is None:
+            return None
         size = self._sizes.get(id(node))
         if size is None:
             if is_alias:  # an alias to a collection still being composed
@@ -280,7 +283,7 @@ def _reader_error(text: str, e: ReaderError) -> LimitError:
     name = {0: " (NUL)", 0x1B: " (ESC)", 0x7F: " (DEL)"}.get(code, "")
     return LimitError(
         f"character U+{code:04X}{name} is not allowed in YAML (control characters are not text)",
-        Mark("<text>", pos, line, column, None, None),
+        Mark("<text>", pos, line, column, None, None),  # type: ignore[arg-type]
         "remove the character (or the file, if it is binary)",
     )
 
@@ -299,6 +302,8 @@ def iter_documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
                 if not loader.check_node():
                     break
                 node = loader.get_node()
+                if node is None:
+                    break
                 data = loader.construct_document(node)
             except ReaderError as e:
                 raise _reader_error(text, e) from None
