@@ -31,7 +31,13 @@ Security (this playground's addition): only commands listed in the allowlist fil
 ``{"commands": ["<cmd>", ...]}``; the local cluster rewrites it whenever Canaries are applied, with the
 ``metadata.cmd`` of every webhook whose URL points at the load tester. It is re-read whenever its mtime
 (or size/inode) changes; a file that cannot be parsed keeps the previous list. Any other command answers
-403 with a message naming it. Without ``--allowlist`` nothing runs.
+403 with a message naming it (cut after 200 characters, in the answer and in the log). Without
+``--allowlist`` nothing runs.
+
+Malformed requests answer 400 with a one-line reason and close the connection, never a traceback: a
+Content-Length that is not a number, conflicting or larger than 1 MiB, a body shorter than announced, a bad
+chunked encoding or another Transfer-Encoding, a body that is not JSON, not UTF-8 or nested deeper than 32
+levels (checked before parsing: a 100k-deep body never reaches the recursive decoder).
 
 Children inherit this process's environment (so ``curl`` reaches ``*.prod`` services through the mesh
 proxy named by ``http_proxy``/``HTTP_PROXY``) and run in their own process group; a timeout kills the
@@ -64,6 +70,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from playground.durations import parse_duration
+from playground.textsafe import one_line
 
 MAX_BODY = 1024 * 1024
 DEFAULT_TIMEOUT = 3600.0  # Flagger: flag.DurationVar(&timeout, "timeout", time.Hour, "Load test exec timeout.")
@@ -138,10 +145,22 @@ class Allowlist:
     def denial(self, command: str) -> str:
         where = f"the allowlist {self.path}" if self.path else "an allowlist (none was given with --allowlist)"
         return (
-            f"command {command!r} is not allowed: the load tester runs only commands that appear as "
+            f"command {shown(command)} is not allowed: the load tester runs only commands that appear as "
             f"metadata.cmd in a webhook of a synced Canary (listed in {where}); add it to a Canary's "
             f"webhooks in the GitOps repository and sync"
         )
+
+
+#: Longest part of a refused command echoed back or logged.
+SHOWN_CHARS = 200
+
+
+def shown(command: str) -> str:
+    """``repr(command)`` for an answer or a log line: escaped on one line, and cut after :data:`SHOWN_CHARS`
+    characters (a refused 900 KB command is not echoed back in full)."""
+    if len(command) <= SHOWN_CHARS:
+        return one_line(repr(command), 4 * SHOWN_CHARS + 10)
+    return one_line(repr(command[:SHOWN_CHARS]), 4 * SHOWN_CHARS + 10) + f"... ({len(command):,} characters)"
 
 
 # ----------------------------------------------------------------------------------------------- tasks
@@ -372,6 +391,21 @@ class Server(ThreadingHTTPServer):
         self.gates = GateStorage()
         super().__init__(address, Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr (a client that went away, a bug)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        log("error", "request failed", client=f"{client_address[0]}:{client_address[1]}", error=one_line(repr(exc)))
+
+
+class BadRequest(Exception):
+    """A malformed request: answered 400 with this message, then the connection is closed."""
+
+
+#: Deepest JSON nesting accepted in a payload (Flagger's payloads have 3 levels).
+MAX_JSON_DEPTH = 32
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -386,35 +420,80 @@ class Handler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------------------------------- helpers
 
     def _send(self, status: int, text: str = "", content_type: str = "text/plain; charset=utf-8") -> None:
-        body = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        body = text.encode("utf-8", "replace")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away: nobody to answer
 
-    def _body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _body(self) -> bytes:
+        """The request body (Content-Length or chunked, at most MAX_BODY bytes). Raises BadRequest."""
+        te = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if te:
+            if lengths:
+                raise BadRequest("both Transfer-Encoding and Content-Length: send one of them")
+            if [t.strip().lower() for t in ",".join(te).split(",")] != ["chunked"]:
+                raise BadRequest(f"unsupported Transfer-Encoding {shown(', '.join(te))}: send Content-Length")
+            return self._chunked()
+        if not lengths:
+            return b""
+        if len({v.strip() for v in lengths}) != 1:
+            raise BadRequest(f"conflicting Content-Length headers {shown(', '.join(lengths))}")
+        text = lengths[0].strip()
+        if not text.isdigit() or not text.isascii():
+            raise BadRequest(f"invalid Content-Length {shown(text)}: expected a number of bytes")
+        length = int(text) if len(text) <= 12 else MAX_BODY + 1
         if length > MAX_BODY:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+            raise BadRequest(f"request body of {length:,} bytes is too large (at most {MAX_BODY:,})")
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise BadRequest(f"request body ended after {len(body):,} of the {length:,} bytes announced")
+        return body
 
-    def _payload(self) -> dict[str, Any] | None:
-        """The webhook payload, or None after answering 400."""
+    def _chunked(self) -> bytes:
+        parts, size = [], 0
+        while True:
+            line = self.rfile.readline(1026)
+            if not line.endswith(b"\n"):
+                raise BadRequest("malformed chunked body: chunk size line missing or too long")
+            text = line.split(b";", 1)[0].strip()
+            try:
+                n = int(text, 16) if text and len(text) <= 8 else -1
+            except ValueError:
+                n = -1
+            if n < 0:
+                raise BadRequest(f"malformed chunked body: invalid chunk size {shown(text.decode('latin-1'))}")
+            if n == 0:
+                while self.rfile.readline(1026) not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+            size += n
+            if size > MAX_BODY:
+                raise BadRequest(f"request body is too large (at most {MAX_BODY:,} bytes)")
+            chunk = self.rfile.read(n)
+            if len(chunk) != n or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise BadRequest("malformed chunked body: a chunk is shorter than its size")
+            parts.append(chunk)
+
+    def _payload(self) -> dict[str, Any]:
+        """The webhook payload. Raises BadRequest."""
         body = self._body()
-        if body is None:
-            self._send(400, "request body too large")
-            return None
+        if _json_depth(body) > MAX_JSON_DEPTH:
+            raise BadRequest(f"decoding the request body failed: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             payload = json.loads(body or b"null")
-        except ValueError as exc:
-            self._send(400, f"decoding the request body failed: {exc}")
-            return None
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"decoding the request body failed: {one_line(str(exc), 300)}") from None
         if not isinstance(payload, dict):
-            self._send(400, "decoding the request body failed: expected a JSON object")
-            return None
+            raise BadRequest("decoding the request body failed: expected a JSON object")
         return payload
 
     @staticmethod
@@ -432,6 +511,13 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_HEAD = do_POST
 
     def _dispatch(self) -> None:
+        try:
+            self._route()
+        except BadRequest as exc:
+            self.close_connection = True  # what follows the bad request on this connection cannot be trusted
+            self._send(400, f"{exc}\n")
+
+    def _route(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
             self._body()
@@ -462,8 +548,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _gate(self, path: str, action: str, prefix: str) -> None:
         payload = self._payload()
-        if payload is None:
-            return
         key = prefix + self._canary(payload)
         gates = self.server.gates
         if action == "check":
@@ -476,21 +560,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _task(self) -> None:
         payload = self._payload()
-        if payload is None:
-            return
         metadata = payload.get("metadata")
         if not isinstance(metadata, dict) or not metadata:
             return self._send(400, "metadata not found in payload")
         task_type = str(metadata.get("type") or "cmd")
         if task_type not in ("cmd", "bash"):
-            return self._send(400, f"unknown task type {task_type}: the local load tester runs cmd and bash tasks")
+            return self._send(
+                400, f"unknown task type {one_line(task_type, 100)}: the local load tester runs cmd and bash tasks"
+            )
         command = metadata.get("cmd")
         if not isinstance(command, str) or not command.strip():
             return self._send(400, "cmd not found in metadata")
         canary = self._canary(payload)
         allowlist, runner = self.server.allowlist, self.server.runner
         if not allowlist.allows(command):
-            log("warn", "command refused: not in the allowlist", canary=canary, cmd=json.dumps(command))
+            log("warn", "command refused: not in the allowlist", canary=shown(canary), cmd=shown(command))
             return self._send(403, allowlist.denial(command))
         if task_type == "bash":
             result = runner.run(canary, command, command_argv(command, shell=True))
@@ -514,6 +598,34 @@ class Handler(BaseHTTPRequestHandler):
             "# TYPE loadtester_running_tasks gauge\n"
             f"loadtester_running_tasks {len(runner.running())}\n"
         )
+
+
+def _json_depth(body: bytes) -> int:
+    """An upper bound of the nesting depth of the JSON ``body`` (brackets inside strings count too unless the
+    body is scanned), computed without recursion: json.loads on a 100k-deep body raises RecursionError."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif byte == 0x5D or byte == 0x7D:  # ] }
+            depth -= 1
+    return deepest
 
 
 # ------------------------------------------------------------------------------------------------ main
