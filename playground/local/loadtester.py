@@ -459,7 +459,8 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _chunked(self) -> bytes:
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         while True:
             line = self.rfile.readline(1026)
             if not line.endswith(b"\n"):
