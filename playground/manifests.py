@@ -28,6 +28,8 @@ Only findings with ``severity == "error"`` make a manifest set invalid; warnings
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import difflib
 import enum
 import os
@@ -833,6 +835,7 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
         "AlertProvider": _check_alert_provider,
         "HorizontalPodAutoscaler": _check_hpa,
         "ImagePolicy": _check_image_policy,
+        "Secret": _check_secret,
     }
     canary_targets: dict[tuple[str | None, str], ManifestObject] = {}
     undefined_ns: set[str] = set()
@@ -1418,6 +1421,40 @@ def _check_alert_provider(obj: ManifestObject, mset: ManifestSet) -> list[Findin
             )
         ]
     return []
+
+
+def _check_secret(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
+    """Secrets never live in git: a Secret's data is only base64-encoded, readable by anyone with the repository
+    (a webhook URL in it lets anyone post to the on-call channel)."""
+    if obj.group != "":
+        return []  # another API group's Secret kind (an external or sealed secret is encrypted or a reference)
+    keys: list[tuple[str, str, str]] = []  # (field, key, value)
+    for fname in ("data", "stringData"):
+        values = obj.raw.get(fname)
+        if isinstance(values, dict):
+            for key, value in values.items():
+                text = str(value)
+                if fname == "data":
+                    try:
+                        text = base64.b64decode(text, validate=True).decode("utf-8", "replace")
+                    except (binascii.Error, ValueError):
+                        pass
+                keys.append((fname, str(key), text))
+    if not keys:
+        return []
+    urls = [(f, k) for f, k, v in keys if re.match(r"^\s*https?://", v)]
+    fname, key = urls[0] if urls else keys[0][:2]
+    what = f"key {key!r} holds a URL (a webhook address is a credential)" if urls else f"key {key!r} holds a secret"
+    return [
+        obj.finding(
+            (fname, key),
+            f"Secret committed to git: {what}, and a Secret's data is only base64-encoded, readable by anyone "
+            "with the repository",
+            "remove it from the manifests and create it in the cluster (kubectl create secret generic "
+            f"{obj.name} --from-literal={key}=...) or use an external/sealed secret; an AlertProvider can also "
+            "read its address from the environment with addressFromEnv",
+        )
+    ]
 
 
 def _check_hpa(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:

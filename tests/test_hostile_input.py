@@ -4,6 +4,7 @@ repository), in the GitOps sync (a real git origin) and in the image automation 
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -130,6 +131,34 @@ def test_code_location_discovery_skips_hostile_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the console script
+
+
+@pytest.mark.integration
+def test_validate_refuses_a_secret_holding_a_webhook_url(tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(MANIFESTS, tree)
+    url = "https://hooks.slack.com/services/T000/B000/XXXX"
+    (tree / "prod" / "slack.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: on-call-slack, namespace: prod}\n"
+        f"data:\n  address: {base64.b64encode(url.encode()).decode()}\n"
+    )
+    (tree / "prod" / "token.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: token, namespace: prod}\nstringData: {token: s3cr3t}\n"
+    )
+    (tree / "prod" / "empty.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: empty, namespace: prod}\n"
+    )
+    proc = subprocess.run(
+        [str(PLAYGROUND), "validate", "--no-warnings", str(tree)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    slack, token, summary = proc.stdout.splitlines()
+    assert slack.startswith(f"{tree}/prod/slack.yaml:5: Secret prod/on-call-slack: data.address: Secret committed")
+    assert "key 'address' holds a URL (a webhook address is a credential)" in slack
+    assert "kubectl create secret generic on-call-slack --from-literal=address=..." in slack
+    assert "addressFromEnv" in slack and url not in slack
+    assert token.startswith(f"{tree}/prod/token.yaml:4: Secret prod/token: stringData.token: Secret committed")
+    assert summary.endswith("2 errors, 0 warnings")
 
 
 @pytest.mark.integration
