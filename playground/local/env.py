@@ -440,6 +440,25 @@ def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> d
     return env
 
 
+def _prepare_instance(bindir: Path, dh: Path, env: dict[str, str], log: Path) -> None:
+    """Create (or migrate) the instance's storage once, before the daemon and the webserver start: each of them
+    starts a code server that opens the instance, and two processes creating a fresh SQLite storage at the
+    same moment can record two schema heads (alembic "more than one head"), which breaks every later open."""
+    full_env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
+    with open(log, "ab") as f:
+        done = subprocess.run(
+            [str(bindir / "dagster"), "instance", "migrate"],
+            env={**full_env, **env},
+            cwd=str(dh),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=180,
+        )
+    if done.returncode != 0:
+        raise EnvError(f"cannot prepare the Dagster instance in {dh} (dagster instance migrate); see {log}")
+
+
 def _start_dagster(
     h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool], settings: dict[str, Any], out: Out
 ) -> None:
@@ -452,6 +471,8 @@ def _start_dagster(
         raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
     bindir = Path(sys.executable).parent
     env = dagster_env(h, settings, p.get("dagster"))
+    if not any(running.get(n) for n in DAGSTER):
+        _prepare_instance(bindir, dh, env, h.logs / "dagster-daemon.log")
     if running.get("dagster-daemon"):
         out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
     else:

@@ -146,15 +146,16 @@ class DagsterPlayground:
     def run_failure(self, run_id: str) -> str:
         data = self.graphql(
             "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename"
-            " ... on ExecutionStepFailureEvent { error { message } failureMetadata { description }"
-            " metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } } }",
+            " ... on ExecutionStepFailureEvent { failureMetadata { description metadataEntries { label"
+            " ... on MarkdownMetadataEntry { mdStr } } } } } } } }",
             {"id": run_id},
         )
         out = []
         for e in data["logsForRun"]["events"]:
             if e["__typename"] == "ExecutionStepFailureEvent":
-                out.append((e.get("failureMetadata") or {}).get("description") or "")
-                out += [m.get("mdStr", "") for m in e.get("metadataEntries") or []]
+                meta = e.get("failureMetadata") or {}
+                out.append(meta.get("description") or "")
+                out += [m.get("mdStr", "") for m in meta.get("metadataEntries") or []]
         return "\n".join(out)
 
     def location(self) -> tuple[str, str]:
@@ -193,6 +194,13 @@ class DagsterPlayground:
             return sha
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def head(self) -> str:
+        repo = git.Repo(str(self.origin))
+        try:
+            return repo.commit("refs/heads/main").hexsha
+        finally:
+            repo.close()
 
     def read(self, relpath: str) -> str:
         repo = git.Repo(str(self.origin))
