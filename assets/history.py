@@ -17,6 +17,7 @@ import argparse
 import base64
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,9 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _home(env: dict | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("PLAYGROUND_HOME", ".playground")).absolute()
+def _home(env: Mapping[str, str] | None = None) -> Path:
+    values = os.environ if env is None else env
+    return Path(values.get("PLAYGROUND_HOME", ".playground")).absolute()
 
 
 def _text(v: Any) -> Any:
@@ -138,7 +139,7 @@ def _rate_window(interval: str) -> str:
 
 def outcome_records(instance: dg.DagsterInstance, target: str | None = None) -> list[dict]:
     """Every promotion/rollback materialization as a dict (metadata + time), oldest first."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key in instance.get_asset_keys():
         path = key.path
         if len(path) != 3 or path[0] not in OUTCOME_KINDS:
@@ -150,6 +151,8 @@ def outcome_records(instance: dg.DagsterInstance, target: str | None = None) -> 
             res = instance.fetch_materializations(key, limit=1000, cursor=cursor, ascending=True)
             for r in res.records:
                 mat = r.asset_materialization
+                if mat is None:
+                    continue
                 meta = {k: _text(v) for k, v in (mat.metadata or {}).items()}
                 duration = float(meta.get("duration_s") or 0)
                 rows.append(
@@ -169,9 +172,9 @@ def outcome_records(instance: dg.DagsterInstance, target: str | None = None) -> 
             if not res.has_more:
                 break
             cursor = res.cursor
-    rows.sort(key=lambda r: r["_ts"])
-    for r in rows:
-        r.pop("_ts")
+    rows.sort(key=lambda row: float(row["_ts"]))
+    for row in rows:
+        row.pop("_ts")
     return rows
 
 
@@ -195,6 +198,8 @@ def commit_times(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
     synced: dict[str, float] = {}
     res = instance.fetch_materializations(dg.AssetKey(["gitops", "commit"]), limit=10_000, ascending=True)
     for r in res.records:
+        if r.asset_materialization is None:
+            continue
         sha = _text(r.asset_materialization.metadata.get("sha"))
         synced.setdefault(str(sha), r.timestamp)
     out: dict[tuple[str, str], str] = {}
@@ -203,6 +208,8 @@ def commit_times(instance: dg.DagsterInstance) -> dict[tuple[str, str], str]:
             continue
         res = instance.fetch_materializations(key, limit=10_000, ascending=True)
         for r in res.records:
+            if r.asset_materialization is None:
+                continue
             meta = r.asset_materialization.metadata
             rev = str(_text(meta.get("revision")))
             ts = min(r.timestamp, synced.get(str(_text(meta.get("sha"))), r.timestamp))

@@ -5,9 +5,9 @@ the ops record what happened as asset materializations and asset check evaluatio
 """
 
 import time
+from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 
 from assets import GITOPS_COMMIT, component_key
 from jobs.resources import PlaygroundResource
@@ -166,7 +166,7 @@ class ReleaseRecorder:
         routes = rec.state.routes
         part = self._partition(rec.revision)
         metric_values = {c.name: c.value for c in rec.result.checks}
-        meta = {
+        meta: dict[str, Any] = {
             "tick": rec.tick,
             "phase": st.phase.value,
             "routes": f"{routes.primary}/{routes.canary}" + (" +mirror" if routes.mirror else ""),
@@ -191,8 +191,9 @@ class ReleaseRecorder:
                 )
             )
         for c in rec.result.checks:
+            # log_event records asset check evaluations too (its type hint lists only the older event kinds)
             self.context.log_event(
-                dg.AssetCheckEvaluation(
+                dg.AssetCheckEvaluation(  # type: ignore[arg-type]
                     asset_key=self.key("release_metrics"),
                     check_name=check_name(c.name),
                     passed=c.passed,
@@ -248,7 +249,8 @@ def _reason(rec: TickRecord) -> str:
 
 
 def _target_of(run: dg.DagsterRun) -> str | None:
-    return ((run.run_config or {}).get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
+    run_config: dict[str, Any] = dict(run.run_config or {})
+    return (run_config.get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
 
 
 def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, interval: float) -> None:
@@ -297,15 +299,15 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
 
             sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
             context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
-            outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
-            context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
+            synced = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
+            context.log.info(f"synced {synced.sha[:12]}: {synced.plan.summary()}")
         canary = ctl.canary(config.target)
         target = pipeline.target_of(canary)
         recorder = ReleaseRecorder(context, target)
         context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
         try:
             final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
-        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
             context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
             ctl.make_safe(config.target)
             raise

@@ -24,9 +24,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from playground.cluster.base import Cluster
 from playground.durations import parse_duration
+
+if TYPE_CHECKING:
+    from playground.controller import Controller
+    from playground.gitops import GitSource
+    from playground.secrets import ClusterSecrets
 
 
 @dataclass
@@ -68,9 +74,19 @@ class RuntimeConfig:
 
 
 class Runtime:
+    """The pieces of one installation, built on demand. A context manager: leaving it (or :meth:`close`)
+    closes the cluster client and every git checkout it handed out; it can be used again afterwards."""
+
     def __init__(self, config: RuntimeConfig | None = None):
         self.config = config or RuntimeConfig.from_env()
         self._cluster: Cluster | None = None
+        self._checkouts: list[GitSource] = []
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def home(self) -> Path:
@@ -95,9 +111,15 @@ class Runtime:
         return proxy() if callable(proxy) else None
 
     def close(self) -> None:
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        """Close the cluster client and the git checkouts' repositories (idempotent)."""
+        checkouts, self._checkouts = self._checkouts, []
+        cluster, self._cluster = self._cluster, None
+        try:
+            for checkout in checkouts:
+                checkout.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
 
     # -- git ---------------------------------------------------------------------------------------
     def gitops_url(self) -> str:
@@ -107,19 +129,22 @@ class Runtime:
             return str(self.home / "git" / "gitops.git")
         raise ValueError("no GitOps repository configured: set PLAYGROUND_GITOPS_URL (or --gitops-url)")
 
-    def git(self, purpose: str):
-        """A checkout of the GitOps origin for one purpose (sensors and runs never share a work tree)."""
+    def git(self, purpose: str) -> GitSource:
+        """A checkout of the GitOps origin for one purpose (sensors and runs never share a work tree); closed
+        with the runtime."""
         from playground.gitops import GitSource
 
         base = (
             self.home if self.config.backend == "local" else Path(self.config.env.get("TMPDIR", "/tmp")) / "playground"
         )
-        return GitSource(
+        checkout = GitSource(
             self.gitops_url(),
             base / "git" / "work" / purpose,
             branch=self.config.gitops_branch,
             subdir=self.config.gitops_path,
         )
+        self._checkouts.append(checkout)
+        return checkout
 
     # -- registry ----------------------------------------------------------------------------------
     def registry_url(self) -> str | None:
@@ -137,14 +162,14 @@ class Runtime:
     def interval_override(self) -> float | None:
         return parse_duration(self.config.interval) if self.config.interval else None
 
-    def secrets(self):
+    def secrets(self) -> ClusterSecrets:
         """Secrets the engine may read (alert addresses, Prometheus credentials): read from the cluster on
         demand, only those referenced (``playground.secrets.ClusterSecrets``)."""
         from playground.secrets import ClusterSecrets
 
         return ClusterSecrets(self.cluster())
 
-    def controller(self, log: Callable[[str], None] = print, *, interval: float | None = None):
+    def controller(self, log: Callable[[str], None] = print, *, interval: float | None = None) -> Controller:
         from playground.controller import Controller, Settings
 
         settings = Settings(

@@ -120,12 +120,11 @@ def failed_run_alerts(context: dg.RunFailureSensorContext, playground: Playgroun
     message = context.failure_event.message or "run failed"
     run_config: dict[str, Any] = dict(run.run_config)
     target = (run_config.get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
-    rt = playground.runtime()
-    try:
-        for line in alert_failed_run(rt, job=run.job_name, run_id=run.run_id, target=target, message=message):
-            context.log.info(line)
-    finally:
-        rt.close()
+    # the resource closes its runtime after the evaluation
+    for line in alert_failed_run(
+        playground.runtime(), job=run.job_name, run_id=run.run_id, target=target, message=message
+    ):
+        context.log.info(line)
 
 
 SENSORS = [git_commit_sensor, release_on_sync, image_tag_sensor, failed_run_alerts]

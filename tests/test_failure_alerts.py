@@ -55,14 +55,14 @@ def test_a_failed_release_run_alerts_the_canary_providers(tmp_path, monkeypatch)
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
 
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="failed_run_alerts",
             dagster_instance=instance,
             dagster_run=result.dagster_run,
             dagster_event=failure,
             resources={"playground": resource},
-        ).for_run_failure()
-        failed_run_alerts(context)
+        ).for_run_failure() as context:
+            failed_run_alerts(context)
 
         events = server.requests_to("/events")
         slack = server.requests_to("/slack")

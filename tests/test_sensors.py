@@ -11,6 +11,7 @@ OCI registry and a real DagsterInstance:
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -88,8 +89,9 @@ def resource(home: Path, origin: Path, registry: str | None = None) -> Playgroun
 
 
 def tick(sensor, instance: dg.DagsterInstance, res: PlaygroundResource, cursor: str | None = None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"playground": res})
-    return sensor.evaluate_tick(ctx)
+    # entered as the daemon does: the resource is set up for the tick and torn down after it
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"playground": res}) as ctx:
+        return sensor.evaluate_tick(ctx)
 
 
 # ------------------------------------------------------------------------------------------- git sensor
@@ -282,3 +284,30 @@ def test_release_on_sync_requests_one_release_for_the_changed_target(tmp_path: P
         )
         skipped = release_on_sync(ctx)
         assert isinstance(skipped, dg.SkipReason) and "changed no canary target" in skipped.skip_message
+
+
+def _child_git_processes() -> list[str]:
+    """Command lines of this process's live git children (GitPython keeps `git cat-file` running per open Repo)."""
+    me = Path(f"/proc/{os.getpid()}")
+    pids = [pid for task in (me / "task").iterdir() for pid in (task / "children").read_text().split()]
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue  # exited meanwhile
+        if cmd.startswith("git"):
+            out.append(cmd)
+    return out
+
+
+def test_sensor_ticks_leave_no_checkout_open(tmp_path: Path) -> None:
+    """The resource's runtime is torn down after each evaluation: the checkouts' git processes are gone."""
+    origin = make_origin(tmp_path)
+    res = resource(tmp_path / "home", origin)
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = tick(git_commit_sensor, instance, res, cursor=None)
+        assert [r.run_key for r in first.run_requests] == [head(origin)]
+        second = tick(image_tag_sensor, instance, res)  # no registry configured: the scan reads git, then skips
+        assert second.skip_message
+    assert _child_git_processes() == []
