@@ -26,7 +26,10 @@ rewritten (``$HOME/prometheus/targets.json``). HPAs get the minimal Kubernetes b
 non-zero replica count is kept within ``minReplicas..maxReplicas``.
 
 SIGTERM/SIGINT stop every replica (SIGTERM to its process group, SIGKILL after 5 s) before the agent exits.
-Replicas left by an agent that was killed are recognised (pid + process start time) and stopped at start-up.
+Replicas left running by an agent that was killed (the supervisor restarts it) are recognised by pid and process
+start time and adopted at start-up: they keep serving with their ports and readiness, are probed and stopped
+like the agent's own, and are replaced by new replicas when they exit (they are not the agent's children, so
+their exit code is unknown). Nothing restarts, and Envoy's endpoints do not change.
 """
 
 from __future__ import annotations
@@ -253,9 +256,12 @@ class Replica:
     ready_future: Future | None = None
     live_future: Future | None = None
     message: str = ""
+    adopted: bool = False  # left running by a previous agent: not our child (no Popen)
 
     @property
     def alive(self) -> bool:
+        if self.adopted and self.proc is None:
+            return _same_process(self.pid, self.ticks)
         return self.proc is not None and self.proc.poll() is None
 
     @property
@@ -355,7 +361,7 @@ class Agent:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.stop_orphans()
+        self.adopt()
         log.info("node agent running (home %s, pid %d)", self.home.root, os.getpid())
         try:
             while not self.stopping:
@@ -585,6 +591,10 @@ class Agent:
                         return
                 wl.replicas.remove(r)
             return
+        if r.adopted and r.proc is None and not r.alive:
+            log.warning("%s (pid %s, adopted from a previous agent) exited: replacing it", r.pod_name, r.pid)
+            wl.replicas.remove(r)
+            return
         if r.proc is None or r.alive:
             if r.ready and r.ready_since is not None and now - r.ready_since > 10:
                 r.streak = 0
@@ -740,22 +750,53 @@ class Agent:
             self.last_targets = text
 
     # -- start-up and shutdown ----------------------------------------------------------------------------
-    def stop_orphans(self) -> None:
-        """Stop replicas recorded by a previous agent that did not shut down (same pid and start time)."""
-        victims = []
+    def adopt(self) -> None:
+        """Take over the replicas a previous agent left running (same pid and start time): the agent was killed
+        and restarted, its replicas kept serving. Their workload's progress bookkeeping carries over too."""
+        now, wall = time.monotonic(), time.time()
+        n = 0
         for row in self.store.list_workload_status():
-            for info in row.replicas:
-                if info.pid and info.proc_start_ticks and proc_start_ticks(info.pid) == info.proc_start_ticks:
-                    victims.append(info.pid)
-        for pid in victims:
-            log.info("stopping replica process %d left by a previous agent", pid)
-            _killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while victims and time.monotonic() < deadline:
-            victims = [p for p in victims if _alive(p)]
-            time.sleep(0.05)
-        for pid in victims:
-            _killpg(pid, signal.SIGKILL)
+            alive = [
+                i for i in row.replicas if i.pid and i.proc_start_ticks and _same_process(i.pid, i.proc_start_ticks)
+            ]
+            if not alive:
+                continue
+            dep = self.store.get("apps/v1", "Deployment", row.namespace, row.name) or {}
+            containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+            container = containers[0]
+            wl = self.workloads.setdefault((row.namespace, row.name), Workload(row.namespace, row.name))
+            wl.revision, wl.revision_since, wl.generation = row.revision, row.revision_since, row.generation
+            wl.desired, wl.image, wl.last_progress = row.desired, row.image, row.last_progress
+            wl.unavailable_since = row.unavailable_since
+            wl.last_ready_new = sum(1 for i in alive if i.revision == row.revision and i.ready)
+            for info in alive:
+                r = Replica(
+                    index=info.index,
+                    revision=info.revision,
+                    build=_not_buildable,
+                    log_path=Path(info.log) if info.log else self.home.replica_log(row.namespace, row.name, info.index),
+                    pod_name=f"{row.name}-{info.revision[:8]}-{info.index}",
+                    readiness=ProbeSpec.of(container.get("readinessProbe")),
+                    liveness=ProbeSpec.of(container["livenessProbe"]) if container.get("livenessProbe") else None,
+                    port=info.port,
+                    pid=info.pid,
+                    ticks=info.proc_start_ticks,
+                    started=now - max(0.0, wall - info.start_time),
+                    start_time=info.start_time,
+                    state=info.state,
+                    ready=info.ready,
+                    ever_ready=info.ready,
+                    ready_since=(now - MIN_READY_CAP) if info.ready else None,
+                    restarts=info.restarts,
+                    adopted=True,
+                )
+                if info.state == "stopping":
+                    r.ready, r.terminate_at = False, now
+                wl.replicas.append(r)
+                n += 1
+                log.info("adopted %s (pid %d, port %d, %s)", r.pod_name, r.pid, r.port, r.state)
+        if n:
+            log.info("adopted %d replica(s) left running by a previous agent", n)
 
     def shutdown(self) -> None:
         replicas = [r for wl in self.workloads.values() for r in wl.replicas]
@@ -765,6 +806,9 @@ class Agent:
         deadline = time.monotonic() + KILL_AFTER
         for r in replicas:
             if r.proc is None:
+                while r.adopted and r.alive and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                r.signal_group(signal.SIGKILL)
                 continue
             try:
                 r.proc.wait(timeout=max(0.01, deadline - time.monotonic()))
@@ -802,21 +846,19 @@ def _last_line(path: Path) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+def _same_process(pid: int | None, ticks: int | None) -> bool:
+    """Whether ``pid`` still runs (not a zombie) and is the process that started at ``ticks``."""
+    if not pid:
         return False
-    except PermissionError:
-        return True
-
-
-def _killpg(pid: int, sig: int) -> None:
     try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z" and (ticks is None or int(fields[19]) == int(ticks))
+
+
+def _not_buildable(_port: int) -> tuple[list[str], dict[str, str]]:
+    raise RuntimeError("an adopted replica is replaced, never restarted")
 
 
 def main(argv: list[str] | None = None) -> int:

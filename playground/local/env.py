@@ -6,22 +6,32 @@ session, logs under ``$HOME/logs/``), each component that is not already running
 ==========  ==================================================================================================
 envoy       the mesh: gateway listener (default 127.0.0.1:8080), mesh HTTP proxy (15001), admin (15000); its
             configuration is rendered from the object store (``playground.local.envoy``) into ``$HOME/envoy/``
+envoy-2     a second Envoy on the same configuration and listeners (SO_REUSEPORT: the kernel spreads new
+            connections over both), admin on a free port; if one dies the other keeps accepting, so a
+            killed Envoy costs only its in-flight requests. Prometheus scrapes both.
 prometheus  Debian ``prometheus`` (default 127.0.0.1:9090), scraping Envoy and the workloads every second
 registry    Debian ``docker-registry`` (default 127.0.0.1:5000), filesystem storage in ``$HOME/registry/``
 agent       the node agent (``python -m playground.local.agent``): runs the Deployments' replicas
 dagster     ``dagster-daemon`` (sensors, queued runs) and ``dagster-webserver`` (UI, default 127.0.0.1:3000)
             on this project's ``workspace.yaml``, with ``DAGSTER_HOME=$HOME/dagster`` (one run per canary
-            target at a time via tag concurrency limits); skipped with ``--no-dagster``
+            target at a time via tag concurrency limits); the instance is created (``dagster instance
+            migrate``) before either starts, so they never race to create its schema; skipped with
+            ``--no-dagster``
+supervisor  ``python -m playground.local.supervisor``: restarts any of the above whose process dies, at
+            once, from its env.json record (``playground.local.supervisor``)
 ==========  ==================================================================================================
 
 and creates the GitOps origin, a bare git repository at ``$HOME/git/gitops.git`` seeded from the project's
 ``manifests/``. Unless ``--no-sync``, the manifests at the origin's head are validated and applied (in the
 loader's dependency order) and ``up`` waits until the workloads are ready. A component counts as running when
 its recorded pid is alive with the recorded process start time and its port answers; running components are
-left alone. Pids, process start times and ports are recorded in ``$HOME/env.json``.
+left alone. Pids, process start times, command lines and ports are recorded in ``$HOME/env.json``, each pid as
+soon as its process exists. Before anything starts, every port needed is checked: if one is taken (or given
+twice) ``up`` starts nothing and names the port and the flag that changes it.
 
 ``down`` stops exactly the processes ``up`` started (SIGTERM to each process group, SIGKILL after a timeout;
-the node agent first, so that it stops the replicas), plus replicas left behind by an agent that was killed.
+the supervisor first, so that it restarts nothing, then the Dagster processes and the node agent, so that it
+stops the replicas), plus replicas left behind by an agent that was killed.
 State stays unless ``--purge`` (which deletes ``$PLAYGROUND_HOME``).
 
 Every port is configurable, so two environments (two homes) can run side by side.
@@ -30,6 +40,9 @@ Every port is configurable, so two environments (two homes) can run side by side
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -39,7 +52,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +71,27 @@ DEFAULT_PORTS = {
     "registry": 5000,
     "dagster": 3000,
 }
-#: Start order; ``down`` stops in reverse.
-COMPONENTS = ("envoy", "prometheus", "registry", "agent", "dagster-daemon", "dagster-webserver")
+#: Start order; ``down`` stops in reverse (the supervisor first, so that it restarts nothing ``down`` stops).
+COMPONENTS = (
+    "envoy",
+    "envoy-2",
+    "prometheus",
+    "registry",
+    "agent",
+    "dagster-daemon",
+    "dagster-webserver",
+    "supervisor",
+)
 DAGSTER = ("dagster-daemon", "dagster-webserver")
+#: Port flags of ``playground up``, named in errors.
+PORT_FLAGS = {
+    "gateway": "--gateway-port",
+    "mesh": "--mesh-port",
+    "envoy_admin": "--envoy-admin-port",
+    "prometheus": "--prometheus-port",
+    "registry": "--registry-port",
+    "dagster": "--dagster-port",
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -153,7 +185,54 @@ def _start(
             start_new_session=True,
         )
     st = _stat(proc.pid)
-    return {"pid": proc.pid, "ticks": st[1] if st else None, "argv": argv, "log": str(log_path), "_proc": proc}
+    return {
+        "pid": proc.pid,
+        "ticks": st[1] if st else None,
+        "argv": argv,
+        "log": str(log_path),
+        "cwd": str(cwd) if cwd else None,
+        "env": dict(env or {}),
+        "_proc": proc,
+    }
+
+
+def start_component(comp: dict[str, Any]) -> dict[str, Any]:
+    """Start a component again from its env.json record (same argv, log, working directory, environment)."""
+    new = _start(list(comp["argv"]), Path(comp["log"]), Path(comp["cwd"]) if comp.get("cwd") else None, comp.get("env"))
+    for k, v in comp.items():  # keep the component's own fields (the second Envoy's admin port)
+        new.setdefault(k, v)
+    return new
+
+
+@contextmanager
+def env_lock(h: Home, *, blocking: bool = True) -> Iterator[bool]:
+    """The lock under which components are started and their records in env.json changed (``up`` and the
+    supervisor). Yields whether it was acquired (always True when ``blocking``)."""
+    h.root.mkdir(parents=True, exist_ok=True)
+    with open(h.root / "env.lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def record_components(h: Home, comps: dict[str, Any], names: Iterable[str]) -> None:
+    """Write the records of ``names`` into env.json, keeping every other record as it is on disk (the caller
+    holds :func:`env_lock`)."""
+    env = h.read_env() or {}
+    on_disk = dict(env.get("components") or {})
+    for name in names:
+        if name in comps:
+            on_disk[name] = {k: v for k, v in comps[name].items() if not k.startswith("_")}
+        else:
+            on_disk.pop(name, None)
+    env["components"] = on_disk
+    h.write_env(env)
 
 
 def _stop_pid(pid: int, ticks: int | None, timeout: float) -> bool:
@@ -232,15 +311,22 @@ def _binaries() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ up
 
 
+def _component_port(name: str, comp: dict[str, Any] | None, ports: dict[str, int]) -> int | None:
+    """The port that answers when the component is up (None: it has none)."""
+    if name == "envoy-2":
+        return (comp or {}).get("admin_port")
+    return {
+        "envoy": ports.get("envoy_admin"),
+        "prometheus": ports.get("prometheus"),
+        "registry": ports.get("registry"),
+        "dagster-webserver": ports.get("dagster"),
+    }.get(name)
+
+
 def _component_running(name: str, comp: dict[str, Any] | None, ports: dict[str, int]) -> bool:
     if not comp or not process_alive(comp.get("pid"), comp.get("ticks")):
         return False
-    port = {
-        "envoy": ports["envoy_admin"],
-        "prometheus": ports["prometheus"],
-        "registry": ports["registry"],
-        "dagster-webserver": ports.get("dagster"),
-    }.get(name)
+    port = _component_port(name, comp, ports)
     return port is None or port_open(port)
 
 
@@ -249,6 +335,48 @@ def _port_owner_check(name: str, port: int, flag: str) -> None:
         raise EnvError(
             f"port {port} ({name}) is already in use by another program: stop it, or choose another port with {flag}"
         )
+
+
+def _check_ports(p: dict[str, int], starting: set[str]) -> None:
+    """Before anything starts: the ports of the components about to start must be distinct and free; the error
+    names the port, what it is for and the flag that changes it."""
+    needed = {
+        "envoy": ("gateway", "mesh", "envoy_admin"),
+        "prometheus": ("prometheus",),
+        "registry": ("registry",),
+        "dagster-webserver": ("dagster",),
+    }
+    names = [n for comp, ns in needed.items() if comp in starting for n in ns]
+    seen: dict[int, str] = {}
+    for name in p:
+        if p[name] in seen:
+            raise EnvError(
+                f"port {p[name]} is given for both {seen[p[name]]} and {name}: choose another port with "
+                f"{PORT_FLAGS[name]}"
+            )
+        seen[p[name]] = name
+    for name in names:
+        _port_owner_check(name, p[name], PORT_FLAGS[name])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_prometheus_config(h: Home, p: dict[str, int], envoy2_admin: int | None) -> Path:
+    import yaml
+
+    from playground.local import prometheus as promcfg
+
+    if not h.file_sd.exists():
+        h.file_sd.write_text("[]\n")
+    admins = [f"127.0.0.1:{p['envoy_admin']}"] + ([f"127.0.0.1:{envoy2_admin}"] if envoy2_admin else [])
+    config = promcfg.render_config(scrape_interval="1s", envoy_admin=admins, file_sd_path=str(h.file_sd))
+    config_path = h.prometheus_dir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config_path
 
 
 def up(
@@ -260,138 +388,169 @@ def up(
     timeout: float = 120.0,
     dagster: bool = True,
     interval: str | None = None,
+    supervise: bool = True,
     out: Out = print,
 ) -> dict[str, Any]:
-    """Bring the environment up (see the module docstring); return the env.json record."""
+    """Bring the environment up (see the module docstring); return the env.json record.
+
+    Nothing starts when a port it needs is taken. Every pid is recorded in env.json as soon as the process
+    exists; components start under :func:`env_lock`, so the supervisor never restarts one at the same time.
+    """
     h = Home.of(home) if home is not None else Home(default_home())
     for d in (h.root, h.logs, h.envoy_dir, h.prometheus_dir, h.registry_dir, h.git_origin.parent):
         d.mkdir(parents=True, exist_ok=True)
     bins = _binaries()
-    env = h.read_env() or {}
-    comps: dict[str, Any] = dict(env.get("components") or {})
-    running = {n: _component_running(n, comps.get(n), env.get("ports") or DEFAULT_PORTS) for n in COMPONENTS}
-    previous = env.get("ports") if any(running.values()) or env.get("ports") else None
-    p = (ports or Ports()).resolve(previous)
-    if any(running.values()) and previous and p != {k: int(v) for k, v in previous.items()}:
-        changed = [k for k in p if int(previous.get(k, -1)) != p[k]]
-        raise EnvError(
-            f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
-            f"run `playground down` first to change them"
-        )
-    settings = dict(env.get("settings") or {})
-    if interval is not None:
-        settings["interval"] = interval
-    env = {"home": str(h.root), "ports": p, "components": comps, "settings": settings}
-    h.write_env(env)  # ports first: the renderer and the agent read them
+    with env_lock(h):
+        env = h.read_env() or {}
+        comps: dict[str, Any] = dict(env.get("components") or {})
+        running = {n: _component_running(n, comps.get(n), env.get("ports") or DEFAULT_PORTS) for n in COMPONENTS}
+        previous = env.get("ports") if any(running.values()) or env.get("ports") else None
+        p = (ports or Ports()).resolve(previous)
+        if any(running.values()) and previous and p != {k: int(v) for k, v in previous.items()}:
+            changed = [k for k in p if int(previous.get(k, -1)) != p[k]]
+            raise EnvError(
+                f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
+                f"run `playground down` first to change them"
+            )
+        wanted = [n for n in COMPONENTS if dagster or n not in DAGSTER]
+        if not supervise:
+            wanted.remove("supervisor")
+        starting = {n for n in wanted if not running[n]}
+        _check_ports(p, starting)
+        settings = dict(env.get("settings") or {})
+        if interval is not None:
+            settings["interval"] = interval
+        env.update({"home": str(h.root), "ports": p, "settings": settings})
+        env["components"] = {k: v for k, v in comps.items() if k in wanted and running.get(k)}
+        h.write_env(env)  # ports first: the renderer and the agent read them; dead records go
 
-    def save() -> None:
-        h.write_env(
-            {
-                "home": str(h.root),
-                "ports": p,
-                "settings": settings,
-                "components": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in comps.items()},
-            }
-        )
+        def save(*names: str) -> None:
+            record_components(h, comps, names)
 
-    out(f"playground: environment in {h.root}")
-    from playground.local.cluster import LocalCluster, render_envoy
+        def started(name: str, comp: dict[str, Any]) -> None:
+            comps[name] = comp
+            save(name)  # recorded as soon as it exists
 
-    cluster = LocalCluster(h.root)
+        out(f"playground: environment in {h.root}")
+        from playground.local import envoy
+        from playground.local.cluster import LocalCluster, render_envoy
+
+        cluster = LocalCluster(h.root)
+        try:
+            # -- envoy: two processes sharing the gateway and mesh listeners (SO_REUSEPORT), so that one dying
+            # costs only its in-flight requests while the supervisor restarts it
+            render_envoy(h, cluster.store, p)
+            envoy2_admin = (comps.get("envoy-2") or {}).get("admin_port")
+            for name in ("envoy", "envoy-2"):
+                if running[name]:
+                    out(f"  {name:<12} already running (pid {comps[name]['pid']})")
+                    continue
+                extra: list[str] = []
+                admin = p["envoy_admin"]
+                if name == "envoy-2":
+                    if not envoy2_admin or port_open(envoy2_admin):
+                        envoy2_admin = _free_port()
+                    admin = envoy2_admin
+                    extra = [
+                        "--config-yaml",
+                        json.dumps(
+                            {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}}}
+                        ),
+                    ]
+                comp = _start(
+                    envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning", extra=extra),
+                    h.logs / f"{name}.log",
+                )
+                if name == "envoy-2":
+                    comp["admin_port"] = admin
+                started(name, comp)
+                _wait_until(lambda a=admin: _http_ok(f"http://127.0.0.1:{a}/ready"), 30, name, comp)
+                out(f"  {name:<12} started (pid {comp['pid']})")
+            # -- prometheus (scrapes both Envoys)
+            config_path = _write_prometheus_config(h, p, envoy2_admin)
+            if running["prometheus"]:
+                out(f"  prometheus   already running (pid {comps['prometheus']['pid']})")
+                if not running["envoy-2"]:  # the second Envoy's admin port may have changed: reload
+                    with contextlib.suppress(OSError):
+                        os.kill(int(comps["prometheus"]["pid"]), signal.SIGHUP)
+            else:
+                from playground.local import prometheus as promcfg
+
+                data = h.prometheus_dir / "data"
+                data.mkdir(exist_ok=True)
+                argv = promcfg.prometheus_args(config_path, data, p["prometheus"])
+                started("prometheus", _start(argv, h.logs / "prometheus.log", cwd=h.prometheus_dir))
+                _wait_until(
+                    lambda: _http_ok(f"http://127.0.0.1:{p['prometheus']}/-/ready"),
+                    60,
+                    "prometheus",
+                    comps["prometheus"],
+                )
+                out(f"  prometheus   started (pid {comps['prometheus']['pid']})")
+            # -- registry
+            if running["registry"]:
+                out(f"  registry     already running (pid {comps['registry']['pid']})")
+            else:
+                from playground.local import registry
+
+                cfg = registry.write_config(h.registry_dir, p["registry"])
+                started(
+                    "registry",
+                    _start([bins["registry"], "serve", str(cfg)], h.logs / "registry.log", cwd=h.registry_dir),
+                )
+                _wait_until(
+                    lambda: _http_ok(f"http://127.0.0.1:{p['registry']}/v2/"), 30, "docker-registry", comps["registry"]
+                )
+                out(f"  registry     started (pid {comps['registry']['pid']})")
+            # -- git origin
+            from playground.local import gitorigin
+
+            seed = manifests if manifests is not None else (MANIFESTS_DIR if MANIFESTS_DIR.is_dir() else None)
+            existing = gitorigin.head_sha(h.git_origin) if (h.git_origin / "HEAD").exists() else None
+            if manifests is not None and existing:
+                out(
+                    f"  note         --manifests {manifests} ignored: the git origin {h.git_origin} already has "
+                    "commits (commit to it, or `playground down --purge` to start from DIR)"
+                )
+            sha = gitorigin.ensure_origin(h.git_origin, seed)
+            out(f"  git origin   {h.git_origin} (main at {sha[:12] if sha else 'no commit'})")
+            # -- node agent
+            if running["agent"]:
+                out(f"  agent        already running (pid {comps['agent']['pid']})")
+            else:
+                from playground.local.cluster import agent_alive
+
+                started(
+                    "agent",
+                    _start(
+                        [sys.executable, "-m", "playground.local.agent", "--home", str(h.root)], h.logs / "agent.log"
+                    ),
+                )
+                _wait_until(lambda: agent_alive(cluster.store), 20, "node agent", comps["agent"])
+                out(f"  agent        started (pid {comps['agent']['pid']})")
+        except BaseException:
+            cluster.close()
+            raise
     try:
-        # -- envoy
-        render_envoy(h, cluster.store, p)
-        if running["envoy"]:
-            out(f"  envoy        already running (pid {comps['envoy']['pid']})")
-        else:
-            for name, flag in (
-                ("gateway", "--gateway-port"),
-                ("mesh", "--mesh-port"),
-                ("envoy_admin", "--envoy-admin-port"),
-            ):
-                _port_owner_check(name, p[name], flag)
-            from playground.local import envoy
-
-            comps["envoy"] = _start(
-                envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning"), h.logs / "envoy.log"
-            )
-            save()
-            _wait_until(lambda: _http_ok(f"http://127.0.0.1:{p['envoy_admin']}/ready"), 30, "envoy", comps["envoy"])
-            out(f"  envoy        started (pid {comps['envoy']['pid']})")
-        # -- prometheus
-        if running["prometheus"]:
-            out(f"  prometheus   already running (pid {comps['prometheus']['pid']})")
-        else:
-            _port_owner_check("prometheus", p["prometheus"], "--prometheus-port")
-            import yaml
-
-            from playground.local import prometheus as promcfg
-
-            if not h.file_sd.exists():
-                h.file_sd.write_text("[]\n")
-            config = promcfg.render_config(
-                scrape_interval="1s", envoy_admin=f"127.0.0.1:{p['envoy_admin']}", file_sd_path=str(h.file_sd)
-            )
-            config_path = h.prometheus_dir / "prometheus.yml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-            data = h.prometheus_dir / "data"
-            data.mkdir(exist_ok=True)
-            argv = promcfg.prometheus_args(config_path, data, p["prometheus"])
-            comps["prometheus"] = _start(argv, h.logs / "prometheus.log", cwd=h.prometheus_dir)
-            save()
-            _wait_until(
-                lambda: _http_ok(f"http://127.0.0.1:{p['prometheus']}/-/ready"), 60, "prometheus", comps["prometheus"]
-            )
-            out(f"  prometheus   started (pid {comps['prometheus']['pid']})")
-        # -- registry
-        if running["registry"]:
-            out(f"  registry     already running (pid {comps['registry']['pid']})")
-        else:
-            _port_owner_check("registry", p["registry"], "--registry-port")
-            from playground.local import registry
-
-            cfg = registry.write_config(h.registry_dir, p["registry"])
-            comps["registry"] = _start(
-                [bins["registry"], "serve", str(cfg)], h.logs / "registry.log", cwd=h.registry_dir
-            )
-            save()
-            _wait_until(
-                lambda: _http_ok(f"http://127.0.0.1:{p['registry']}/v2/"), 30, "docker-registry", comps["registry"]
-            )
-            out(f"  registry     started (pid {comps['registry']['pid']})")
-        # -- git origin
-        from playground.local import gitorigin
-
-        seed = manifests if manifests is not None else (MANIFESTS_DIR if MANIFESTS_DIR.is_dir() else None)
-        existing = gitorigin.head_sha(h.git_origin) if (h.git_origin / "HEAD").exists() else None
-        if manifests is not None and existing:
-            out(
-                f"  note         --manifests {manifests} ignored: the git origin {h.git_origin} already has commits "
-                "(commit to it, or `playground down --purge` to start from DIR)"
-            )
-        sha = gitorigin.ensure_origin(h.git_origin, seed)
-        out(f"  git origin   {h.git_origin} (main at {sha[:12] if sha else 'no commit'})")
-        # -- node agent
-        if running["agent"]:
-            out(f"  agent        already running (pid {comps['agent']['pid']})")
-        else:
-            from playground.local.cluster import agent_alive
-
-            comps["agent"] = _start(
-                [sys.executable, "-m", "playground.local.agent", "--home", str(h.root)], h.logs / "agent.log"
-            )
-            save()
-            _wait_until(lambda: agent_alive(cluster.store), 20, "node agent", comps["agent"])
-            out(f"  agent        started (pid {comps['agent']['pid']})")
-        save()
         if sync and sha:
             _sync(cluster, h, out)
             _wait_ready(cluster, timeout, out)
-        if dagster:
-            _start_dagster(h, p, comps, running, settings, out)
-            save()
     finally:
         cluster.close()
+    if dagster:
+        _start_dagster(h, p, comps, running, settings, out)
+    if supervise:
+        with env_lock(h):
+            current = (h.read_env() or {}).get("components") or {}
+            if _component_running("supervisor", current.get("supervisor"), p):
+                out(f"  supervisor   already running (pid {current['supervisor']['pid']})")
+            else:
+                comps["supervisor"] = _start(
+                    [sys.executable, "-m", "playground.local.supervisor", "--home", str(h.root)],
+                    h.logs / "supervisor.log",
+                )
+                save("supervisor")
+                out(f"  supervisor   started (pid {comps['supervisor']['pid']}): restarts any component that dies")
     _print_addresses(h, p, out)
     return h.read_env() or {}
 
@@ -443,18 +602,22 @@ def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> d
 def _prepare_instance(bindir: Path, dh: Path, env: dict[str, str], log: Path) -> None:
     """Create (or migrate) the instance's storage once, before the daemon and the webserver start: each of them
     starts a code server that opens the instance, and two processes creating a fresh SQLite storage at the
-    same moment can record two schema heads (alembic "more than one head"), which breaks every later open."""
+    same moment race on its schema (``table alembic_version already exists``, or two alembic heads that break
+    every later open)."""
     full_env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
     with open(log, "ab") as f:
-        done = subprocess.run(
-            [str(bindir / "dagster"), "instance", "migrate"],
-            env={**full_env, **env},
-            cwd=str(dh),
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=180,
-        )
+        try:
+            done = subprocess.run(
+                [str(bindir / "dagster"), "instance", "migrate"],
+                env={**full_env, **env},
+                cwd=str(dh),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=180,
+            )
+        except subprocess.TimeoutExpired:
+            raise EnvError(f"`dagster instance migrate` (DAGSTER_HOME={dh}) did not finish within 180s") from None
     if done.returncode != 0:
         raise EnvError(f"cannot prepare the Dagster instance in {dh} (dagster instance migrate); see {log}")
 
@@ -462,7 +625,7 @@ def _prepare_instance(bindir: Path, dh: Path, env: dict[str, str], log: Path) ->
 def _start_dagster(
     h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool], settings: dict[str, Any], out: Out
 ) -> None:
-    """Start dagster-daemon and dagster-webserver on the project's workspace.yaml."""
+    """Start dagster-daemon and dagster-webserver on the project's workspace.yaml, once the instance exists."""
     dh = dagster_home(h)
     dh.mkdir(parents=True, exist_ok=True)
     (dh / "dagster.yaml").write_text(DAGSTER_YAML)
@@ -471,21 +634,26 @@ def _start_dagster(
         raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
     bindir = Path(sys.executable).parent
     env = dagster_env(h, settings, p.get("dagster"))
-    if not any(running.get(n) for n in DAGSTER):
-        _prepare_instance(bindir, dh, env, h.logs / "dagster-daemon.log")
-    if running.get("dagster-daemon"):
+    if running.get("dagster-daemon") and running.get("dagster-webserver"):
         out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
-    else:
-        comps["dagster-daemon"] = _start(
-            [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
-            h.logs / "dagster-daemon.log",
-            cwd=REPO_ROOT,
-            env=env,
-        )
-        out(f"  dagster      daemon started (pid {comps['dagster-daemon']['pid']})")
-    if running.get("dagster-webserver"):
         out(f"  dagster      webserver already running (pid {comps['dagster-webserver']['pid']})")
-    else:
+        return
+    _prepare_instance(bindir, dh, env, h.logs / "dagster-daemon.log")
+    with env_lock(h):
+        if running.get("dagster-daemon"):
+            out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
+        else:
+            comps["dagster-daemon"] = _start(
+                [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
+                h.logs / "dagster-daemon.log",
+                cwd=REPO_ROOT,
+                env=env,
+            )
+            record_components(h, comps, ["dagster-daemon"])
+            out(f"  dagster      daemon started (pid {comps['dagster-daemon']['pid']})")
+        if running.get("dagster-webserver"):
+            out(f"  dagster      webserver already running (pid {comps['dagster-webserver']['pid']})")
+            return
         _port_owner_check("dagster-webserver", p["dagster"], "--dagster-port")
         comps["dagster-webserver"] = _start(
             [str(bindir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(p["dagster"])],
@@ -493,13 +661,14 @@ def _start_dagster(
             cwd=REPO_ROOT,
             env=env,
         )
-        _wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{p['dagster']}/server_info", timeout=2.0),
-            120,
-            "dagster-webserver",
-            comps["dagster-webserver"],
-        )
-        out(f"  dagster      webserver started (pid {comps['dagster-webserver']['pid']})")
+        record_components(h, comps, ["dagster-webserver"])
+    _wait_until(
+        lambda: _http_ok(f"http://127.0.0.1:{p['dagster']}/server_info", timeout=2.0),
+        120,
+        "dagster-webserver",
+        comps["dagster-webserver"],
+    )
+    out(f"  dagster      webserver started (pid {comps['dagster-webserver']['pid']})")
 
 
 def _sync(cluster: Any, h: Home, out: Out) -> None:
@@ -577,19 +746,21 @@ def down(home: Path | str | None = None, *, purge: bool = False, timeout: float 
     if env is None:
         out(f"playground: no environment in {h.root}")
     else:
-        comps = dict(env.get("components") or {})
         for name in reversed(COMPONENTS):
-            comp = comps.get(name)
-            if not comp:
-                continue
-            if _stop_pid(int(comp["pid"]), comp.get("ticks"), timeout):
-                stopped += 1
-                out(f"  {name:<12} stopped (pid {comp['pid']})")
-            comps.pop(name, None)
+            # read the record again for each: the supervisor (stopped first) may have restarted a component
+            with env_lock(h):
+                env = h.read_env() or env
+                comps = dict(env.get("components") or {})
+                comp = comps.pop(name, None)
+                if not comp:
+                    continue
+                if _stop_pid(int(comp["pid"]), comp.get("ticks"), timeout):
+                    stopped += 1
+                    out(f"  {name:<12} stopped (pid {comp['pid']})")
+                if not purge:
+                    env["components"] = comps
+                    h.write_env(env)
         stopped += _stop_leftover_replicas(h, out)
-        if not purge:
-            env["components"] = comps
-            h.write_env(env)
     if purge and h.root.exists():
         shutil.rmtree(h.root)
         out(f"  removed {h.root}")
@@ -636,7 +807,9 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
         ),
         "prometheus": f"http://127.0.0.1:{p.get('prometheus')}",
         "registry": f"http://127.0.0.1:{p.get('registry')}",
+        "envoy-2": f"same listeners, admin 127.0.0.1:{(comps.get('envoy-2') or {}).get('admin_port')}",
         "agent": str(h.root),
+        "supervisor": "restarts any component that dies",
         "dagster-daemon": f"DAGSTER_HOME={dagster_home(h)}",
         "dagster-webserver": f"http://127.0.0.1:{p.get('dagster')}",
     }

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,23 +111,26 @@ def relabel_envoy_to_istio() -> list[dict[str, Any]]:
 def render_config(
     *,
     scrape_interval: str = "1s",
-    envoy_admin: str,
+    envoy_admin: str | Sequence[str],
     workload_targets: list[dict[str, Any]] | None = None,
     file_sd_path: Path | None = None,
 ) -> dict[str, Any]:
-    """A prometheus.yml (as a dict) scraping Envoy's admin ``envoy_admin`` (``host:port``) and the workloads.
+    """A prometheus.yml (as a dict) scraping Envoy's admin ``envoy_admin`` (``host:port``, or a list of them: one
+    per Envoy process) and the workloads.
 
     ``workload_targets``: static_configs entries (``{"targets": ["127.0.0.1:9898"], "labels": {...}}``) scraped
     at ``/metrics``; ``file_sd_path``: a JSON file of the same entries, re-read when it changes (see
     ``write_targets``). Either, both or neither may be given.
     """
-    if not envoy_admin or ":" not in envoy_admin:
-        raise ValueError(f"envoy_admin must be host:port, got {envoy_admin!r}")
+    admins = [envoy_admin] if isinstance(envoy_admin, str) else list(envoy_admin)
+    for admin in admins or [""]:
+        if not admin or ":" not in admin:
+            raise ValueError(f"envoy_admin must be host:port, got {admin!r}")
     jobs: list[dict[str, Any]] = [
         {
             "job_name": ENVOY_JOB,
             "metrics_path": "/stats/prometheus",
-            "static_configs": [{"targets": [envoy_admin], "labels": {"component": "envoy"}}],
+            "static_configs": [{"targets": admins, "labels": {"component": "envoy"}}],
             "metric_relabel_configs": relabel_envoy_to_istio(),
         }
     ]
