@@ -65,6 +65,7 @@ def env_up(tmp_path_factory):
         "envoy-admin": free_port(),
         "prometheus": free_port(),
         "registry": free_port(),
+        "dagster": free_port(),
     }
     args = [f"--{k}-port={v}" for k, v in ports.items()]
     seen: list[tuple[int, int | None]] = []
