@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -373,7 +374,7 @@ def _write_prometheus_config(h: Home, p: dict[str, int], envoy2_admin: int | Non
     if not h.file_sd.exists():
         h.file_sd.write_text("[]\n")
     admins = [f"127.0.0.1:{p['envoy_admin']}"] + ([f"127.0.0.1:{envoy2_admin}"] if envoy2_admin else [])
-    config = promcfg.render_config(scrape_interval="1s", envoy_admin=admins, file_sd_path=str(h.file_sd))
+    config = promcfg.render_config(scrape_interval="1s", envoy_admin=admins, file_sd_path=h.file_sd)
     config_path = h.prometheus_dir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config_path
@@ -464,7 +465,8 @@ def up(
                 if name == "envoy-2":
                     comp["admin_port"] = admin
                 started(name, comp)
-                _wait_until(lambda a=admin: _http_ok(f"http://127.0.0.1:{a}/ready"), 30, name, comp)
+                ready_url = f"http://127.0.0.1:{admin}/ready"
+                _wait_until(functools.partial(_http_ok, ready_url), 30, name, comp)
                 out(f"  {name:<12} started (pid {comp['pid']})")
             # -- prometheus (scrapes both Envoys)
             config_path = _write_prometheus_config(h, p, envoy2_admin)
