@@ -45,6 +45,7 @@ from typing import Any, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from playground import support, yamlload
 from playground.durations import parse_duration
@@ -418,7 +419,7 @@ class ManifestSet:
         before its namespace. Within a rank, file order is kept.
         """
         ns_phases = self._namespace_phases()
-        return [o for _, o in sorted(enumerate(self.objects), key=lambda item: self._rank(*item, ns_phases))]
+        return [o for _, o in sorted(enumerate(self.objects), key=lambda item: self._rank(item[0], item[1], ns_phases))]
 
     def apply_phases(self) -> list[tuple[str, list[ManifestObject]]]:
         """:meth:`apply_order` grouped by phase (one of :data:`PHASES`; phases with no object are left out)."""
@@ -741,7 +742,7 @@ def _choices(types_: list[Any]) -> list[str]:
     return []
 
 
-def _translate_error(obj: ManifestObject, cls: type[BaseModel], err: dict[str, Any]) -> Finding:
+def _translate_error(obj: ManifestObject, cls: type[BaseModel], err: ErrorDetails) -> Finding:
     path, end_types, owner = _resolve_loc(cls, tuple(err["loc"]))
     typ = err["type"]
     inp = err.get("input")
@@ -787,6 +788,7 @@ def _expected_words(types_: list[Any], typ: str) -> str:
     words = []
     for c in (c for t in types_ for c in _candidates(t)):
         origin = typing.get_origin(c) or c
+        w: str | None
         if isinstance(origin, type) and issubclass(origin, BaseModel):
             w = "a mapping"
         else:
@@ -1152,12 +1154,12 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
                 )
             )
         else:
-            missing = _missing_service(h.url, mset)
-            if missing:
+            absent = _missing_service(h.url, mset)
+            if absent:
                 out.append(
                     obj.finding(
                         W + ("url",),
-                        f"Service {missing} is not in the manifests",
+                        f"Service {absent} is not in the manifests",
                         "check the host name, or add the Service",
                         WARNING,
                     )
@@ -1368,7 +1370,7 @@ def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
             continue
         fn = _TEMPLATE_FUNCTION.match(bare)
         if fn or "|" in bare:
-            what = "a template pipeline" if "|" in bare else f"template function {fn.group(1)}"
+            what = f"template function {fn.group(1)}" if fn and "|" not in bare else "a template pipeline"
             out.append(
                 obj.finding(
                     ("spec", "query"),
@@ -1502,6 +1504,7 @@ def _check_image_policy(obj: ManifestObject, mset: ManifestSet) -> list[Finding]
             )
         )
     else:
+        assert isinstance(ref, dict)  # rname came from it
         rns = ref.get("namespace") or obj.namespace
         if mset.get("ImageRepository", rns, rname) is None:
             names = [o.qualified_name for o in mset.of_kind("ImageRepository")]

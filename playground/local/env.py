@@ -863,10 +863,10 @@ def _workloads(h: Home) -> list[dict[str, Any]]:
                 )
             except Exception:
                 continue
-            st = cluster.store.get_canary_status(c.namespace, c.name)
-            for dep in (c.spec.targetRef.name, routing.primary_name(c.spec.targetRef.name)):
-                canaries[(c.namespace, dep)] = (c, st[0] if st else None)
-        out = []
+            found = cluster.store.get_canary_status(c.namespace, c.name)
+            for target in (c.spec.targetRef.name, routing.primary_name(c.spec.targetRef.name)):
+                canaries[(c.namespace, target)] = (c, found[0] if found else None)
+        out: list[dict[str, Any]] = []
         for dep in cluster.store.list("apps/v1", "Deployment"):
             meta = dep["metadata"]
             ns, name = meta.get("namespace") or "default", meta["name"]

@@ -773,7 +773,7 @@ class _Renderer:
                 legacy = http.get("mirrorPercent", http.get("mirror_percent"))
                 if legacy is not None:
                     percent = legacy
-            policy = {"cluster": self.destination_cluster(http["mirror"], vs_ns, f"{where}.mirror")}
+            policy: dict[str, Any] = {"cluster": self.destination_cluster(http["mirror"], vs_ns, f"{where}.mirror")}
             if percent is not None:
                 policy["runtime_fraction"] = {"default_value": _fraction(percent, f"{where}.mirrorPercentage")}
             out.append(policy)
@@ -1133,12 +1133,15 @@ def _mesh_and_gateway(r: _Renderer) -> tuple[dict[str, Any], dict[str, Any]]:
     for h, vs in mesh_other:
         routes = r.render_vs_routes(vs, context="mesh", port=None)
         mesh.add(f"vs:{h}", [h, f"{h}:*"], routes, _label(vs), merge=True)
-    for key in sorted(r.extra_upstreams):
-        domains = [d for d in _extra_domains(key) if d not in mesh.by_domain]
+    for upstream in sorted(r.extra_upstreams):
+        domains = [d for d in _extra_domains(upstream) if d not in mesh.by_domain]
         if not domains:
             continue  # a Service or VirtualService already owns this name
         mesh.add(
-            f"extra:{key}", domains, [r.plain_route(r.extra_cluster(key), f"extra/{key}")], f"extra upstream {key!r}"
+            f"extra:{upstream}",
+            domains,
+            [r.plain_route(r.extra_cluster(upstream), f"extra/{upstream}")],
+            f"extra upstream {upstream!r}",
         )
     mesh.add(
         "unknown-host",
