@@ -324,7 +324,9 @@ class Controller:
             secrets=self.settings.secrets,
             env=self.settings.env,
             fields=alert_fields(canary),
-            proxy=self.settings.http_proxy,
+            # Alerts go straight to their endpoints, never through the local mesh proxy: the mesh only knows
+            # the cluster's Services (an outside webhook answered 404 there), and its access log would record
+            # the webhook URL, whose path is the secret. A provider's own spec.proxy still applies.
         ):
             if not d.ok:
                 self.log(f"{canary.key}: alert via {d.provider} failed: {d.error}")
