@@ -713,31 +713,42 @@ def load_policies(
     return out
 
 
+def _mapping(value: Any) -> dict:
+    """``value`` if it is a mapping, else ``{}`` (the manifests come from git: any field may have any type)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    """``value`` if it is a string, else ``""``."""
+    return value if isinstance(value, str) else ""
+
+
 def _policy(o: Any, repos: dict) -> ImagePolicy:
     where = f"{o.location}: ImagePolicy {o.qualified_name}"
-    spec = o.raw.get("spec") if isinstance(o.raw.get("spec"), dict) else {}
-    ref = spec.get("imageRepositoryRef") or {}
-    rkey = (ref.get("namespace") or o.namespace, ref.get("name"))
+    spec = _mapping(o.raw.get("spec"))
+    ref = _mapping(spec.get("imageRepositoryRef"))
+    rkey = (_text(ref.get("namespace")) or o.namespace, _text(ref.get("name")))
     repo = repos.get(rkey)
     if repo is None:
         raise PolicyError(
-            f"{where}: ImageRepository {rkey[0]}/{rkey[1]} not found; add it or fix spec.imageRepositoryRef"
+            f"{where}: ImageRepository {rkey[0]}/{rkey[1] or '(no name)'} not found; add it or fix "
+            "spec.imageRepositoryRef"
         )
-    image = ((repo.raw.get("spec") or {}).get("image") or "").strip()
+    image = _text(_mapping(repo.raw.get("spec")).get("image")).strip()
     if not image:
         raise PolicyError(f"{repo.location}: ImageRepository {repo.qualified_name}: missing spec.image")
-    policy = spec.get("policy") or {}
-    ft = spec.get("filterTags") or {}
+    policy = _mapping(spec.get("policy"))
+    ft = _mapping(spec.get("filterTags"))
     common = dict(
         namespace=o.namespace or "default",
         name=o.name,
         image=image,
         source=o.location,
-        filter_pattern=ft.get("pattern") or None,
-        filter_extract=ft.get("extract") or None,
+        filter_pattern=_text(ft.get("pattern")) or None,
+        filter_extract=_text(ft.get("extract")) or None,
     )
     if "semver" in policy:
-        rng = str((policy.get("semver") or {}).get("range") or "")
+        rng = str(_mapping(policy.get("semver")).get("range") or "")
         try:
             SemverRange(rng)
         except ValueError as e:
@@ -745,10 +756,10 @@ def _policy(o: Any, repos: dict) -> ImagePolicy:
         return ImagePolicy(kind="semver", range=rng, **common)
     if "alphabetical" in policy or "numerical" in policy:
         kind = "alphabetical" if "alphabetical" in policy else "numerical"
-        order = str((policy.get(kind) or {}).get("order") or "asc").lower()
+        order = str(_mapping(policy.get(kind)).get("order") or "asc").lower()
         return ImagePolicy(kind=kind, order=order, **common)
     raise PolicyError(
-        f"{where}: spec.policy must have semver, alphabetical or numerical; got {sorted(policy) or 'nothing'}"
+        f"{where}: spec.policy must have semver, alphabetical or numerical; got {sorted(map(str, policy)) or 'nothing'}"
     )
 
 

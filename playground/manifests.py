@@ -844,7 +844,16 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
     for obj in mset.objects:
         check = checks.get(obj.kind)
         if check is not None:
-            out.extend(check(obj, mset))
+            try:
+                out.extend(check(obj, mset))
+            except Exception as e:  # a rule that did not expect this content: one finding, never a traceback
+                out.append(
+                    obj.finding(
+                        (),
+                        f"cannot check this object ({type(e).__name__}: {e})",
+                        "look for a field of an unexpected type here, and report this as a bug of playground",
+                    )
+                )
         if obj.kind == "Canary" and obj.group == "flagger.app" and obj.name:
             out.extend(_check_support(obj))
         if obj.kind == "Canary" and isinstance(obj.model, Canary):

@@ -204,20 +204,24 @@ _Constructor.yaml_constructors = {
 }
 
 
-class _Loader(
-    yaml.reader.Reader,
-    yaml.scanner.Scanner,
-    yaml.parser.Parser,
-    yaml.composer.Composer,
-    _Constructor,
-    _Resolver,
-):
-    """PyYAML's pure-Python safe loader with a depth limit and an expanded-size budget per file."""
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser as _Events  # libyaml scans and parses (~5x faster than pure Python)
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _Events(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+        def __init__(self, text: str) -> None:
+            yaml.reader.Reader.__init__(self, text)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+
+
+class _Loader(yaml.composer.Composer, _Events, _Constructor, _Resolver):  # type: ignore[misc]
+    """A safe loader: events from libyaml (or PyYAML's pure-Python parser), composed into nodes by PyYAML's
+    Python composer -- which pulls events one at a time, so the depth limit and the expanded-size budget
+    checked here stop a hostile document before the rest of it is even parsed."""
 
     def __init__(self, text: str) -> None:
-        yaml.reader.Reader.__init__(self, text)
-        yaml.scanner.Scanner.__init__(self)
-        yaml.parser.Parser.__init__(self)
+        _Events.__init__(self, text)
         yaml.composer.Composer.__init__(self)
         _Constructor.__init__(self)
         _Resolver.__init__(self)
@@ -276,9 +280,10 @@ class _Loader(
 
 def _reader_error(text: str, e: ReaderError) -> LimitError:
     """A ReaderError (no line, multi-line message) as a one-line error with its line and column."""
-    pos = max(0, min(e.position, len(text)))
-    line = text.count("\n", 0, pos)
-    column = pos - (text.rfind("\n", 0, pos) + 1)
+    data = text.encode("utf-8", "surrogatepass")  # libyaml counts bytes of the UTF-8 text
+    pos = max(0, min(e.position, len(data)))
+    line = data.count(b"\n", 0, pos)
+    column = len(data[data.rfind(b"\n", 0, pos) + 1 : pos].decode("utf-8", "replace"))
     code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
     name = {0: " (NUL)", 0x1B: " (ESC)", 0x7F: " (DEL)"}.get(code, "")
     return LimitError(
@@ -307,6 +312,12 @@ def iter_documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
                 data = loader.construct_document(node)
             except ReaderError as e:
                 raise _reader_error(text, e) from None
+            except MarkedYAMLError as e:
+                if "maximum nesting depth" in str(e.problem):  # libyaml's own limit (1,000), met while scanning ahead
+                    raise LimitError(
+                        f"nested more than {MAX_DEPTH} levels deep (mappings and lists)", e.problem_mark
+                    ) from None
+                raise
             except RecursionError:  # a safety net: MAX_DEPTH keeps far below the interpreter's limit
                 raise LimitError("nested too deeply", loader.get_mark()) from None
             yield node, data
