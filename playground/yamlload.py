@@ -215,7 +215,7 @@ else:  # pragma: no cover - PyYAML built without libyaml
             yaml.parser.Parser.__init__(self)
 
 
-class _Loader(yaml.composer.Composer, _Events, _Constructor, _Resolver):  # type: ignore[misc]
+class _Loader(yaml.composer.Composer, _Events, _Constructor, _Resolver):
     """A safe loader: events from libyaml (or PyYAML's pure-Python parser), composed into nodes by PyYAML's
     Python composer -- which pulls events one at a time, so the depth limit and the expanded-size budget
     checked here stop a hostile document before the rest of it is even parsed."""
@@ -240,9 +240,8 @@ class _Loader(yaml.composer.Composer, _Events, _Constructor, _Resolver):  # type
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
-            raise LimitError(
-                f"nested more than {MAX_DEPTH} levels deep (mappings and lists)", self.peek_event().start_mark
-            )
+            event: Any = self.peek_event()
+            raise LimitError(f"nested more than {MAX_DEPTH} levels deep (mappings and lists)", event.start_mark)
         is_alias = self.check_event(yaml.AliasEvent)
         self._depth += 1
         try:
@@ -319,7 +318,7 @@ def iter_documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
                     ) from None
                 raise
             except RecursionError:  # a safety net: MAX_DEPTH keeps far below the interpreter's limit
-                raise LimitError("nested too deeply", loader.get_mark()) from None
+                raise LimitError("nested too deeply", None) from None
             yield node, data
     finally:
         loader.dispose()
