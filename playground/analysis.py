@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
+from playground.checks import MetricCheck, evaluate_metric
 from playground.models import (
     AlertSeverity,
     Canary,
@@ -51,7 +52,7 @@ from playground.models import (
     HookType,
     Phase,
 )
-from playground.observe import MetricValue, Observation, Probe, Readiness, WebhookAnswer
+from playground.observe import Observation, Probe, Readiness, WebhookAnswer
 
 TOTAL_WEIGHT = 100
 DEFAULT_INTERVAL = "60s"
@@ -252,21 +253,6 @@ class CanaryState:
 
 
 @dataclass(frozen=True, slots=True)
-class MetricCheck:
-    """The result of one metric check."""
-
-    name: str
-    value: float | None
-    passed: bool
-    message: str
-    query: str = ""
-    # Judge extension (``playground.judge``): the decision and test statistics, and whether a failure is critical
-    # (a critical failure sets failedChecks to the threshold, so the next tick rolls back).
-    details: Any = None
-    critical: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class TickResult:
     state: CanaryState
     actions: tuple[Action, ...] = ()
@@ -330,34 +316,6 @@ def checked_metrics(canary: Canary) -> list[CanaryMetric]:
     metrics = canary.spec.analysis.metrics
     first = [m for m in metrics if m.templateRef is None and (m.name in BUILTIN_METRICS or m.query)]
     return first + [m for m in metrics if m.templateRef is not None]
-
-
-def evaluate_metric(metric: CanaryMetric, mv: MetricValue) -> MetricCheck:
-    """Judge one metric value: query error and no values fail (unless ``noData: pass``); ``thresholdRange``
-    bounds are inclusive; without it the deprecated ``threshold`` applies as in Flagger."""
-    name = metric.name
-    if mv.error is not None:
-        return MetricCheck(name, None, False, f"{name}: query failed: {mv.error}", mv.query)
-    v = mv.value
-    if v is None or v != v:  # empty result or NaN
-        if metric.noData == "pass":
-            return MetricCheck(name, None, True, f"{name}: no values, passing (noData: pass)", mv.query)
-        return MetricCheck(name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query)
-    tr = metric.thresholdRange
-    if tr is not None:
-        if tr.min is not None and v < tr.min:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} < {tr.min:g} (thresholdRange.min)", mv.query)
-        if tr.max is not None and v > tr.max:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} > {tr.max:g} (thresholdRange.max)", mv.query)
-        return MetricCheck(name, v, True, f"{name} {v:.2f} within thresholdRange", mv.query)
-    threshold = metric.threshold or 0.0
-    if name == "request-success-rate" and metric.templateRef is None:
-        if v < threshold:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} < {threshold:g} (threshold)", mv.query)
-        return MetricCheck(name, v, True, f"{name} {v:.2f} >= {threshold:g} (threshold)", mv.query)
-    if v > threshold:
-        return MetricCheck(name, v, False, f"{name} {v:.2f} > {threshold:g} (threshold)", mv.query)
-    return MetricCheck(name, v, True, f"{name} {v:.2f} <= {threshold:g} (threshold)", mv.query)
 
 
 def _ready(r: Readiness) -> bool:

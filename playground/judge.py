@@ -44,10 +44,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from playground.checks import MetricCheck, evaluate_metric
 from playground.models import CanaryMetric, MetricJudge
 
 if TYPE_CHECKING:  # pragma: no cover
-    from playground.analysis import MetricCheck
     from playground.observe import MetricSamples, Probe
 
 Decision = Literal["pass", "marginal", "fail"]
@@ -166,8 +166,6 @@ def message(name: str, j: Judgement, cfg: MetricJudge) -> str:
 
 def evaluate_samples(metric: CanaryMetric, samples: MetricSamples) -> MetricCheck:
     """The check of a judged metric from its samples."""
-    from playground.analysis import MetricCheck
-
     cfg = metric.judge or MetricJudge()
     name = metric.name
     if samples.error is not None:
@@ -186,8 +184,6 @@ def evaluate_samples(metric: CanaryMetric, samples: MetricSamples) -> MetricChec
 def evaluate_judged(metric: CanaryMetric, probe: Probe) -> MetricCheck:
     """Threshold check first when the metric has one, then the judgement of ``probe.samples(metric)``."""
     if metric.thresholdRange is not None or metric.threshold is not None:
-        from playground.analysis import evaluate_metric
-
         check = evaluate_metric(metric, probe.metric(metric))
         if not check.passed:
             return check

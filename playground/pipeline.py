@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time: the asset definitions only need the names below
-    from playground.analysis import MetricCheck
+    from playground.checks import MetricCheck
     from playground.gitops import SyncPlan, SyncResult
     from playground.models import Canary
 
@@ -226,6 +226,7 @@ def check_metrics_now(runtime, key: str, names: set[str] | None = None) -> Metri
     :func:`check_name`). Query errors and "no values" fail (unless the metric says ``noData: pass``).
     """
     from playground import analysis, routing
+    from playground.checks import evaluate_metric
     from playground.controller import LiveProbe
 
     ctl = runtime.controller(log=lambda _line: None)
@@ -239,7 +240,7 @@ def check_metrics_now(runtime, key: str, names: set[str] | None = None) -> Metri
         subject.spec.targetRef.name = routing.primary_name(canary.spec.targetRef.name)
     probe = LiveProbe(ctl, subject, checksum="")
     checks = [
-        analysis.evaluate_metric(m, probe.metric(m))
+        evaluate_metric(m, probe.metric(m))
         for m in analysis.checked_metrics(canary)
         if names is None or check_name(m.name) in names
     ]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import Any
 
 __all__ = ["Version", "SemverRange", "latest"]
 
@@ -55,15 +56,15 @@ class Version:
         except ValueError:
             return None
 
-    def _pre_key(self) -> tuple:
+    def _pre_key(self) -> tuple[Any, ...]:
         if not self.prerelease:
             return (1,)  # a release ranks above all its prereleases
-        parts = []
+        parts: list[tuple[int, int, str]] = []
         for ident in self.prerelease.split("."):
             parts.append((0, int(ident), "") if ident.isdigit() else (1, 0, ident))
         return (0, tuple(parts))
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return (self.major, self.minor, self.patch, self._pre_key())
 
     def __eq__(self, other: object) -> bool:

@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 
 from playground import pipeline
-from playground.analysis import evaluate_metric
 from playground.backtest import PrometheusHistory, TraceRow, replay
+from playground.checks import evaluate_metric
 from playground.controller import TickRecord
 from playground.models import Canary, Phase
 from playground.observe import MetricValue, WebhookAnswer

@@ -1,0 +1,68 @@
+"""One metric check: the result type and the threshold rule, shared by the analysis (``playground.analysis``)
+and the statistical judge (``playground.judge``), so neither imports the other's module to reach them.
+
+Flagger's rule: a query error and no values fail (unless ``noData: pass``); ``thresholdRange`` bounds are
+inclusive; without it the deprecated ``threshold`` (0 when unset) applies: the metric fails above it, except
+the built-in ``request-success-rate``, which fails below it. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from playground.models import CanaryMetric
+from playground.observe import MetricValue
+
+__all__ = ["MetricCheck", "evaluate_metric", "default_threshold_rule"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCheck:
+    """The result of one metric check."""
+
+    name: str
+    value: float | None
+    passed: bool
+    message: str
+    query: str = ""
+    # Judge extension (``playground.judge``): the decision and test statistics, and whether a failure is critical
+    # (a critical failure sets failedChecks to the threshold, so the next tick rolls back).
+    details: Any = None
+    critical: bool = False
+
+
+def evaluate_metric(metric: CanaryMetric, mv: MetricValue) -> MetricCheck:
+    """Judge one metric value: query error and no values fail (unless ``noData: pass``); ``thresholdRange``
+    bounds are inclusive; without it the deprecated ``threshold`` applies as in Flagger."""
+    name = metric.name
+    if mv.error is not None:
+        return MetricCheck(name, None, False, f"{name}: query failed: {mv.error}", mv.query)
+    v = mv.value
+    if v is None or v != v:  # empty result or NaN
+        if metric.noData == "pass":
+            return MetricCheck(name, None, True, f"{name}: no values, passing (noData: pass)", mv.query)
+        return MetricCheck(name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query)
+    tr = metric.thresholdRange
+    if tr is not None:
+        if tr.min is not None and v < tr.min:
+            return MetricCheck(name, v, False, f"{name} {v:.2f} < {tr.min:g} (thresholdRange.min)", mv.query)
+        if tr.max is not None and v > tr.max:
+            return MetricCheck(name, v, False, f"{name} {v:.2f} > {tr.max:g} (thresholdRange.max)", mv.query)
+        return MetricCheck(name, v, True, f"{name} {v:.2f} within thresholdRange", mv.query)
+    threshold = metric.threshold or 0.0
+    if name == "request-success-rate" and metric.templateRef is None:
+        if v < threshold:
+            return MetricCheck(name, v, False, f"{name} {v:.2f} < {threshold:g} (threshold)", mv.query)
+        return MetricCheck(name, v, True, f"{name} {v:.2f} >= {threshold:g} (threshold)", mv.query)
+    if v > threshold:
+        return MetricCheck(name, v, False, f"{name} {v:.2f} > {threshold:g} (threshold)", mv.query)
+    return MetricCheck(name, v, True, f"{name} {v:.2f} <= {threshold:g} (threshold)", mv.query)
+
+
+def default_threshold_rule(metric: CanaryMetric) -> str:
+    """How ``evaluate_metric`` judges ``metric`` when it has no ``thresholdRange`` (for messages)."""
+    threshold = metric.threshold or 0.0
+    if metric.name == "request-success-rate" and metric.templateRef is None:
+        return f"it fails only below {threshold:g} (threshold)"
+    return f"it fails whenever its value is above {threshold:g} (threshold, as in Flagger)"
