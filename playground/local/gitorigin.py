@@ -39,7 +39,10 @@ def ensure_origin(origin: Path, seed: Path | None = None, *, branch: str = BRANC
         work = Path(tmp) / "work"
         repo = git.Repo.init(work)
         repo.git.checkout("-b", branch)
-        shutil.copytree(seed, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        # symlinks stay links (as git stores them): following one to /dev/zero would copy forever
+        shutil.copytree(
+            seed, work, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__")
+        )
         repo.git.add(A=True)
         repo.index.commit(f"Initial manifests (seeded from {seed.name}/)", author=AUTHOR, committer=AUTHOR)
         repo.create_remote("origin", str(origin))
