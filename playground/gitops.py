@@ -239,8 +239,11 @@ class GitSource:
         return sorted({p for p in out.splitlines() if p})
 
     def read(self, relpath: str) -> str:
-        """Text of a repository-relative file in the checkout."""
-        return (self.workdir / self._safe(relpath)).read_text(encoding="utf-8")
+        """Text of a repository-relative file in the checkout (a regular file inside it, within the size limit:
+        :func:`playground.yamlload.read_text`, which raises ``yamlload.Refused`` otherwise)."""
+        from playground import yamlload
+
+        return yamlload.read_text(self.workdir / self._safe(relpath), root=self.workdir)
 
     # -- writing -------------------------------------------------------------------------------------------
     def _safe(self, relpath: str) -> str:
