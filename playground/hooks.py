@@ -23,12 +23,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-
-import httpx
+from typing import TYPE_CHECKING
 
 from playground.durations import parse_duration
 from playground.models import Canary, CanaryWebhook, HookType, Phase
 from playground.observe import WebhookAnswer
+
+if TYPE_CHECKING:  # imported by _post: validation uses hook_timeout without the HTTP client
+    import httpx
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -95,6 +97,8 @@ def _post(
         target = resolve(url)
     except Exception as e:  # the resolver is the caller's code
         return WebhookAnswer(name=name, status=None, error=f"webhook {name}: cannot resolve URL {url}: {e}", attempts=0)
+    import httpx
+
     try:
         parsed = httpx.URL(target)
         if parsed.scheme not in ("http", "https") or not parsed.host:

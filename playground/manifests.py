@@ -48,7 +48,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from playground import support, yamlload
+from playground.checks import default_threshold_rule
 from playground.durations import parse_duration
+from playground.hooks import hook_timeout
+from playground.metrics import template_problems, template_variables
 from playground.models import (
     MODELS,
     AlertProvider,
@@ -58,6 +61,7 @@ from playground.models import (
     MetricTemplate,
 )
 from playground.textsafe import one_line
+from playground.versions import SemverRange
 
 __all__ = [
     "ERROR",
@@ -130,11 +134,6 @@ _MODEL_VERSIONS = {
 }
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_TEMPLATE_VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
-_TEMPLATE_NAMES = ("name", "namespace", "target", "service", "ingress", "interval")
-#: Template variables of Flagger the playground does not substitute: name -> what it is in Flagger.
-_TEMPLATE_UNSUPPORTED = {"route": "the provider's route object (apisix/gloo/skipper)"}
-_TEMPLATE_FUNCTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+\S")
 _IMAGEPOLICY_MARKER = re.compile(r"""#\s*\{\s*"\$imagepolicy"\s*:\s*"([^"]*)"\s*\}""")
 _SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")  # Flagger's default -selector-labels
 
@@ -882,7 +881,7 @@ def validate_set(mset: ManifestSet) -> list[Finding]:
             )
     out.extend(_check_image_markers(mset))
     out.sort(key=Finding.sort_key)
-    return out
+    return list(dict.fromkeys(out))  # a finding repeated (same place, same words) is reported once
 
 
 def _check_support(obj: ManifestObject) -> list[Finding]:
@@ -1117,7 +1116,7 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
             else:
                 t = mset.template(ns, m.templateRef.name)
                 if t is not None:
-                    missing = sorted(v for v in _template_variables(t.spec.query) if v not in m.templateVariables)
+                    missing = sorted(v for v in template_variables(t.spec.query) if v not in m.templateVariables)
                     if missing:
                         out.append(
                             obj.finding(
@@ -1143,8 +1142,8 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
             out.append(
                 obj.finding(
                     M,
-                    "no thresholdRange: this metric is queried but can never fail the analysis",
-                    "add thresholdRange with min and/or max",
+                    f"no thresholdRange: {default_threshold_rule(m)}",
+                    "add thresholdRange with min and/or max to set the bounds this metric must stay within",
                     WARNING,
                 )
             )
@@ -1153,7 +1152,11 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     out.extend(_duplicate_names(obj, a.webhooks, A + ("webhooks",), "webhook"))
     for i, h in enumerate(a.webhooks):
         W = A + ("webhooks", i)
-        _check_duration(obj, W + ("timeout",), h.timeout, out)
+        if _check_duration(obj, W + ("timeout",), h.timeout, out) is not None:
+            try:
+                hook_timeout(h)  # the runtime's rule on top of the duration grammar: greater than zero
+            except ValueError as e:
+                out.append(obj.finding(W + ("timeout",), str(e), "set a timeout greater than zero, like 10s"))
         if not re.match(r"^https?://[^/\s]+", h.url):
             out.append(
                 obj.finding(
@@ -1335,10 +1338,6 @@ def _check_target(obj: ManifestObject, c: Canary, mset: ManifestSet) -> list[Fin
     return out
 
 
-def _template_variables(query: str) -> set[str]:
-    return {m[len("variables.") :] for m in _TEMPLATE_VAR.findall(query) if m.startswith("variables.")}
-
-
 def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     t = obj.model
     if not isinstance(t, MetricTemplate):
@@ -1363,41 +1362,9 @@ def _check_template(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
         )
     if not t.spec.query.strip():
         out.append(obj.finding(("spec", "query"), "empty query", "write the PromQL query of this metric"))
-    for var in _TEMPLATE_VAR.findall(t.spec.query):
-        bare = var.strip("- ").strip()
-        if bare in _TEMPLATE_NAMES or re.match(r"^variables\.[A-Za-z0-9_-]+$", bare):
-            continue
-        if bare in _TEMPLATE_UNSUPPORTED:
-            out.append(
-                obj.finding(
-                    ("spec", "query"),
-                    f"template variable {{{{ {bare} }}}} ({_TEMPLATE_UNSUPPORTED[bare]}) is not supported by the "
-                    "playground",
-                    f"write the name out in the query, or use {', '.join(_TEMPLATE_NAMES)} or variables.KEY",
-                )
-            )
-            continue
-        fn = _TEMPLATE_FUNCTION.match(bare)
-        if fn or "|" in bare:
-            what = f"template function {fn.group(1)}" if fn and "|" not in bare else "a template pipeline"
-            out.append(
-                obj.finding(
-                    ("spec", "query"),
-                    f"{what} in {{{{ {bare} }}}} is not supported by the playground: only variables are substituted",
-                    f"write the text out with plain variables ({', '.join(_TEMPLATE_NAMES)} or variables.KEY), "
-                    'like "{{ target }}-canary" instead of {{ printf "%s-canary" target }}',
-                )
-            )
-            continue
-        if var not in _TEMPLATE_NAMES and not re.match(r"^variables\.[A-Za-z0-9_-]+$", var):
-            close = difflib.get_close_matches(var, _TEMPLATE_NAMES, n=1)
-            out.append(
-                obj.finding(
-                    ("spec", "query"),
-                    f"unknown template variable {{{{ {var} }}}}" + (f"; did you mean {close[0]}?" if close else ""),
-                    f"use {', '.join(_TEMPLATE_NAMES)} or variables.KEY",
-                )
-            )
+    # the runtime's renderer decides (playground.metrics): what it would refuse is reported, nothing else
+    for problem in template_problems(t.spec.query):
+        out.append(obj.finding(("spec", "query"), problem.problem, problem.fix))
     return out
 
 
@@ -1540,17 +1507,12 @@ def _check_image_policy(obj: ManifestObject, mset: ManifestSet) -> list[Finding]
     return out
 
 
-_SEMVER_TERM = re.compile(r"^(?:[<>]=?|=|!=|~|\^)?v?(?:\d+|[xX*])(?:\.(?:\d+|[xX*])){0,2}(?:-[0-9A-Za-z.-]+)?$")
-
-
 def _valid_semver_range(rng: str) -> bool:
-    """Loose check of a Masterminds semver constraint (the syntax Flux uses)."""
-    for alt in rng.split("||"):
-        terms = [t for t in re.split(r"[\s,]+", alt.strip()) if t]
-        # "1.2 - 1.4" hyphen ranges
-        terms = [t for t in terms if t != "-"]
-        if not terms or not all(_SEMVER_TERM.match(t) for t in terms):
-            return False
+    """Whether the image automation accepts the range (the same Masterminds parser, playground.versions)."""
+    try:
+        SemverRange(rng)
+    except ValueError:
+        return False
     return True
 
 

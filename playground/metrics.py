@@ -51,21 +51,20 @@ queries that aggregate (``sum(...)``) to get one series. No sample, or ``NaN``, 
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
-
-import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
-from urllib3.util.retry import Retry
 
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.observe import MetricValue
 from playground.secrets import lookup_secret
+
+if TYPE_CHECKING:  # the HTTP stack is imported by PrometheusProvider only: `playground validate` renders templates
+    import requests
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -74,6 +73,9 @@ __all__ = [
     "ISTIO_QUERIES",
     "MetricError",
     "PrometheusProvider",
+    "TemplateError",
+    "template_problems",
+    "template_variables",
     "ResolvedQuery",
     "identity",
     "query_metric",
@@ -136,7 +138,8 @@ def render(
     """Render a Flagger query template.
 
     ``template`` names the template in error messages (``"MetricTemplate prod/latency"``). Raises
-    ``MetricError`` for a missing ``{{ variables.KEY }}`` and for any action this renderer does not know.
+    ``TemplateError`` (a ``MetricError``) for a missing ``{{ variables.KEY }}`` and for any action this renderer
+    does not know. ``playground validate`` checks templates with the same code (:func:`template_problems`).
     """
     values = {
         "name": name,
@@ -165,24 +168,81 @@ def render(
     return "".join(out)
 
 
-def _action_value(expr: str, values: dict[str, str], variables: Mapping[str, str], template: str) -> str:
+class TemplateError(MetricError):
+    """A query template action the renderer cannot substitute: ``problem`` and ``fix`` (validation reports them
+    as a finding's message and fix; the runtime's message joins them)."""
+
+    def __init__(self, template: str, problem: str, fix: str) -> None:
+        super().__init__(f"{template}: {problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+_FIELD_LIST = ", ".join(_FIELDS)
+#: Template variables of Flagger the playground does not substitute: name -> what it is in Flagger.
+_UNSUPPORTED_FIELDS = {"route": "the provider's route object (apisix/gloo/skipper)"}
+_FUNCTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+\S")
+
+
+def _action_value(expr: str, values: Mapping[str, str], variables: Mapping[str, str], template: str) -> str:
     var = _VARIABLE.match(expr)
     if var:
         key = var.group(1)
         if key not in variables:
             known = ", ".join(sorted(variables)) or "none"
-            raise MetricError(
-                f"{template}: variable {key!r} used as {{{{ variables.{key} }}}} is not set; add it to the "
-                f"canary metric's templateVariables (set: {known})"
+            raise TemplateError(
+                template,
+                f"variable {key!r} used as {{{{ variables.{key} }}}} is not set",
+                f"add it to the canary metric's templateVariables (set: {known})",
             )
         return str(variables[key])
     if _FIELD.match(expr) and expr in values:
         return str(values[expr])
-    raise MetricError(
-        f"{template}: unsupported template action {{{{ {expr} }}}}; use one of "
-        + ", ".join(f"{{{{ {f} }}}}" for f in _FIELDS)
-        + " or {{ variables.KEY }}"
+    if expr in _UNSUPPORTED_FIELDS:
+        raise TemplateError(
+            template,
+            f"template variable {{{{ {expr} }}}} ({_UNSUPPORTED_FIELDS[expr]}) is not supported by the playground",
+            f"write the name out in the query, or use {_FIELD_LIST} or variables.KEY",
+        )
+    fn = _FUNCTION.match(expr)
+    if fn or "|" in expr:
+        what = f"template function {fn.group(1)}" if fn and "|" not in expr else "a template pipeline"
+        raise TemplateError(
+            template,
+            f"{what} in {{{{ {expr} }}}} is not supported by the playground: only variables are substituted",
+            f"write the text out with plain variables ({_FIELD_LIST} or variables.KEY), "
+            'like "{{ target }}-canary" instead of {{ printf "%s-canary" target }}',
+        )
+    close = difflib.get_close_matches(expr, _FIELDS, n=1)
+    raise TemplateError(
+        template,
+        f"unknown template variable {{{{ {expr} }}}}" + (f"; did you mean {close[0]}?" if close else ""),
+        f"use {_FIELD_LIST} or variables.KEY",
     )
+
+
+def template_variables(template_query: str) -> set[str]:
+    """The ``KEY`` of every ``{{ variables.KEY }}`` action of a query template."""
+    out = set()
+    for m in _ACTION.finditer(template_query):
+        var = _VARIABLE.match(m.group(2))
+        if var:
+            out.add(var.group(1))
+    return out
+
+
+def template_problems(template_query: str, template: str = "query") -> list[TemplateError]:
+    """What :func:`render` would refuse in ``template_query``, every action checked (not only the first), with
+    every ``variables.KEY`` taken as set (whether a canary sets them is checked per canary)."""
+    values = dict.fromkeys(_FIELDS, "x")
+    variables = dict.fromkeys(template_variables(template_query), "x")
+    out = []
+    for m in _ACTION.finditer(template_query):
+        try:
+            _action_value(m.group(2), values, variables, template)
+        except TemplateError as e:
+            out.append(e)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ resolution
@@ -357,6 +417,10 @@ class PrometheusProvider:
                 raise MetricError(f"{self.credentials_source} has a 'username' but no 'password' key")
             else:
                 auth = (credentials["username"], credentials["password"])
+        import requests
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
+
         self._last_response: requests.Response | None = None
         session = requests.Session()
         session.verify = not insecure_skip_verify
@@ -402,6 +466,10 @@ class PrometheusProvider:
 
         ``time``: evaluation time (Unix seconds; Prometheus keeps milliseconds); None = Prometheus' "now".
         """
+        import requests
+        from prometheus_api_client import PrometheusApiClientException
+        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
         promql = " ".join(promql.split())  # as Flagger's trimQuery
         self._last_response = None
         try:

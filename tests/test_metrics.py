@@ -426,7 +426,7 @@ def test_render_fields_whitespace_and_trim_markers():
 
 
 def test_render_rejects_unknown_actions():
-    with pytest.raises(MetricError, match=r"unsupported template action \{\{ \.Values \}\}"):
+    with pytest.raises(MetricError, match=r"unknown template variable \{\{ \.Values \}\}"):
         render("{{ .Values }}", name="n", namespace="ns", target="t", service="s", interval="1m")
 
 
