@@ -18,6 +18,7 @@ from assets.graph import GraphState, fetch_state
 from assets.history import history_assets
 from jobs import canary_release, gitops_sync
 from jobs.resources import PlaygroundResource
+from playground.runtime import Runtime, RuntimeConfig
 from sensors import SENSORS
 
 log = logging.getLogger("gitops_playground.graph")
@@ -43,7 +44,7 @@ class GitOpsGraph(StateBackedDefinitionsLoader[str]):
         return "gitops_playground/graph"
 
     def fetch_state(self) -> str:
-        state = fetch_state(lambda: PlaygroundResource().runtime())
+        state = fetch_state(lambda: Runtime(RuntimeConfig.from_env()))
         if state.error:
             log.warning(f"gitops-playground: no canary targets in the asset graph: {state.error}")
         else:

@@ -103,11 +103,7 @@ def metric_checks(target: Target, key: dg.AssetKey, specs: list[dg.AssetCheckSpe
         from playground.pipeline import check_metrics_now
 
         selected = {k.name for k in context.selected_asset_check_keys}
-        rt = context.resources.playground.runtime()
-        try:
-            now = check_metrics_now(rt, target.key, names=selected)
-        finally:
-            rt.close()
+        now = check_metrics_now(context.resources.playground.runtime(), target.key, names=selected)
         for c in now.checks:
             context.log.info(f"{target.key}: {c.message} (measured on {now.workload})")
             yield dg.AssetCheckResult(

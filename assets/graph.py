@@ -31,6 +31,7 @@ import dagster as dg
 
 from assets import GITOPS_COMMIT
 from playground.pipeline import Target, targets_from_json, targets_to_json
+from playground.runtime import Runtime
 
 DAGSTER_URL_ENV = "PLAYGROUND_DAGSTER_URL"
 TARGET_KINDS = ("workloads", "releases", "release_metrics", "promotions", "rollbacks")
@@ -77,7 +78,7 @@ def recorded_state(instance: dg.DagsterInstance) -> GraphState | None:
     return None
 
 
-def fetch_state(runtime_factory: Callable[[], object], instance: dg.DagsterInstance | None = None) -> GraphState:
+def fetch_state(runtime_factory: Callable[[], Runtime], instance: dg.DagsterInstance | None = None) -> GraphState:
     """The graph's state for a code server that is loading: the last sync's record in the instance, else the
     GitOps origin's HEAD. Never raises: a code location must load even when git is unreachable (the graph then
     has no targets and says why in the log)."""
@@ -97,14 +98,16 @@ def fetch_state(runtime_factory: Callable[[], object], instance: dg.DagsterInsta
     finally:
         if own is not None:
             own.dispose()
-    rt = runtime_factory()
+    rt = None
     try:
+        rt = runtime_factory()
         sha, targets = gitops_head_targets(rt)
         return GraphState(targets, sha, "gitops head")
     except Exception as e:
         errors.append(f"cannot read the GitOps repository: {e}")
     finally:
-        rt.close()  # type: ignore[attr-defined]
+        if rt is not None:
+            rt.close()
     return GraphState([], None, "none", "; ".join(errors))
 
 
