@@ -115,29 +115,56 @@ def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
     Tick times start at 2000-01-01T00:00:00Z and advance by the analysis interval (they only feed
     ``lastTransitionTime``, which the output does not show).
     """
-    interval = parse_duration(analysis_interval(canary))
-    probe = TraceProbe()
-    state: CanaryState | None = None
     ticks = 0
-    for i, row in enumerate(rows):
-        if state is None:
-            # initialized at the revision that preceded row 0, so row 0 sees a new one
-            state = CanaryState.initialized(f"{row.revision}~previous")
-        probe.row = row
-        now = _tick_time(i * interval)
-        state = tick(canary, state, _observation(row.revision, row.canary, row.primary, now), probe).state
-        ticks += 1
+    state: CanaryState | None = None
+    for ticks, state in _states(canary, rows):
         yield {
-            "tick": i,
+            "tick": ticks - 1,
             "phase": state.phase.value,
             "canaryWeight": state.canaryWeight,
             "routes": [state.routes.primary, state.routes.canary],
             "failedChecks": state.failedChecks,
             "iterations": state.iterations,
         }
+    yield {"result": (state.phase if state else Phase.Initialized).value, "ticks": ticks}
+
+
+def replay_jsonl(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[str]:
+    """``json.dumps(line) + "\\n"`` for every line of :func:`replay`, formatted straight from the states (the
+    command's path: no dict per tick; a state a tick left unchanged reuses its text)."""
+    ticks = 0
+    state: CanaryState | None = None
+    last: CanaryState | None = None
+    rest = ""
+    for ticks, state in _states(canary, rows):
+        if state is not last:
+            last = state
+            rest = (
+                f', "phase": "{state.phase.value}", "canaryWeight": {state.canaryWeight}, '
+                f'"routes": [{state.routes.primary}, {state.routes.canary}], "failedChecks": {state.failedChecks}, '
+                f'"iterations": {state.iterations}}}\n'
+            )
+        yield f'{{"tick": {ticks - 1}{rest}'
+    yield json.dumps({"result": (state.phase if state else Phase.Initialized).value, "ticks": ticks}) + "\n"
+
+
+def _states(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[tuple[int, CanaryState]]:
+    """(ticks so far, state after the tick) per row, up to Succeeded or Failed."""
+    interval = parse_duration(analysis_interval(canary))
+    probe = TraceProbe()
+    state: CanaryState | None = None
+    observation = _observation
+    for i, row in enumerate(rows):
+        if state is None:
+            # initialized at the revision that preceded row 0, so row 0 sees a new one
+            state = CanaryState.initialized(f"{row.revision}~previous")
+        probe.row = row
+        state = tick(
+            canary, state, observation(row.revision, row.canary, row.primary, _tick_time(i * interval)), probe
+        ).state
+        yield i + 1, state
         if state.phase in _END_PHASES:
             break
-    yield {"result": (state.phase if state else Phase.Initialized).value, "ticks": ticks}
 
 
 @lru_cache(maxsize=64)
@@ -727,18 +754,6 @@ def load_templates(paths: list[Path]) -> dict[tuple[str, str], MetricTemplate]:
     return out
 
 
-def _jsonl(line: dict) -> str:
-    """``json.dumps(line) + "\\n"``, formatted directly for tick lines (the bulk of a long backtest)."""
-    if len(line) == 6:
-        routes = line["routes"]
-        return (
-            f'{{"tick": {line["tick"]}, "phase": "{line["phase"]}", "canaryWeight": {line["canaryWeight"]}, '
-            f'"routes": [{routes[0]}, {routes[1]}], "failedChecks": {line["failedChecks"]}, '
-            f'"iterations": {line["iterations"]}}}\n'
-        )
-    return json.dumps(line) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
     histories: list[PrometheusHistory] = []
     try:
@@ -767,8 +782,8 @@ def run(args: argparse.Namespace) -> int:
                 out.write(format_sweep(rows, labels))
                 return 0
             for history in histories:
-                for line in replay(canary, history):
-                    out.write(_jsonl(line))
+                for text in replay_jsonl(canary, history):
+                    out.write(text)
             return 0
         trace = Trace(Path(args.trace), canary)
         for note in trace.notes:
@@ -777,8 +792,15 @@ def run(args: argparse.Namespace) -> int:
 
         gc.freeze()  # what is loaded so far lives to the end: keep the collector from rescanning it every tick
         write = out.write
-        for line in replay(canary, trace):
-            write(_jsonl(line))
+        batch: list[str] = []  # written 256 lines at a time (and before an error on a later row)
+        try:
+            for text in replay_jsonl(canary, trace):
+                batch.append(text)
+                if len(batch) >= 256:
+                    write("".join(batch))
+                    batch.clear()
+        finally:
+            write("".join(batch))
     except InputError as e:
         for text in e.lines or (str(e),):
             print(f"playground backtest: {one_line(text)}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from playground import cli
-from playground.backtest import TraceRow, load_canary, load_trace, replay
+from playground.backtest import TraceRow, load_canary, load_trace, replay, replay_jsonl
 
 DATA = Path(__file__).parent / "data" / "backtest"
 ROOT = Path(__file__).parent.parent
@@ -315,6 +315,8 @@ def test_scenario_replay_engine(name):
     canary = load_canary(DATA / f"{canary_name}.yaml")
     rows, _ = load_trace(DATA / f"{trace}.csv", canary)
     assert list(replay(canary, iter(rows))) == expected_lines(table, result)
+    # the command's formatter gives exactly json.dumps of these lines
+    assert "".join(replay_jsonl(canary, rows)) == "".join(json.dumps(line) + "\n" for line in replay(canary, rows))
 
 
 def test_exact_jsonl_of_a_weighted_promotion_through_the_console_script():
