@@ -389,3 +389,22 @@ def test_backtest_piped_into_head_ends_quietly(tmp_path):
     first, status = proc.stdout.splitlines()
     assert first.startswith('{"tick": 0, "phase": "Progressing"')
     assert status == "status=141" and (tmp_path / "err.txt").read_text() == ""
+
+
+# ------------------------------------------------------------------------------------- code location
+
+
+def test_code_location_graph_from_a_hostile_gitops_head(tmp_path, monkeypatch):
+    """The daemon's code servers build the asset graph from the GitOps HEAD (kubernetes backend: their own
+    clone): a hostile commit there leaves them with the targets of the valid files, never a hang or a crash."""
+    from assets.graph import fetch_state
+    from playground.runtime import Runtime, RuntimeConfig
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    origin = tmp_path / "gitops.git"
+    gitorigin.ensure_origin(origin, seed=MANIFESTS)
+    _push_probes(origin, tmp_path / "person")
+    env = {"TMPDIR": str(tmp_path / "tmp")}
+    state = fetch_state(lambda: Runtime(RuntimeConfig.from_env(env, backend="kubernetes", gitops_url=str(origin))))
+    assert state.error is None and state.source == "gitops head"
+    assert [t.key for t in state.targets] == [t.key for t in targets_from(MANIFESTS)]
