@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from assets import GITOPS_COMMIT
+from playground.errors import PlaygroundError
 from playground.pipeline import Target, targets_from_json, targets_to_json
 from playground.runtime import Runtime
 
@@ -118,7 +119,7 @@ def target_keys(targets: list[Target]) -> set[tuple[str, ...]]:
 # ------------------------------------------------------------------------------------------------ reload
 
 
-class GraphReloadError(RuntimeError):
+class GraphReloadError(PlaygroundError, RuntimeError):
     pass
 
 

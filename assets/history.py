@@ -292,18 +292,17 @@ def history_assets(targets: list[Target]) -> list[dg.AssetsDefinition]:
 
 def run_history(args: argparse.Namespace) -> int:
     home = Path(args.dagster_home) if args.dagster_home else history.dagster_home()
+    # errors are PlaygroundErrors: the CLI prints them as one line with their exit status
     if not home.exists():
-        print(
-            f"playground history: no Dagster instance at {home}: run releases first (`playground up`), or set "
-            f"DAGSTER_HOME / --dagster-home",
-            file=sys.stderr,
+        raise history.HistoryError(
+            f"no Dagster instance at {home}: run releases first (`playground up`), or set DAGSTER_HOME / "
+            "--dagster-home",
+            exit_code=2,
         )
-        return 2
     try:
         rows = release_history(home, target=args.target)
-    except Exception as e:
-        print(f"playground history: cannot read the Dagster instance at {home}: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # Dagster's own errors (storage, schema): named with the instance
+        raise history.HistoryError(f"cannot read the Dagster instance at {home}: {e}") from e
     sys.stdout.write(history.format_history(rows, args.format))
     return 0
 

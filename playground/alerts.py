@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from playground.errors import PlaygroundError
 from playground.models import AlertProvider, AlertProviderType, AlertSeverity, Canary, CanaryAlert, Phase
 from playground.secrets import lookup_secret
 
@@ -188,7 +189,7 @@ def build_payload(
 # ------------------------------------------------------------------------------------------ addressing
 
 
-class AddressError(Exception):
+class AddressError(PlaygroundError):
     """The provider's address cannot be found (or is refused); the message says what to do."""
 
 

@@ -17,6 +17,7 @@ import argparse
 import os
 from collections.abc import Mapping
 
+from playground.errors import PlaygroundError
 from playground.runtime import Runtime, RuntimeConfig
 
 __all__ = ["BACKENDS", "BackendArgsError", "add_backend_args", "runtime_from_args"]
@@ -24,7 +25,7 @@ __all__ = ["BACKENDS", "BackendArgsError", "add_backend_args", "runtime_from_arg
 BACKENDS = ("local", "kubernetes")
 
 
-class BackendArgsError(ValueError):
+class BackendArgsError(PlaygroundError, ValueError):
     """Contradictory or invalid backend options; the message says which and what to do."""
 
 

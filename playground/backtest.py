@@ -29,6 +29,7 @@ from typing import Any
 
 from playground.analysis import CanaryState, analysis_interval, tick
 from playground.durations import parse_duration
+from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase
 from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
 from playground.textsafe import one_line
@@ -60,7 +61,7 @@ Failed, or at the end of the trace. Exit status: 0 after a replay (whatever its 
 bad row ends the output early, without a result line), 141 when the reader closes the pipe."""
 
 
-class InputError(Exception):
+class InputError(PlaygroundError):
     """Invalid backtest input; each line of the message names the file and the row, column or field."""
 
     def __init__(self, *lines: str) -> None:

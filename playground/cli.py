@@ -18,6 +18,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from playground.errors import PlaygroundError
+
 PLUGIN_GROUP = "playground.commands"
 
 # (command, module defining it, one-line help). Keep the order: it is the order of `playground --help`.
@@ -51,7 +53,7 @@ DESCRIPTION = (
 )
 
 
-class CommandUnavailable(Exception):
+class CommandUnavailable(PlaygroundError):
     """A plugin command whose providing package is not installed."""
 
 
@@ -113,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here rather than at exit
         return code
+    except PlaygroundError as e:
+        # any error for the user that the command did not report itself: one line and an exit status
+        print(f"playground {args.command}: {_first_line(e)}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -120,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`playground backtest ... | head -1`): stop quietly, as a command killed by SIGPIPE
         _silence_stdout()
         return 141
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _silence_stdout() -> None:

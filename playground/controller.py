@@ -24,6 +24,7 @@ from playground import analysis, hooks, metrics, routing, support
 from playground.alerts import alert_fields, notify
 from playground.cluster.base import Cluster, WorkloadStatus
 from playground.durations import parse_duration
+from playground.errors import PlaygroundError
 from playground.models import (
     AlertProvider,
     Canary,
@@ -40,7 +41,7 @@ CANARY_API = ("flagger.app/v1beta1", "Canary")
 IDLE = (Phase.Initialized, Phase.Succeeded, Phase.Failed)
 
 
-class ControllerError(RuntimeError):
+class ControllerError(PlaygroundError, RuntimeError):
     """The release cannot proceed (missing Canary or target, bootstrap failure); the message says why."""
 
 

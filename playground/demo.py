@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from playground.errors import PlaygroundError
 from playground.models import Phase
 
 Out = Callable[[str], None]
@@ -33,7 +34,7 @@ PODINFO_REPO = "stefanprodan/podinfo"
 FINAL = (Phase.Succeeded.value, Phase.Failed.value)
 
 
-class DemoError(RuntimeError):
+class DemoError(PlaygroundError, RuntimeError):
     pass
 
 

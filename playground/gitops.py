@@ -53,6 +53,7 @@ import git
 
 from playground import routing
 from playground.cluster.base import Cluster, ClusterError
+from playground.errors import PlaygroundError
 from playground.manifests import Finding, ManifestObject, apply_phase, load_tree, validate_set
 from playground.models import Canary
 
@@ -86,7 +87,7 @@ _GIT_ENV = {
 # ================================================================================================ git
 
 
-class GitError(RuntimeError):
+class GitError(PlaygroundError, RuntimeError):
     """A git operation on the GitOps repository failed; the message names the repository and what to check."""
 
 
@@ -346,7 +347,7 @@ class GitSource:
 # =============================================================================================== sync
 
 
-class SyncError(RuntimeError):
+class SyncError(PlaygroundError, RuntimeError):
     """A sync could not (fully) apply. ``findings``: the validation report of a refused plan; ``applied``: keys
     of the objects applied before the failure (re-running the sync completes it: apply is idempotent)."""
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from playground.durations import parse_duration
+from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, MetricTemplate
 
 ROLES = ("canary", "primary")
@@ -66,7 +67,7 @@ HISTORY_QUERIES = {
 }
 
 
-class HistoryError(Exception):
+class HistoryError(PlaygroundError):
     """Metric history could not be fetched or stored; the message says what and where."""
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from playground import yamlload
+from playground.errors import PlaygroundError
 from playground.manifests import ManifestSet, load_tree
 from playground.registry import ImageRef, RegistryClient, RegistryError, parse_image
 from playground.versions import SemverRange, Version, latest
@@ -66,7 +67,7 @@ __all__ = [
 # ============================================================================================= policies
 
 
-class PolicyError(ValueError):
+class PolicyError(PlaygroundError, ValueError):
     """An ImagePolicy cannot be evaluated (missing ImageRepository, invalid range, unsupported policy)."""
 
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
 
+from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.observe import MetricValue
 from playground.secrets import lookup_secret
@@ -106,7 +107,7 @@ BUILTIN_METRICS = tuple(ISTIO_QUERIES)
 _ISTIO_PROVIDERS = {None, "", "istio"}
 
 
-class MetricError(Exception):
+class MetricError(PlaygroundError):
     """A metric could not be evaluated; the message says what was wrong and what to check."""
 
 

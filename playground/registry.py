@@ -17,6 +17,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from playground.errors import PlaygroundError
+
 __all__ = ["RegistryError", "ImageRef", "parse_image", "RegistryClient", "DOCKER_HUB"]
 
 DOCKER_HUB = "docker.io"
@@ -27,7 +29,7 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 # =========================================================================================== references
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PlaygroundError, RuntimeError):
     """Listing tags failed; the message names the registry and the repository."""
 
 

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from playground.errors import PlaygroundError
 from playground.models import Canary
 
 ISTIO_API = "networking.istio.io/v1beta1"
@@ -31,7 +32,7 @@ CONFIG_TRACKING_ANNOTATION = "flagger.app/config-tracking"
 _SKIPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
 
 
-class RoutingError(ValueError):
+class RoutingError(PlaygroundError, ValueError):
     """The target cannot be managed (e.g. its selector has no supported label)."""
 
 

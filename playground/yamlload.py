@@ -31,6 +31,8 @@ import yaml
 from yaml.error import Mark, MarkedYAMLError
 from yaml.reader import ReaderError
 
+from playground.errors import PlaygroundError
+
 __all__ = [
     "MAX_FILE_BYTES",
     "MAX_DEPTH",
@@ -54,7 +56,7 @@ MAX_NODES = 250_000
 MAX_CHARS = 4 * MAX_FILE_BYTES
 
 
-class Refused(Exception):
+class Refused(PlaygroundError):
     """A file that is not read: not a regular file, outside the tree, too large, not UTF-8, unreadable.
 
     ``message`` says what the file is, ``fix`` what to do; ``str()`` is both, on one line."""
@@ -65,7 +67,7 @@ class Refused(Exception):
         self.fix = fix
 
 
-class LimitError(MarkedYAMLError):
+class LimitError(MarkedYAMLError, PlaygroundError):
     """A YAML document over a limit (depth, expanded size) or holding a value Kubernetes cannot store."""
 
     def __init__(self, problem: str, mark: Mark | None, fix: str = "") -> None:

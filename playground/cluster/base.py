@@ -14,10 +14,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from playground.errors import PlaygroundError
 from playground.models import CanaryStatus
 
 
-class ClusterError(RuntimeError):
+class ClusterError(PlaygroundError, RuntimeError):
     """A backend operation failed; the message names the object and what to do."""
 
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from playground.errors import PlaygroundError
 from playground.local.cluster import (
     HEARTBEAT_KEY,
     HEARTBEAT_PERIOD,
@@ -81,7 +82,7 @@ _EXEC_URL = re.compile(r"https?://(?:localhost|127\.0\.0\.1)(?::\d+)?(/[^\s'\"]*
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-class EnvError(ValueError):
+class ContainerEnvError(PlaygroundError, ValueError):
     """A container's environment cannot be built (a missing ConfigMap, Secret or key)."""
 
 
@@ -116,7 +117,7 @@ def resolve_env(
     container: dict[str, Any], namespace: str, pod_name: str, configs: dict[tuple[str, str, str], dict[str, Any]]
 ) -> dict[str, str]:
     """The container's environment as Kubernetes builds it: ``envFrom`` first, then ``env`` (which wins), with
-    ``$(VAR)`` references to earlier variables expanded. Raises :class:`EnvError` for a missing reference that
+    ``$(VAR)`` references to earlier variables expanded. Raises :class:`ContainerEnvError` for a missing reference that
     is not ``optional``."""
 
     def source(kind: str, name: str, optional: bool) -> dict[str, str] | None:
@@ -124,7 +125,9 @@ def resolve_env(
         if obj is None:
             if optional:
                 return None
-            raise EnvError(f"{kind} {namespace}/{name} not found (referenced by container {container.get('name')})")
+            raise ContainerEnvError(
+                f"{kind} {namespace}/{name} not found (referenced by container {container.get('name')})"
+            )
         if kind == "Secret":
             return decode_secret(obj)
         values = {k: str(v) for k, v in (obj.get("data") or {}).items()}
@@ -158,7 +161,7 @@ def resolve_env(
                 if ref["key"] not in values:
                     if optional:
                         break
-                    raise EnvError(f"{kind} {namespace}/{ref['name']} has no key {ref['key']!r} (env {name})")
+                    raise ContainerEnvError(f"{kind} {namespace}/{ref['name']} has no key {ref['key']!r} (env {name})")
                 env[name] = values[ref["key"]]
                 break
         else:
@@ -525,7 +528,7 @@ class Agent:
         pod_name = f"{wl.name}-{revision[:8]}-{index}"
         try:
             env = resolve_env(container, wl.namespace, pod_name, self.configs)
-        except EnvError as exc:
+        except ContainerEnvError as exc:
             wl.error = f"cannot start {pod_name}: {exc}"
             return None
         tag = image_tag(image)

@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playground.errors import PlaygroundError
+
 __all__ = [
     "BUILTIN_PROGRAMS",
     "Catalog",
@@ -78,7 +80,7 @@ __all__ = [
 ]
 
 
-class UnknownImage(LookupError):
+class UnknownImage(PlaygroundError, LookupError):
     """No program is registered for an image repository."""
 
     def __init__(self, image: str, known: Sequence[str], catalog_file: Path | None = None) -> None:
@@ -95,7 +97,7 @@ class UnknownImage(LookupError):
         )
 
 
-class CatalogError(ValueError):
+class CatalogError(PlaygroundError, ValueError):
     """The user catalog file is invalid (the message names the file and the entry)."""
 
 

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.cluster.base import ClusterError
+from playground.errors import PlaygroundError
 from playground.local.store import Home, default_home
 
 __all__ = ["EnvError", "Ports", "up", "down", "status", "status_text", "add_cli", "COMPONENTS", "DEFAULT_PORTS"]
@@ -99,7 +100,7 @@ MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
 Out = Callable[[str], None]
 
 
-class EnvError(RuntimeError):
+class EnvError(PlaygroundError, RuntimeError):
     """The environment cannot be brought up; the message says what to do."""
 
 

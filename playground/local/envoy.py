@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from playground.errors import PlaygroundError
 from playground.fsutil import replace_if_changed
 
 __all__ = [
@@ -103,7 +104,7 @@ _ACCESS_LOG_FORMAT = (
 )
 
 
-class RenderError(ValueError):
+class RenderError(PlaygroundError, ValueError):
     """The objects cannot be rendered faithfully (unsupported field, inconsistent input)."""
 
 

@@ -70,6 +70,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from playground.durations import parse_duration
+from playground.errors import PlaygroundError
 from playground.textsafe import one_line
 
 MAX_BODY = 1024 * 1024
@@ -399,7 +400,7 @@ class Server(ThreadingHTTPServer):
         log("error", "request failed", client=f"{client_address[0]}:{client_address[1]}", error=one_line(repr(exc)))
 
 
-class BadRequest(Exception):
+class BadRequest(PlaygroundError):
     """A malformed request: answered 400 with this message, then the connection is closed."""
 
 

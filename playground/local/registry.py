@@ -18,21 +18,25 @@ from urllib.parse import urljoin
 import httpx
 import yaml
 
-__all__ = ["registry_binary", "write_config", "registry_args", "push_tag", "list_tags", "RegistryError"]
+from playground.errors import PlaygroundError
+
+__all__ = ["registry_binary", "write_config", "registry_args", "push_tag", "list_tags", "LocalRegistryError"]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
-class RegistryError(RuntimeError):
-    pass
+class LocalRegistryError(PlaygroundError, RuntimeError):
+    """The local docker-registry cannot be started or reached (playground.registry.RegistryError is the client's)."""
 
 
 def registry_binary() -> str:
     """Path of ``docker-registry``; raises with the install command when it is missing."""
     found = shutil.which("docker-registry")
     if not found:
-        raise RegistryError("docker-registry not found: install the Debian package (apt-get install docker-registry)")
+        raise LocalRegistryError(
+            "docker-registry not found: install the Debian package (apt-get install docker-registry)"
+        )
     return found
 
 
@@ -82,7 +86,7 @@ def push_tag(registry_url: str, repo: str, tag: str, *, labels: dict[str, str] |
     with _client() as c:
         r = c.post(urljoin(base, f"v2/{repo}/blobs/uploads/"))
         if r.status_code != 202 or "location" not in r.headers:
-            raise RegistryError(
+            raise LocalRegistryError(
                 f"{registry_url}: starting a blob upload for {repo} failed: HTTP {r.status_code} {r.text[:200]}"
             )
         location = urljoin(base, r.headers["location"])
@@ -93,7 +97,7 @@ def push_tag(registry_url: str, repo: str, tag: str, *, labels: dict[str, str] |
             headers={"Content-Type": "application/octet-stream"},
         )
         if r.status_code != 201:
-            raise RegistryError(
+            raise LocalRegistryError(
                 f"{registry_url}: uploading the config blob of {repo} failed: HTTP {r.status_code} {r.text[:200]}"
             )
         manifest = json.dumps(
@@ -107,7 +111,7 @@ def push_tag(registry_url: str, repo: str, tag: str, *, labels: dict[str, str] |
         ).encode()
         r = c.put(urljoin(base, f"v2/{repo}/manifests/{tag}"), content=manifest, headers={"Content-Type": OCI_MANIFEST})
         if r.status_code != 201:
-            raise RegistryError(
+            raise LocalRegistryError(
                 f"{registry_url}: pushing the manifest {repo}:{tag} failed: HTTP {r.status_code} {r.text[:200]}"
             )
         return r.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(manifest).hexdigest()
@@ -124,7 +128,7 @@ def list_tags(registry_url: str, repo: str) -> list[str]:
             if r.status_code == 404:
                 return []
             if r.status_code != 200:
-                raise RegistryError(
+                raise LocalRegistryError(
                     f"{registry_url}: listing the tags of {repo} failed: HTTP {r.status_code} {r.text[:200]}"
                 )
             tags.extend(r.json().get("tags") or [])
