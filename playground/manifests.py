@@ -475,14 +475,25 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     p = Path(root)
     if not os.path.lexists(root):
         raise FileNotFoundError(f"{root}: no such file or directory")
-    if not p.is_dir():
-        files = [(p, p.name, root)]  # a single file (read_text refuses a FIFO, a device, a dangling link)
-        tree: str | None = None
-    else:
+    objects: list[ManifestObject] = []
+    problems: list[Finding] = []
+    tree: str | None
+    if p.is_dir():
         tree = root
         files = []
-        for dirpath, dirnames, filenames in os.walk(p):
+        real_root = os.path.realpath(root)
+        for dirpath, dirnames, filenames in os.walk(p):  # symlinked directories are not followed
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for d in dirnames:
+                link = Path(dirpath) / d
+                target = os.path.realpath(link)
+                if link.is_symlink() and not (target == real_root or target.startswith(real_root + os.sep)):
+                    rel = link.relative_to(p).as_posix()
+                    problems.append(Finding(
+                        os.path.join(root, *rel.split("/")), 1,
+                        f"symlink to the directory {target}, outside the manifests tree: not read",
+                        "commit the files themselves instead of a link leaving the repository",
+                    ))  # fmt: skip
             for fn in sorted(filenames):
                 if fn.startswith(".") or not fn.endswith((".yaml", ".yml")):
                     continue
@@ -490,8 +501,9 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
                 rel = full.relative_to(p).as_posix()
                 files.append((full, rel, os.path.join(root, *rel.split("/"))))
         files.sort(key=lambda f: f[1])
-    objects: list[ManifestObject] = []
-    problems: list[Finding] = []
+    else:
+        files = [(p, p.name, root)]  # a single file (read_text refuses a FIFO, a device, a dangling link)
+        tree = None
     read: list[str] = []
     for full, rel, display in files:
         objs, probs, ok = _load_file(full, rel, display, tree)

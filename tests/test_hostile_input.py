@@ -93,11 +93,19 @@ def test_symlinks_inside_the_tree_are_read_outside_are_refused(tmp_path):
     outside.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n")
     (tree / "out.yaml").symlink_to(outside)
     (tree / "dangling.yaml").symlink_to(tree / "missing.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    (tree / "linked-out").symlink_to(tmp_path / "elsewhere")  # a directory outside: reported, not read
+    (tree / "linked-in").symlink_to(tree / "sub")  # a directory inside: its files are read where they are
     mset = load_tree(tree)
     assert mset.files == ["link.yaml", "sub/cm.yaml"]
     lines = [str(f) for f in validate_set(mset)]
     assert any("out.yaml:1: symlink to" in line and "outside the manifests tree" in line for line in lines)
     assert any("dangling.yaml:1: cannot read file" in line for line in lines)
+    assert any(
+        "linked-out:1: symlink to the directory" in line and "outside the manifests tree" in line for line in lines
+    )
+    assert not any("linked-in" in line for line in lines)
     assert any("duplicate object" in line for line in lines)
 
 
