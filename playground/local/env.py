@@ -585,6 +585,13 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 5
+# A run whose worker died (killed, out of memory) is launched again by the daemon with the same config and tags
+# (so behind the same concurrency limits); canary_release resumes from the canary status persisted after every
+# tick. A run that failed in its op (a refused or invalid release) is not retried.
+run_retries:
+  enabled: true
+  max_retries: 3
+  retry_on_asset_or_op_failure: false
 sensors:
   use_threads: true
   num_workers: 4

@@ -1,0 +1,134 @@
+"""A release whose run process dies is taken over automatically, on a real playground with Dagster (``playground
+up`` as users run it: dagster-daemon and dagster-webserver on the project's workspace).
+
+A commit to the GitOps origin changes prod/backend; the sensors launch gitops_sync and canary_release. Once the
+canary takes traffic, the run's worker process (``dagster api execute_run``) is killed with SIGKILL. Dagster's
+run monitoring marks the run failed (its worker is gone) and run retries (``run_retries`` in the dagster.yaml
+``up`` writes, not for op failures) launch it again with the same config and tags; the new run resumes from the
+canary status persisted after every tick (its first tick is at or past the weight the killed run reached, never
+back to 0) and promotes. The canary is never left at a mid weight.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support import dagster_playground as dp
+from tests.support.playground_env import BACKEND_DEPLOYMENT, with_env_var
+
+pytestmark = pytest.mark.integration
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+
+
+def canary_status(home: Path, name: str = "backend") -> dict | None:
+    from playground.local.store import Store
+
+    store = Store(home / "state.db")
+    try:
+        st = store.get_canary_status("prod", name)
+    finally:
+        store.close()
+    return st[0] if st else None
+
+
+def run_worker_pids(run_id: str) -> list[int]:
+    """The run worker of ``run_id``: the process whose command line carries the run id."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if run_id in cmd and "execute_run" in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def release_ticks(pg: dp.DagsterPlayground, run_id: str) -> list[dict]:
+    data = pg.graphql(
+        "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename"
+        " ... on MaterializationEvent { assetKey { path } metadataEntries { label"
+        " ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } } } }",
+        {"id": run_id},
+    )
+    out = []
+    for e in data["logsForRun"]["events"]:
+        if e["__typename"] == "MaterializationEvent" and e["assetKey"]["path"] == ["releases", "prod", "backend"]:
+            out.append({m["label"]: m.get("intValue", m.get("text")) for m in e["metadataEntries"]})
+    return out
+
+
+def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pg = dp.start(home, manifests=MANIFESTS, cwd=tmp_path, interval="1s")
+    try:
+        # bootstrap through the sensors: both canaries initialized, nothing running
+        dp.wait_for(
+            lambda: all((canary_status(home, n) or {}).get("phase") == "Initialized" for n in ("backend", "frontend")),
+            300,
+            "the canaries to be initialized by the sensors",
+        )
+        dp.wait_for(
+            lambda: not [r for r in pg.runs() if r["status"] in ("QUEUED", "STARTING", "STARTED")],
+            120,
+            "the bootstrap runs to finish",
+        )
+        before = {r["runId"] for r in pg.runs("canary_release")}
+        pg.commit({BACKEND_DEPLOYMENT: with_env_var("RELEASE_MARK", "takeover")}, "backend: a new revision")
+
+        def progressing_run() -> dict | None:
+            st = canary_status(home) or {}
+            if st.get("phase") != "Progressing" or int(st.get("canaryWeight") or 0) < 10:
+                return None
+            return next(
+                (r for r in pg.runs("canary_release") if r["runId"] not in before and r["status"] == "STARTED"), None
+            )
+
+        first = dp.wait_for(progressing_run, 300, "the release to shift 10% of the traffic", poll=0.2)
+        pids = dp.wait_for(lambda: run_worker_pids(first["runId"]), 30, "the run worker process")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed_weight = int((canary_status(home) or {})["canaryWeight"])
+        assert 10 <= killed_weight < 50
+
+        # taken over: a retry of the killed run (same target tag), which promotes
+        def retry() -> dict | None:
+            return next(
+                (r for r in pg.runs("canary_release") if tags(r).get("dagster/parent_run_id") == first["runId"]), None
+            )
+
+        second = dp.wait_for(retry, 180, "Dagster to relaunch the killed run")
+        assert tags(second)["gitops-playground/target"] == "prod-backend"
+        killed = next(r for r in pg.runs("canary_release") if r["runId"] == first["runId"])
+        assert killed["status"] == "FAILURE"
+        dp.wait_for(
+            lambda: next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])["status"]
+            in ("SUCCESS", "FAILURE"),
+            300,
+            "the relaunched release to finish",
+        )
+        done = next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])
+        assert done["status"] == "SUCCESS", pg.run_failure(second["runId"])
+        st = canary_status(home) or {}
+        assert st.get("phase") == "Succeeded" and int(st.get("canaryWeight") or 0) == 0
+        # resumed from the persisted weight: the relaunch never sent the canary back to 0 while progressing
+        ticks = release_ticks(pg, second["runId"])
+        progressing = [t["canary_weight"] for t in ticks if t.get("phase") == "Progressing"]
+        assert progressing and min(progressing) >= killed_weight, ticks[:5]
+        print(
+            f"\nrun {first['runId'][:8]} killed at weight {killed_weight}; retried as {second['runId'][:8]}, "
+            f"first tick at weight {progressing[0]}, promoted"
+        )
+    finally:
+        dp.stop(home)
