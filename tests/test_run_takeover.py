@@ -12,6 +12,7 @@ back to 0) and promotes. The canary is never left at a mid weight.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -36,19 +37,18 @@ def canary_status(home: Path, name: str = "backend") -> dict | None:
     return st[0] if st else None
 
 
-def run_worker_pids(run_id: str) -> list[int]:
-    """The run worker of ``run_id``: the process whose command line carries the run id."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if run_id in cmd and "execute_run" in cmd:
-            out.append(int(entry.name))
-    return out
+def run_worker_pid(pg: dp.DagsterPlayground, run_id: str) -> int | None:
+    """The run worker's pid, from the run's own engine event ("Started process for run (pid: N).")."""
+    data = pg.graphql(
+        "query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename"
+        " ... on EngineEvent { message } } } } }",
+        {"id": run_id},
+    )
+    for e in data["logsForRun"]["events"]:
+        m = re.search(r"Started process for run \(pid: (\d+)\)", e.get("message") or "")
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def tags(run: dict) -> dict[str, str]:
@@ -96,9 +96,8 @@ def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(tmp_path: Path)
             )
 
         first = dp.wait_for(progressing_run, 300, "the release to shift 10% of the traffic", poll=0.2)
-        pids = dp.wait_for(lambda: run_worker_pids(first["runId"]), 30, "the run worker process")
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        pid = dp.wait_for(lambda: run_worker_pid(pg, first["runId"]), 30, "the run worker's pid")
+        os.kill(pid, signal.SIGKILL)
         killed_weight = int((canary_status(home) or {})["canaryWeight"])
         assert 10 <= killed_weight < 50
 
