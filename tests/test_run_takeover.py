@@ -112,8 +112,10 @@ def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(tmp_path: Path)
         killed = next(r for r in pg.runs("canary_release") if r["runId"] == first["runId"])
         assert killed["status"] == "FAILURE"
         dp.wait_for(
-            lambda: next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])["status"]
-            in ("SUCCESS", "FAILURE"),
+            lambda: (
+                next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])["status"]
+                in ("SUCCESS", "FAILURE")
+            ),
             300,
             "the relaunched release to finish",
         )
