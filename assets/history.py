@@ -2,7 +2,8 @@
 instance and records).
 
 * ``attach_release_history`` (called by ``ReleaseRecorder.finish``): fetches the release window's Prometheus
-  history (``playground.history.record_release``), stores it as Parquet, draws the chart, and answers the metadata
+  history (``playground.history.record_release``, in a child process so that the release worker never loads
+  pandas/pyarrow/matplotlib), stores it as Parquet, draws the chart, and answers the metadata
   for the release's final materialization (promotion or rollback): parquet and chart paths, the chart inline, the
   release's start, strategy and worst metric.
 * ``history/metrics`` asset: the Parquet dataset of every release (appended to by each release).
@@ -25,7 +26,7 @@ from typing import Any
 import dagster as dg
 from dagster import DagsterEventType
 
-from playground import delivery, history
+from playground import history  # light: numpy/pandas load inside its functions (and delivery's, imported below)
 from playground.pipeline import Target
 
 HISTORY_GROUP = "history"
@@ -100,7 +101,10 @@ def attach_release_history(context, target, rec, outcome: dict) -> dict:
                 step=_step(end - start),
                 rate_window=_rate_window(interval),
             )
-            rel = history.record_release(rt.home, url, window, ticks, proxy=rt.http_proxy(), result=outcome["phase"])
+            # in a child process: the release worker stays small (no pandas, pyarrow, matplotlib)
+            rel = history.record_release_isolated(
+                rt.home, url, window, ticks, proxy=rt.http_proxy(), result=outcome["phase"]
+            )
         finally:
             rt.close()
         png = rel.chart.read_bytes()
@@ -262,6 +266,8 @@ def history_assets(targets: list[Target]) -> list[dg.AssetsDefinition]:
         "time from commit to promotion, change failure rate (rollbacks / releases), time to restore.",
     )
     def delivery_metrics(context) -> dg.MaterializeResult:
+        from playground import delivery  # pandas: loaded by this asset's runs only, never by a release worker
+
         inst = context.instance
         commits = commit_times(inst)
         rows = [{**r, "committed": commits.get((r["target"], str(r["revision"])))} for r in outcome_records(inst)]

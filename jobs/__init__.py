@@ -137,7 +137,9 @@ class ReleaseConfig(dg.Config):
 
 
 class ReleaseRecorder:
-    """Turns controller ticks into asset events: one release materialization per tick, one check per metric."""
+    """Turns controller ticks into asset events: one release materialization per tick, one check per metric,
+    and ONE log message per tick (the controller's own lines of that tick are folded into it: every event-log
+    write of a run costs, and many releases share one instance)."""
 
     def __init__(self, context: dg.OpExecutionContext, target: Target):
         self.context = context
@@ -146,6 +148,17 @@ class ReleaseRecorder:
         self.ticks = 0
         self.active = False  # whether this run drove the release (not only found it already finished)
         self._partitions: set[str] = set()
+        self._pending: list[str] = []  # the controller's log lines since the last tick
+
+    def controller_log(self, line: str) -> None:
+        """The controller's ``log``: kept for the next tick's message (see ``flush`` for the lines after)."""
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        """Log the controller lines no tick message carried (e.g. routing to the primary on termination)."""
+        if self._pending:
+            self.context.log.info("\n".join(self._pending))
+            self._pending.clear()
 
     def key(self, kind: str) -> dg.AssetKey:
         return dg.AssetKey([kind, self.target.namespace, self.target.name])
@@ -210,12 +223,17 @@ class ReleaseRecorder:
             f"{c.name}={'-' if c.value is None else round(c.value, 3)}{'' if c.passed else ' FAIL'}"
             for c in rec.result.checks
         )
+        # the controller logged each event as "<target>: <event>": the tick line carries them already
+        echoed = {f"{self.target.key}: {e}" for e in rec.result.events}
+        extra = [line for line in self._pending if line not in echoed]
+        self._pending.clear()
         self.context.log.info(
             f"tick {rec.tick}: {st.phase.value} routes {routes.primary}/{routes.canary}"
             f"{' mirror' if routes.mirror else ''} weight {st.canaryWeight} iterations {st.iterations} "
             f"failedChecks {st.failedChecks}"
             + (f" | {checks}" if checks else "")
             + (f" | {'; '.join(rec.result.events)}" if rec.result.events else "")
+            + "".join(f"\n{line}" for line in extra)
         )
 
     def finish(self, rec: TickRecord, reason: str) -> dict:
@@ -305,12 +323,19 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
         target = pipeline.target_of(canary)
         recorder = ReleaseRecorder(context, target)
         context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
+        ctl.log = recorder.controller_log
         try:
             final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            recorder.flush()
             context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
             ctl.make_safe(config.target)
+            recorder.flush()
             raise
+        except Exception:
+            recorder.flush()  # what the controller said before it failed
+            raise
+        recorder.flush()
         outcome = recorder.finish(final, _reason(final))
         context.log.info(
             f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "

@@ -36,14 +36,19 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+# numpy, pandas (and pyarrow, matplotlib) are imported where they are used: a release worker records its
+# history through ``record_release_isolated`` and never loads them.
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 from playground.durations import parse_duration
 from playground.errors import PlaygroundError
@@ -137,6 +142,8 @@ def connect(url: str, *, proxy: str | None = None, timeout: float = 30.0):
 
 def parse_range_result(result: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Times (float seconds) and values of a range-query ``data.result``; several series are concatenated."""
+    import numpy as np
+
     times, values = [], []
     for series in result:
         pairs = series.get("values") or []
@@ -152,6 +159,8 @@ def parse_range_result(result: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray,
 
 def query_range(client, query: str, start: datetime, end: datetime, step: str) -> tuple[np.ndarray, np.ndarray]:
     """Run a range query in chunks of at most ``MAX_POINTS`` steps; answer times and values."""
+    import numpy as np
+
     step_s = parse_duration(step)
     chunk = timedelta(seconds=step_s * (MAX_POINTS - 1))
     t0, end = _utc(start), _utc(end)
@@ -172,6 +181,9 @@ def query_range(client, query: str, start: datetime, end: datetime, step: str) -
 
 
 def _rows(times: np.ndarray, values: np.ndarray, role: str, metric: str) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "time": pd.to_datetime(np.round(times * 1000).astype("int64"), unit="ms", utc=True),
@@ -184,6 +196,9 @@ def _rows(times: np.ndarray, values: np.ndarray, role: str, metric: str) -> pd.D
 
 def weights_frame(ticks: Iterable[TickWeight]) -> pd.DataFrame:
     """The traffic weights of the tick records as history rows (metric ``weight``, both roles)."""
+    import numpy as np
+    import pandas as pd
+
     ticks = list(ticks)
     times = np.array([_utc(t.time).timestamp() for t in ticks], dtype=float)
     return pd.concat(
@@ -199,6 +214,8 @@ def fetch_history(
     url: str, window: ReleaseWindow, ticks: Iterable[TickWeight] = (), *, proxy: str | None = None, client=None
 ) -> pd.DataFrame:
     """The metric history of one release window as a long table (see the module docstring)."""
+    import pandas as pd
+
     client = client or connect(url, proxy=proxy)
     parts = [weights_frame(ticks)] if ticks else []
     for (role, metric), q in history_queries(window.namespace, window.name, window.rate_window).items():
@@ -236,6 +253,8 @@ def store_history(home: str | Path, window: ReleaseWindow, frame: pd.DataFrame) 
 
 def load_history(home: str | Path, *, target: str | None = None) -> pd.DataFrame:
     """Every stored release (or one target's, ``ns/name``): the long table plus ``target`` and ``revision``."""
+    import pandas as pd
+
     root = history_root(home)
     if target:
         root = root / f"target={target.replace('/', '_')}"
@@ -305,6 +324,84 @@ def record_release(
     title = f"{window.key} revision {window.revision}" + (f": {result}" if result else "")
     chart = plot_release(frame, parquet.with_name("chart.png"), title)
     return ReleaseHistory(parquet, chart, len(frame), frame)
+
+
+@dataclass(frozen=True)
+class StoredRelease:
+    """What ``record_release_isolated`` stored (the rows stay on disk)."""
+
+    parquet: Path
+    chart: Path
+    rows: int
+
+
+def record_release_isolated(
+    home: str | Path,
+    url: str,
+    window: ReleaseWindow,
+    ticks: Iterable[TickWeight] = (),
+    *,
+    proxy: str | None = None,
+    result: str = "",
+    timeout: float = 300.0,
+) -> StoredRelease:
+    """``record_release`` in a short-lived child process (``python -m playground.history``): the caller, a
+    release worker that lives for the whole release, never loads numpy, pandas, pyarrow and matplotlib (about
+    150 MB), which only this last step needs. Raises HistoryError with the child's reason."""
+    request = {
+        "home": str(home),
+        "url": url,
+        "window": {
+            "namespace": window.namespace,
+            "name": window.name,
+            "revision": window.revision,
+            "start": _utc(window.start).isoformat(),
+            "end": _utc(window.end).isoformat(),
+            "step": window.step,
+            "rate_window": window.rate_window,
+        },
+        "ticks": [[_utc(t.time).isoformat(), t.primary, t.canary] for t in ticks],
+        "proxy": proxy,
+        "result": result,
+    }
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "playground.history"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise HistoryError(f"recording the history of {window.key} took more than {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise HistoryError(lines[-1] if lines else f"history recorder exited with code {proc.returncode}")
+    out = json.loads(proc.stdout)
+    return StoredRelease(Path(out["parquet"]), Path(out["chart"]), int(out["rows"]))
+
+
+def _record_main() -> int:
+    """The child of ``record_release_isolated``: a JSON request on stdin, a JSON answer on stdout."""
+    req = json.load(sys.stdin)
+    w = req["window"]
+    window = ReleaseWindow(
+        w["namespace"],
+        w["name"],
+        w["revision"],
+        datetime.fromisoformat(w["start"]),
+        datetime.fromisoformat(w["end"]),
+        step=w["step"],
+        rate_window=w["rate_window"],
+    )
+    ticks = [TickWeight(datetime.fromisoformat(t), int(p), int(c)) for t, p, c in req["ticks"]]
+    try:
+        rel = record_release(req["home"], req["url"], window, ticks, proxy=req["proxy"], result=req["result"])
+    except HistoryError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    json.dump({"parquet": str(rel.parquet), "chart": str(rel.chart), "rows": rel.rows}, sys.stdout)
+    return 0
 
 
 # ----------------------------------------------------------------------------------- judge: live samples
@@ -395,3 +492,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}" if math.isfinite(v) else str(v)
     return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(_record_main())

@@ -74,6 +74,21 @@ def test_stored_parquet_rows_equal_the_known_data(prom, tmp_path):
     assert rel.chart.name == "chart.png" and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_isolated_recording_stores_the_same_rows_and_a_bad_address_is_one_line(prom, tmp_path):
+    """A release worker records through a child process (it never loads pandas): same Parquet rows and chart as
+    in-process; a failure comes back as the child's HistoryError message."""
+    p, _ = prom
+    w = window("B")
+    rel = history.record_release_isolated(tmp_path / "child", p.url, w, TICKS, result="Failed")
+    here = history.record_release(tmp_path / "here", p.url, w, TICKS, result="Failed")
+    assert rel.rows == here.rows == len(pd.read_parquet(rel.parquet))
+    pd.testing.assert_frame_equal(pd.read_parquet(rel.parquet), pd.read_parquet(here.parquet))
+    assert rel.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(history.HistoryError) as e:
+        history.record_release_isolated(tmp_path / "bad", "http://127.0.0.1:9", w, TICKS)
+    assert "127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_history_dataset_appends_across_releases(prom, tmp_path):
     p, model = prom
     for name in ("A", "B", "C"):

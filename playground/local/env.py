@@ -12,9 +12,12 @@ envoy-2     a second Envoy on the same configuration and listeners (SO_REUSEPORT
 prometheus  Debian ``prometheus`` (default 127.0.0.1:9090), scraping Envoy and the workloads every second
 registry    Debian ``docker-registry`` (default 127.0.0.1:5000), filesystem storage in ``$HOME/registry/``
 agent       the node agent (``python -m playground.local.agent``): runs the Deployments' replicas
-dagster     ``dagster-daemon`` (sensors, queued runs) and ``dagster-webserver`` (UI, default 127.0.0.1:3000)
-            on this project's ``workspace.yaml``, with ``DAGSTER_HOME=$HOME/dagster`` (one run per canary
-            target at a time via tag concurrency limits); the instance is created (``dagster instance
+postgres    with ``--storage postgres`` only: Debian's PostgreSQL server for the Dagster instance, on a free
+            loopback port, data in ``$HOME/postgres/data`` (``playground.local.postgres``)
+dagster     ``dagster-daemon`` (sensors, queued runs started in parallel) and ``dagster-webserver`` (UI,
+            default 127.0.0.1:3000) on this project's ``workspace.yaml``, with ``DAGSTER_HOME=$HOME/dagster``
+            (one run per canary target at a time via tag concurrency limits; instance storage SQLite, or
+            PostgreSQL with ``--storage``: ``playground.local.dagster_instance``); the instance is created (``dagster instance
             migrate``) before either starts, so they never race to create its schema; skipped with
             ``--no-dagster``
 supervisor  ``python -m playground.local.supervisor``: restarts any of the above whose process dies, at
@@ -84,6 +87,18 @@ COMPONENTS = (
     "dagster-webserver",
     "supervisor",
 )
+#: Every component in start order, with those that only some environments run (``--storage postgres``).
+ALL_COMPONENTS = (
+    "envoy",
+    "envoy-2",
+    "prometheus",
+    "registry",
+    "agent",
+    "postgres",
+    "dagster-daemon",
+    "dagster-webserver",
+    "supervisor",
+)
 DAGSTER = ("dagster-daemon", "dagster-webserver")
 #: Port flags of ``playground up``, named in errors.
 PORT_FLAGS = {
@@ -93,6 +108,7 @@ PORT_FLAGS = {
     "prometheus": "--prometheus-port",
     "registry": "--registry-port",
     "dagster": "--dagster-port",
+    "postgres": "--postgres-port",
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
@@ -112,13 +128,18 @@ class Ports:
     prometheus: int | None = None
     registry: int | None = None
     dagster: int | None = None
+    postgres: int | None = None
 
     def resolve(self, previous: dict[str, int] | None) -> dict[str, int]:
-        """Explicit ports win, then those of the previous ``up`` (env.json), then the defaults."""
+        """Explicit ports win, then those of the previous ``up`` (env.json), then the defaults. PostgreSQL's
+        port is only there once given or chosen (a free port when its server first starts)."""
         out = {}
         for name, default in DEFAULT_PORTS.items():
             given = getattr(self, name)
             out[name] = int(given if given is not None else (previous or {}).get(name, default))
+        pg = self.postgres if self.postgres is not None else (previous or {}).get("postgres")
+        if pg:
+            out["postgres"] = int(pg)
         return out
 
 
@@ -322,6 +343,7 @@ def _component_port(name: str, comp: dict[str, Any] | None, ports: dict[str, int
         "prometheus": ports.get("prometheus"),
         "registry": ports.get("registry"),
         "dagster-webserver": ports.get("dagster"),
+        "postgres": ports.get("postgres"),
     }.get(name)
 
 
@@ -347,6 +369,7 @@ def _check_ports(p: dict[str, int], starting: set[str]) -> None:
         "prometheus": ("prometheus",),
         "registry": ("registry",),
         "dagster-webserver": ("dagster",),
+        "postgres": ("postgres",),
     }
     names = [n for comp, ns in needed.items() if comp in starting for n in ns]
     seen: dict[int, str] = {}
@@ -391,9 +414,13 @@ def up(
     dagster: bool = True,
     interval: str | None = None,
     supervise: bool = True,
+    storage: str | None = None,
     out: Out = print,
 ) -> dict[str, Any]:
     """Bring the environment up (see the module docstring); return the env.json record.
+
+    ``storage``: the Dagster instance storage, ``sqlite`` (default), ``postgres`` or a PostgreSQL DSN
+    (``playground.local.dagster_instance``); kept for later ``up`` runs of the same home.
 
     Nothing starts when a port it needs is taken. Every pid is recorded in env.json as soon as the process
     exists; components start under :func:`env_lock`, so the supervisor never restarts one at the same time.
@@ -405,7 +432,7 @@ def up(
     with env_lock(h):
         env = h.read_env() or {}
         comps: dict[str, Any] = dict(env.get("components") or {})
-        running = {n: _component_running(n, comps.get(n), env.get("ports") or DEFAULT_PORTS) for n in COMPONENTS}
+        running = {n: _component_running(n, comps.get(n), env.get("ports") or DEFAULT_PORTS) for n in ALL_COMPONENTS}
         previous = env.get("ports") if any(running.values()) or env.get("ports") else None
         p = (ports or Ports()).resolve(previous)
         if any(running.values()) and previous and p != {k: int(v) for k, v in previous.items()}:
@@ -414,14 +441,19 @@ def up(
                 f"the environment in {h.root} is running with other ports ({', '.join(changed)}); "
                 f"run `playground down` first to change them"
             )
+        settings = dict(env.get("settings") or {})
+        if interval is not None:
+            settings["interval"] = interval
+        storage_now = _storage_setting(h, settings, storage, running)
         wanted = [n for n in COMPONENTS if dagster or n not in DAGSTER]
+        if dagster and storage_now.managed_postgres:
+            wanted.insert(wanted.index("dagster-daemon"), "postgres")
+            if "postgres" not in p:
+                p["postgres"] = _free_port()
         if not supervise:
             wanted.remove("supervisor")
         starting = {n for n in wanted if not running[n]}
         _check_ports(p, starting)
-        settings = dict(env.get("settings") or {})
-        if interval is not None:
-            settings["interval"] = interval
         env.update({"home": str(h.root), "ports": p, "settings": settings})
         env["components"] = {k: v for k, v in comps.items() if k in wanted and running.get(k)}
         h.write_env(env)  # ports first: the renderer and the agent read them; dead records go
@@ -541,7 +573,8 @@ def up(
     finally:
         cluster.close()
     if dagster:
-        _start_dagster(h, p, comps, running, settings, out)
+        postgres_url = _start_postgres(h, p, comps, running, settings, out)
+        _start_dagster(h, p, comps, running, settings, out, postgres_url=postgres_url)
     if supervise:
         with env_lock(h):
             current = (h.read_env() or {}).get("components") or {}
@@ -562,40 +595,54 @@ def dagster_home(h: Home) -> Path:
     return h.root / "dagster"
 
 
-DAGSTER_YAML = """\
-# Written by `playground up`.
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 8
-    tag_concurrency_limits:
-      # one canary_release run per target at a time
-      - key: "gitops-playground/target"
-        value:
-          applyLimitPerUniqueValue: true
-        limit: 1
-      # one gitops_sync at a time
-      - key: "dagster/job_name"
-        value: "gitops_sync"
-        limit: 1
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  poll_interval_seconds: 5
-# A run whose worker died (killed, out of memory) is launched again by the daemon with the same config and tags
-# (so behind the same concurrency limits); canary_release resumes from the canary status persisted after every
-# tick. A run that failed in its op (a refused or invalid release) is not retried.
-run_retries:
-  enabled: true
-  max_retries: 3
-  retry_on_asset_or_op_failure: false
-sensors:
-  use_threads: true
-  num_workers: 4
-"""
+def _storage_setting(h: Home, settings: dict[str, Any], storage: str | None, running: dict[str, bool]):
+    """The Dagster storage of this ``up`` (recorded in ``settings``): ``storage`` when given, else the one of
+    the previous ``up``; switching while Dagster runs is refused."""
+    from playground.local.dagster_instance import StorageError, parse_storage
+
+    try:
+        wanted = parse_storage(storage if storage is not None else settings.get("storage"))
+        if storage is not None and storage != settings.get("storage", "sqlite"):
+            if any(running.get(n) for n in ("postgres", *DAGSTER)):
+                raise EnvError(
+                    f"the environment in {h.root} runs Dagster on "
+                    f"{parse_storage(settings.get('storage')).describe()} storage; run `playground down` first "
+                    f"to switch to {wanted.describe()}"
+                )
+            settings["storage"] = storage
+    except StorageError as e:
+        raise EnvError(str(e))
+    return wanted
+
+
+def _start_postgres(
+    h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool], settings: dict[str, Any], out: Out
+) -> str | None:
+    """The PostgreSQL URL of the Dagster instance (None: SQLite); starts the playground's own server when
+    ``--storage postgres`` asked for it."""
+    from playground.local import postgres
+    from playground.local.dagster_instance import parse_storage
+
+    storage = parse_storage(settings.get("storage"))
+    if storage.kind == "sqlite":
+        return None
+    if storage.dsn is not None:
+        out(f"  postgres     {storage.describe()} (an existing server)")
+        return storage.dsn
+    if running.get("postgres"):
+        out(f"  postgres     already running (pid {comps['postgres']['pid']}, 127.0.0.1:{p['postgres']})")
+        return postgres.dsn(p["postgres"])
+    with env_lock(h):
+        try:
+            postgres.initdb(h.root, h.logs / "postgres.log")
+            argv = postgres.server_argv(h.root, p["postgres"])
+        except postgres.PostgresError as e:
+            raise EnvError(str(e))
+        comps["postgres"] = _start(argv, h.logs / "postgres.log", cwd=Path("/"))
+        record_components(h, comps, ["postgres"])
+    _wait_until(lambda: postgres.ready(p["postgres"]), 60, "postgres", comps["postgres"])
+    out(f"  postgres     started (pid {comps['postgres']['pid']}, 127.0.0.1:{p['postgres']})")
+    return postgres.dsn(p["postgres"])
 
 
 def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> dict[str, str]:
@@ -606,6 +653,9 @@ def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> d
         env["PLAYGROUND_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
     if settings.get("interval"):
         env["PLAYGROUND_INTERVAL"] = str(settings["interval"])
+    from playground.local.dagster_instance import process_env
+
+    env.update(process_env())
     return env
 
 
@@ -633,12 +683,23 @@ def _prepare_instance(bindir: Path, dh: Path, env: dict[str, str], log: Path) ->
 
 
 def _start_dagster(
-    h: Home, p: dict[str, int], comps: dict[str, Any], running: dict[str, bool], settings: dict[str, Any], out: Out
+    h: Home,
+    p: dict[str, int],
+    comps: dict[str, Any],
+    running: dict[str, bool],
+    settings: dict[str, Any],
+    out: Out,
+    *,
+    postgres_url: str | None = None,
 ) -> None:
     """Start dagster-daemon and dagster-webserver on the project's workspace.yaml, once the instance exists."""
+    from playground.local.dagster_instance import dagster_yaml
+
     dh = dagster_home(h)
     dh.mkdir(parents=True, exist_ok=True)
-    (dh / "dagster.yaml").write_text(DAGSTER_YAML)
+    yaml_path = dh / "dagster.yaml"
+    yaml_path.write_text(dagster_yaml(postgres_url))
+    yaml_path.chmod(0o600)  # a DSN may carry a password
     workspace = REPO_ROOT / "workspace.yaml"
     if not workspace.exists():
         raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
@@ -756,7 +817,7 @@ def down(home: Path | str | None = None, *, purge: bool = False, timeout: float 
     if env is None:
         out(f"playground: no environment in {h.root}")
     else:
-        for name in reversed(COMPONENTS):
+        for name in reversed(ALL_COMPONENTS):
             # read the record again for each: the supervisor (stopped first) may have restarted a component
             with env_lock(h):
                 env = h.read_env() or env
@@ -772,6 +833,9 @@ def down(home: Path | str | None = None, *, purge: bool = False, timeout: float 
                     h.write_env(env)
         stopped += _stop_leftover_replicas(h, out)
     if purge and h.root.exists():
+        from playground.local import postgres
+
+        postgres.purge(h.root)
         shutil.rmtree(h.root)
         out(f"  removed {h.root}")
     return stopped
@@ -820,11 +884,14 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
         "envoy-2": f"same listeners, admin 127.0.0.1:{(comps.get('envoy-2') or {}).get('admin_port')}",
         "agent": str(h.root),
         "supervisor": "restarts any component that dies",
+        "postgres": f"postgresql://127.0.0.1:{p.get('postgres')}/dagster",
         "dagster-daemon": f"DAGSTER_HOME={dagster_home(h)}",
         "dagster-webserver": f"http://127.0.0.1:{p.get('dagster')}",
     }
     components = []
-    for name in COMPONENTS:
+    for name in ALL_COMPONENTS:
+        if name not in COMPONENTS and name not in comps:
+            continue  # an optional component this environment does not run
         c = comps.get(name) or {}
         alive = _component_running(name, c, {k: int(v) for k, v in p.items()}) if c and p else False
         components.append(
@@ -952,6 +1019,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--registry-port", type=int, default=None, help=f"OCI registry (default {DEFAULT_PORTS['registry']})"
     )
     p.add_argument("--dagster-port", type=int, default=None, help=f"Dagster UI (default {DEFAULT_PORTS['dagster']})")
+    p.add_argument(
+        "--postgres-port", type=int, default=None, help="PostgreSQL with --storage postgres (default: a free port)"
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Dagster instance storage: sqlite (default), postgres (a PostgreSQL server started for this "
+        "playground) or a DSN postgresql://user:password@host:port/database",
+    )
     p.add_argument("--no-sync", dest="sync", action="store_false", help="do not apply the manifests of the git origin")
     p.add_argument(
         "--no-dagster", dest="dagster", action="store_false", help="do not start dagster-daemon and dagster-webserver"
@@ -1001,6 +1077,7 @@ def _cli_up(args: argparse.Namespace) -> int:
         prometheus=args.prometheus_port,
         registry=args.registry_port,
         dagster=args.dagster_port,
+        postgres=args.postgres_port,
     )
     try:
         up(
@@ -1011,6 +1088,7 @@ def _cli_up(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             dagster=args.dagster,
             interval=args.interval,
+            storage=args.storage,
             out=_out,
         )
     except (EnvError, ClusterError) as exc:
