@@ -15,6 +15,7 @@ from playground.local.dagster_instance import (
     StorageError,
     dagster_yaml,
     parse_storage,
+    process_env,
 )
 
 
@@ -49,6 +50,9 @@ def test_sqlite_instance_starts_queued_runs_from_a_thread_pool(tmp_path: Path) -
         assert limits[("gitops-playground/target", "{'applyLimitPerUniqueValue': True}")] == 1
         assert limits[("dagster/job_name", "gitops_sync")] == 1
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert instance.get_sensor_settings()["num_submit_workers"] == 8  # one sync's N requests submitted together
+    # the code servers accept as many concurrent run launches as the queue has threads
+    assert int(process_env()["DAGSTER_GRPC_MAX_WORKERS"]) > DEQUEUE_WORKERS
 
 
 def test_postgres_instance_config_is_valid_and_uses_psycopg2(tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-__all__ = ["MAX_CONCURRENT_RUNS", "DEQUEUE_WORKERS", "Storage", "StorageError", "parse_storage", "dagster_yaml"]
+__all__ = [
+    "DEQUEUE_WORKERS",
+    "MAX_CONCURRENT_RUNS",
+    "Storage",
+    "StorageError",
+    "dagster_yaml",
+    "parse_storage",
+    "process_env",
+]
 
 #: Runs in progress at once (each release is one run worker process of ~100 MB).
 MAX_CONCURRENT_RUNS = 64
@@ -115,7 +123,16 @@ run_retries:
 sensors:
   use_threads: true
   num_workers: 4
+  # the N run requests of one sync are submitted to the queue concurrently
+  num_submit_workers: 8
 """
+
+
+def process_env() -> dict[str, str]:
+    """Environment of the daemon and the webserver (inherited by their code servers): a code server answers a
+    run launch only once the run's worker process has loaded the code location, so its gRPC thread pool (by
+    default CPUs + 4) would cap the launches in flight below the run queue's threads."""
+    return {"DAGSTER_GRPC_MAX_WORKERS": str(DEQUEUE_WORKERS + 8)}
 
 
 def dagster_yaml(postgres_url: str | None = None) -> str:
