@@ -51,6 +51,9 @@ def test_sqlite_instance_starts_queued_runs_from_a_thread_pool(tmp_path: Path) -
         assert limits[("dagster/job_name", "gitops_sync")] == 1
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         assert instance.get_sensor_settings()["num_submit_workers"] == 8  # one sync's N requests submitted together
+        # a run whose worker died is launched again (resuming from the persisted canary status), not an op failure
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
+        assert not instance.run_retries_retry_on_asset_or_op_failure
     # the code servers accept as many concurrent run launches as the queue has threads
     assert int(process_env()["DAGSTER_GRPC_MAX_WORKERS"]) > DEQUEUE_WORKERS
 
