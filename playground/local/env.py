@@ -1093,10 +1093,12 @@ def _cli_up(args: argparse.Namespace) -> int:
         )
     except (EnvError, ClusterError) as exc:
         print(f"playground up: {exc}", file=sys.stderr)
-        print(
-            "(components that started keep running; `playground status` shows them, `playground down` stops them)",
-            file=sys.stderr,
-        )
+        h = Home.of(args.home) if args.home is not None else Home(default_home())
+        if (h.read_env() or {}).get("components"):
+            print(
+                "(components that started keep running; `playground status` shows them, `playground down` stops them)",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

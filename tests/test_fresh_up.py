@@ -1,0 +1,156 @@
+"""``playground up`` on a fresh home, as users run it (the installed console script, from a directory outside the
+repository, on free ports), with dagster-daemon and dagster-webserver:
+
+- ten times in a row on a new home it starts cleanly: the Dagster instance is created once before the daemon and
+  the webserver start (no ``alembic_version already exists`` in their logs, the webserver answers), every
+  component is recorded and running, one daemon per home; a second ``up`` starts nothing new; ``down`` leaves no
+  process behind;
+- ``up`` killed right after it started the daemon leaves nothing ``down`` cannot stop: each pid is recorded as soon
+  as its process exists;
+- with a port taken, ``up`` starts nothing and names the port and the flag that changes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from playground.local.env import COMPONENTS, process_alive
+from playground.local.store import Home
+from tests.support.dagster_playground import PLAYGROUND, clean_env, run_cli
+from tests.support.playground_env import stop_environment
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.integration
+
+RUNS = 10
+RACE = ("alembic_version already exists", "more than one head", "UNIQUE constraint failed: alembic_version")
+
+
+def processes_of(home: Path) -> list[int]:
+    """Every process whose command line or environment names ``home``."""
+    needle = str(home).encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes():
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return [p for p in out if process_alive(p)]
+
+
+def dagster_daemons(home: Path) -> list[int]:
+    pids = []
+    for pid in processes_of(home):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"dagster-daemon") for part in cmd[:2]) and b"run" in cmd:
+            pids.append(pid)
+    return pids
+
+
+def up_args(home: Path) -> list[str]:
+    args = ["up", "--home", str(home), "--no-sync", "--timeout", "120"]
+    for flag in ("gateway", "mesh", "envoy-admin", "prometheus", "registry", "dagster"):
+        args += [f"--{flag}-port", str(free_port())]
+    return args
+
+
+def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(process_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if process_alive(p)]
+
+
+def test_up_on_a_fresh_home_starts_cleanly_ten_times(tmp_path: Path) -> None:
+    clean = 0
+    for i in range(RUNS):
+        home = tmp_path / f"home{i}"
+        try:
+            done = run_cli(*up_args(home), cwd=tmp_path, timeout=400)
+            assert done.returncode == 0, f"run {i}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            env = Home(home).read_env() or {}
+            comps = env["components"]
+            assert set(comps) == set(COMPONENTS), f"run {i}: recorded {sorted(comps)}"
+            assert all(process_alive(c["pid"], c.get("ticks")) for c in comps.values()), f"run {i}"
+            logs = "".join(
+                (home / "logs" / f"{n}.log").read_text(errors="replace")
+                for n in ("dagster-daemon", "dagster-webserver")
+            )
+            assert not [r for r in RACE if r in logs], f"run {i}: the instance was initialised twice"
+            assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
+            if i == 0:  # a second `up` on the running home starts nothing
+                again = run_cli("up", "--home", str(home), "--no-sync", cwd=tmp_path, timeout=300)
+                assert again.returncode == 0, again.stdout + again.stderr
+                assert again.stdout.count("already running") == len(COMPONENTS)
+                assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
+            pids = processes_of(home)
+            down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
+            assert down.returncode == 0, down.stderr
+            assert wait_gone(pids) == [], f"run {i}: left running after down"
+            clean += 1
+        finally:
+            stop_environment(home)
+    print(f"\nfresh `playground up` with Dagster: {clean}/{RUNS} clean starts")
+    assert clean == RUNS
+
+
+def test_up_killed_after_starting_the_daemon_leaves_nothing_down_cannot_stop(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [str(PLAYGROUND), *up_args(home)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while "dagster-daemon" not in ((Home(home).read_env() or {}).get("components") or {}):
+            assert proc.poll() is None, "up ended before starting the daemon"
+            assert time.monotonic() < deadline, "up did not start the daemon"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        pids = processes_of(home)
+        assert pids, "up started nothing?"
+        down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert wait_gone(pids) == [], "a process `up` started was not recorded, so `down` could not stop it"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop_environment(home)
+
+
+@pytest.mark.parametrize("taken", ["gateway", "prometheus", "dagster"])
+def test_up_with_a_port_taken_starts_nothing_and_names_the_port(tmp_path: Path, taken: str) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        args = up_args(home)
+        flag = f"--{taken}-port"
+        args[args.index(flag) + 1] = str(port)
+        try:
+            done = run_cli(*args, cwd=tmp_path, timeout=120)
+            assert done.returncode == 1, done.stdout + done.stderr
+            assert f"port {port} ({taken}) is already in use" in done.stderr and flag in done.stderr
+            assert processes_of(home) == []
+            assert not ((Home(home).read_env() or {}).get("components") or {})
+        finally:
+            stop_environment(home)
