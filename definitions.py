@@ -16,7 +16,7 @@ from dagster._core.definitions.definitions_load_context import StateBackedDefini
 from assets import build_assets
 from assets.graph import GraphState, fetch_state
 from assets.history import history_assets
-from jobs import canary_release, gitops_sync
+from jobs import canary_control, canary_release, gitops_sync
 from jobs.resources import PlaygroundResource
 from playground.runtime import Runtime, RuntimeConfig
 from sensors import SENSORS
@@ -30,7 +30,7 @@ def build_definitions(state: GraphState) -> dg.Definitions:
     return dg.Definitions(
         assets=[*specs, *history_assets(state.targets)],
         asset_checks=checks,
-        jobs=[gitops_sync, canary_release],
+        jobs=[gitops_sync, canary_release, canary_control],
         sensors=SENSORS,
         resources={"playground": PlaygroundResource()},
     )

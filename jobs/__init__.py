@@ -1,11 +1,12 @@
-"""Jobs: ``gitops_sync`` (git -> cluster) and ``canary_release`` (one target's progressive delivery).
+"""Jobs: ``gitops_sync`` (git -> cluster), ``canary_release`` (one target's progressive delivery) and
+``canary_control`` (an operator's promote / abort / retry / pause / resume of a release).
 
 Both are thin: the engine does the work (``playground.pipeline.sync``, ``playground.controller.Controller``);
 the ops record what happened as asset materializations and asset check evaluations, and log progress.
 """
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -191,7 +192,13 @@ class ReleaseRecorder:
         }
         for name, value in metric_values.items():
             meta[f"metric/{name}"] = value if value is not None else "no values"
+        for i in rec.result.interventions:
+            meta[f"operator/{i.request.action.value}"] = f"{'applied' if i.applied else 'ignored'}: {i.outcome}"
         self.context.log_event(dg.AssetMaterialization(self.key("releases"), partition=part, metadata=meta))
+        for i in rec.result.interventions:  # every manual intervention, on the release's lineage
+            record_intervention(
+                self.context, self.key("releases"), part, i.request, applied=i.applied, outcome=i.outcome, tick=rec.tick
+            )
         if rec.result.checks:
             self.context.log_event(
                 dg.AssetMaterialization(
@@ -259,6 +266,26 @@ class ReleaseRecorder:
             kind = "promotions" if st.phase == Phase.Succeeded else "rollbacks"
             self.context.log_event(dg.AssetMaterialization(self.key(kind), partition=part, metadata=meta))
         return outcome
+
+
+def record_intervention(context, key: dg.AssetKey, partition: str, request, *, applied, outcome: str, **extra) -> None:
+    """An operator request as an observation of the release asset: what, when, by whom, applied by which run."""
+    context.log_event(
+        dg.AssetObservation(
+            key,
+            partition=partition,
+            metadata={
+                "operator_action": request.action.value,
+                "requested_by": request.by,
+                "requested_at": request.at or "",
+                "request_id": request.id,
+                "applied": "queued" if applied is None else ("applied" if applied else "ignored"),
+                "outcome": outcome,
+                "recorded_by_run": context.run_id,
+                **extra,
+            },
+        )
+    )
 
 
 def _reason(rec: TickRecord) -> str:
@@ -353,6 +380,100 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
 )
 def canary_release():
     release()
+
+
+# --------------------------------------------------------------------------------------------- control
+
+
+class ControlConfig(dg.Config):
+    """An operator control of one release (`playground promote|abort|retry|pause|resume` from the Launchpad)."""
+
+    target: str  # namespace/name of the Canary, e.g. prod/backend
+    action: Literal["promote", "abort", "retry", "pause", "resume"]
+    full: bool = False  # promote: skip the remaining steps and promote now
+    by: str | None = None  # who asks (recorded with the request); default: this run
+    interval: str | None = None  # analysis interval override when this run has to drive the release itself
+    wait_seconds: float | None = None  # how long to wait for the driving release to apply it
+
+
+@dg.op(
+    description="Queue an operator control for a release; the run driving it applies it at its next tick (this "
+    "run drives the release itself when none does). Recorded on the release asset."
+)
+def control_release(context: dg.OpExecutionContext, config: ControlConfig, playground: PlaygroundResource) -> dict:
+    from playground.control import ControlError, control
+    from playground.durations import parse_duration
+    from playground.models import ControlAction
+
+    action = ControlAction.promote_full if config.action == "promote" and config.full else ControlAction(config.action)
+    by = config.by or f"dagster run {context.run_id[:8]}"
+    rt = playground.runtime()
+    try:
+        interval = parse_duration(config.interval) if config.interval else None
+        recorder: list[ReleaseRecorder] = []
+
+        def on_tick(rec: TickRecord) -> None:
+            if not recorder:
+                ctl = rt.controller(log=context.log.info, interval=interval)
+                recorder.append(ReleaseRecorder(context, pipeline.target_of(ctl.canary(config.target))))
+            recorder[0].on_tick(rec)
+
+        try:
+            res = control(
+                rt,
+                config.target,
+                action,
+                by=by,
+                log=context.log.info,
+                on_tick=on_tick,
+                driver=f"dagster run {context.run_id}",
+                wait=config.wait_seconds,
+                interval=interval,
+            )
+        except ControlError as e:
+            raise dg.Failure(description=str(e)) from e
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
+            rt.controller(log=context.log.info).make_safe(config.target)
+            raise
+        context.log.info(res.line())
+        ns, name = config.target.split("/")
+        revision = (res.status.lastAppliedSpec if res.status else None) or "unknown"
+        part = ReleaseRecorder(context, Target(ns, name))._partition(revision)
+        if not res.records:  # applied by another run (its ticks record it too) or still queued
+            record_intervention(
+                context,
+                dg.AssetKey(["releases", ns, name]),
+                part,
+                res.request,
+                applied=res.applied,
+                outcome=res.outcome,
+                applied_by=res.applied_by,
+            )
+        if res.records:
+            final = res.records[-1]
+            if final.phase in (Phase.Succeeded, Phase.Failed):
+                recorder[0].finish(final, _reason(final))
+        return {
+            "target": config.target,
+            "action": action.value,
+            "by": by,
+            "applied": res.applied,
+            "outcome": res.outcome,
+            "applied_by": res.applied_by,
+            "phase": res.status.phase.value if res.status else None,
+        }
+    finally:
+        rt.close()
+
+
+@dg.job(
+    description="An operator control of one release: promote (or promote --full), abort, retry, pause, resume. "
+    "Recorded as an observation of the release asset (what, when, by whom, applied by which run).",
+    executor_def=dg.in_process_executor,
+)
+def canary_control():
+    control_release()
 
 
 def release_run_tags(target: str) -> dict[str, str]:

@@ -17,6 +17,16 @@ The order of one tick follows docs/design.md ("Canary semantics"), itself Flagge
    (skipAnalysis skips that check); past its deadline while Promoting/Finalising the promotion failed.
 1.-9. See ``_Tick.run``.
 
+Operator controls (extension, docs/design.md "Operator controls") are inputs like any other: the requests in
+``Observation.requests`` are applied in order at the start of the tick, each checked with ``control_problem``
+(a request that no longer makes sense, e.g. ``promote`` of a canary that ended meanwhile, is ignored with an
+event). ``pause``/``resume`` set ``paused``; ``abort`` rolls back now (alert of severity error);
+``retry`` restarts the analysis of a Failed revision (confirm-rollout asked again); ``promote`` passes the current
+gate (Waiting: the rollout is confirmed; otherwise the tick's analysis passes without asking hooks or metrics and
+advances, promoting without confirm-promotion at the max weight); ``promote-full`` copies the spec to the primary
+at once (Promoting) and the next tick with a ready primary routes all traffic to it and succeeds. A paused
+canary, or one with ``spec.suspend: true`` (as in Flagger), holds every tick: no traffic change, no checks.
+
 Choices where docs/design.md or Flagger leave room (each covered by a test):
 - A workload whose progress deadline is exceeded counts as not ready, whatever ``ready`` says.
 - On rollback ``failedChecks`` keeps its count (DESIGN: "weight and iterations go to 0"); Flagger 1.44 resets it.
@@ -49,6 +59,8 @@ from playground.models import (
     CanaryMetric,
     CanaryStatus,
     CanaryWebhook,
+    ControlAction,
+    ControlRequest,
     HookType,
     Phase,
 )
@@ -161,6 +173,10 @@ class AlertMessages:
     SKIPPED = "Canary analysis was skipped, promotion finished."
 
     @staticmethod
+    def aborted(by: str) -> str:
+        return f"Canary aborted by {by or 'an operator'}: rolled back, all traffic on the primary."
+
+    @staticmethod
     def initialized(kind: str) -> str:
         return f"New {kind} detected, initialization completed."
 
@@ -174,6 +190,7 @@ class AlertMessages:
 
 _STATUS_FIELDS = (
     "phase", "canaryWeight", "failedChecks", "iterations", "lastAppliedSpec", "lastPromotedSpec", "lastTransitionTime",
+    "paused", "fullPromotion",
 )  # fmt: skip
 
 
@@ -196,6 +213,8 @@ class CanaryState:
     lastTransitionTime: str | None = None
     routes: Routes = ALL_TO_PRIMARY
     base: CanaryStatus | None = field(default=None, compare=False, repr=False)
+    paused: bool = False  # operator controls (extension): held by `playground pause`
+    fullPromotion: bool = False  # `playground promote --full`: the next Promoting tick finishes the promotion
     _status: CanaryStatus | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
@@ -223,7 +242,7 @@ class CanaryState:
         """A state from a Canary status (routes default to all traffic on the primary)."""
         return cls(
             status.phase, status.canaryWeight, status.failedChecks, status.iterations, status.lastAppliedSpec,
-            status.lastPromotedSpec, status.lastTransitionTime, routes, status,
+            status.lastPromotedSpec, status.lastTransitionTime, routes, status, status.paused, status.fullPromotion,
         )  # fmt: skip
 
     def with_routes(self, routes: Routes) -> CanaryState:
@@ -253,12 +272,23 @@ class CanaryState:
 
 
 @dataclass(frozen=True, slots=True)
+class Intervention:
+    """An operator request consumed by a tick: ``applied`` False when it no longer made sense (``outcome`` says
+    why, e.g. the release ended before the request was seen)."""
+
+    request: ControlRequest
+    applied: bool
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
 class TickResult:
     state: CanaryState
     actions: tuple[Action, ...] = ()
     events: tuple[str, ...] = ()
     checks: tuple[MetricCheck, ...] = ()
     hooks: tuple[WebhookAnswer, ...] = ()
+    interventions: tuple[Intervention, ...] = ()
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -318,6 +348,38 @@ def checked_metrics(canary: Canary) -> list[CanaryMetric]:
     return first + [m for m in metrics if m.templateRef is not None]
 
 
+# ---------------------------------------------------------------------------------------- operator controls
+
+# Phases in which an analysis can be promoted or aborted by hand.
+_STEERABLE = (Phase.Progressing, Phase.Waiting, Phase.WaitingPromotion)
+
+
+def allowed_actions(phase: Phase, paused: bool) -> list[ControlAction]:
+    """The operator controls that make sense for a canary in ``phase`` (``paused``: held by an operator).
+
+    promote / promote-full / abort while the analysis runs (Progressing, Waiting, WaitingPromotion); retry on a
+    Failed canary; pause when not paused, resume when paused (in any phase: pausing an idle canary holds its next
+    release).
+    """
+    out: list[ControlAction] = []
+    if phase in _STEERABLE:
+        out += [ControlAction.promote, ControlAction.promote_full, ControlAction.abort]
+    if phase is Phase.Failed:
+        out.append(ControlAction.retry)
+    out.append(ControlAction.resume if paused else ControlAction.pause)
+    return out
+
+
+def control_problem(action: ControlAction, phase: Phase, paused: bool) -> str | None:
+    """Why ``action`` makes no sense for a canary in ``phase`` (None when it does): names the phase and what is
+    possible, for the one-line error of the CLI and the event of a tick that ignores a stale request."""
+    allowed = allowed_actions(phase, paused)
+    if action in allowed:
+        return None
+    state = f"{phase.value}{', paused' if paused else ''}"
+    return f"cannot {action.value} a canary that is {state}; possible now: {', '.join(a.value for a in allowed)}"
+
+
 def _ready(r: Readiness) -> bool:
     return r.ready and not r.deadline_exceeded
 
@@ -358,6 +420,7 @@ class _Plan:
     mirror: bool
     iterations: int
     step_promotion: int
+    suspend: bool  # spec.suspend: every tick is held, as in Flagger
     metrics: tuple[CanaryMetric, ...]
     judged: bool  # some metric has a judge (extension): checked through playground.judge
     # webhooks asked during a tick, by type, in spec order
@@ -386,6 +449,7 @@ class _Plan:
             mirror=a.mirror,
             iterations=a.iterations,
             step_promotion=a.stepWeightPromotion,
+            suspend=canary.spec.suspend,
             metrics=tuple(checked_metrics(canary)),
             judged=any(m.judge is not None for m in a.metrics),
             hooks_confirm_rollout=hooks(HookType.confirm_rollout),
@@ -430,7 +494,7 @@ class _Tick:
     __slots__ = (
         "canary", "plan", "obs", "probe", "state",
         "phase", "weight", "failed", "iterations", "applied", "promoted", "changed_at", "routes",
-        "actions", "events", "checks", "hooks",
+        "paused", "full", "forced", "actions", "events", "checks", "hooks", "interventions",
     )  # fmt: skip
 
     def __init__(self, canary: Canary, state: CanaryState, obs: Observation, probe: Probe) -> None:
@@ -447,10 +511,14 @@ class _Tick:
         self.promoted = state.lastPromotedSpec
         self.changed_at = state.lastTransitionTime
         self.routes = state.routes
+        self.paused = state.paused
+        self.full = state.fullPromotion
+        self.forced = False  # `promote`: this tick passes the current gate without asking hooks or metrics
         self.actions: list[Action] = []
         self.events: list[str] = []
         self.checks: list[MetricCheck] = []
         self.hooks: list[WebhookAnswer] = []
+        self.interventions: list[Intervention] = []
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> TickResult:
@@ -463,12 +531,17 @@ class _Tick:
             or self.applied != state.lastAppliedSpec
             or self.promoted != state.lastPromotedSpec
             or self.routes is not state.routes
+            or self.paused != state.paused
+            or self.full != state.fullPromotion
         ):
             state = CanaryState(
                 self.phase, self.weight, self.failed, self.iterations, self.applied, self.promoted,
-                self.changed_at, self.routes, state.base,
+                self.changed_at, self.routes, state.base, self.paused, self.full,
             )  # fmt: skip
-        return TickResult(state, tuple(self.actions), tuple(self.events), tuple(self.checks), tuple(self.hooks))
+        return TickResult(
+            state, tuple(self.actions), tuple(self.events), tuple(self.checks), tuple(self.hooks),
+            tuple(self.interventions),
+        )  # fmt: skip
 
     # -- status and effects ------------------------------------------------------------------------
     def set_phase(self, phase: Phase) -> None:
@@ -525,8 +598,66 @@ class _Tick:
         self.actions.append(PromoteCanarySpec())
         self.set_phase(_PROMOTING)
 
+    # -- operator controls -------------------------------------------------------------------------
+    def operator(self) -> bool:
+        """Apply the operator requests of the observation, in order. True when one of them ended the tick."""
+        for req in self.obs.requests:
+            action = req.action
+            who = f" by {req.by}" if req.by else ""
+            problem = control_problem(action, self.phase, self.paused)
+            if problem is not None:
+                self.events.append(f"Ignored {action.value}{who} of {self.plan.id}: {problem}")
+                self.interventions.append(Intervention(req, False, problem))
+                continue
+            outcome = self.apply_request(action, req.by)
+            self.events.append(f"Operator {action.value}{who}: {outcome}")
+            self.interventions.append(Intervention(req, True, outcome))
+            if action is not ControlAction.pause and action is not ControlAction.resume:
+                return not self.forced  # a passed gate goes on with the tick; the other controls end it
+        return False
+
+    def apply_request(self, action: ControlAction, by: str) -> str:
+        plan = self.plan
+        if action is ControlAction.pause:
+            self.paused = True
+            return f"{plan.id} paused at canary weight {self.routes.canary} ({self.phase.value})"
+        if action is ControlAction.resume:
+            self.paused = False
+            return f"{plan.id} resumed ({self.phase.value})"
+        self.paused = False  # promote, abort and retry end a pause, as in Argo Rollouts
+        if action is ControlAction.abort:
+            self.applied = self.obs.revision  # a Waiting revision is settled too: it is not released again
+            self.alert(AlertSeverity.error, AlertMessages.aborted(by))
+            self.rollback()
+            return f"{plan.id} rolled back, all traffic on the primary"
+        if action is ControlAction.retry:
+            self.events.append(f"Retrying the analysis of revision {self.obs.revision} of {plan.id}")
+            self.confirm_rollout()
+            return f"{plan.id} analysis restarted ({self.phase.value})"
+        if action is ControlAction.promote_full:
+            self.applied = self.obs.revision
+            self.full = True
+            self.promote()
+            return f"{plan.id} promoting now, remaining steps skipped"
+        # promote: pass the current gate
+        if self.phase is _WAITING:
+            self.events.append(f"New revision detected! Scaling up {plan.id} (confirm-rollout passed by hand)")
+            self.alert(AlertSeverity.info, AlertMessages.NEW_REVISION)
+            self.actions.append(ScaleCanary(True))
+            self.start_run()
+            return f"{plan.id} rollout confirmed"
+        self.forced = True  # the analysis below passes without hooks or metrics, and advances
+        return f"{plan.id} passes the current gate ({self.phase.value})"
+
     # -- the tick ----------------------------------------------------------------------------------
     def run(self) -> None:
+        if self.obs.requests and self.operator():
+            return
+        if (self.paused or self.plan.suspend) and not (self.forced or self.full):
+            if self.phase is _INITIALIZING or self.phase in _ACTIVE or self.obs.revision != self.applied:
+                why = "suspended (spec.suspend)" if self.plan.suspend else "paused by an operator"
+                self.events.append(f"Halt {self.plan.id} advancement: {why}, canary weight {self.routes.canary}")
+            return
         phase = self.phase
         obs = self.obs
         plan = self.plan
@@ -553,7 +684,7 @@ class _Tick:
             return
         # 3. canary readiness: wait, unless past its deadline (then roll back below)
         canary_dead = obs.canary.deadline_exceeded
-        if not obs.canary.ready and not canary_dead:
+        if not obs.canary.ready and not canary_dead and not self.full:
             self.events.append(f"Waiting for canary {plan.id} to be ready {obs.canary.message}".rstrip())
             return
         # 4. skipAnalysis: promote at once (or roll back a canary past its deadline)
@@ -578,15 +709,17 @@ class _Tick:
                     self.rollback()
                     return
         # 6. promotion traffic shift, then finalisation
+        if phase is _PROMOTING and self.full:  # `promote --full`: all traffic to the primary and finish now
+            self.full = False
+            self.events.append(f"Routing all traffic to primary of {plan.id}")
+            self.set_routes(ALL_TO_PRIMARY)
+            self.finalise()
+            return
         if phase is _PROMOTING:
             self.shift_to_primary()
             return
         if phase is _FINALISING:
-            self.actions.append(ScaleCanaryToZero())
-            self.set_phase(_SUCCEEDED)
-            self.actions.append(RunHooks(HookType.post_rollout, _SUCCEEDED))
-            self.events.append(f"Promotion completed! Scaling down {plan.id}")
-            self.alert(AlertSeverity.info, AlertMessages.SUCCEEDED)
+            self.finalise()
             return
         # 7. threshold reached on the previous ticks (or canary past its deadline): roll back before analysing
         if canary_dead or self.failed >= plan.threshold:
@@ -596,7 +729,9 @@ class _Tick:
             return
         # 8. analysis
         routes = self.routes
-        if routes.canary == 0 and self.iterations == 0 and not (plan.mirror and routes.mirror):
+        if self.forced:
+            ok = True  # `promote`: the current gate is passed by hand
+        elif routes.canary == 0 and self.iterations == 0 and not (plan.mirror and routes.mirror):
             self.events.append(f"Starting canary analysis for {plan.id}")
             ok = self.gate(self.plan.hooks_pre_rollout, "pre-rollout check")
         else:
@@ -613,6 +748,13 @@ class _Tick:
             self.advance_ab()
         else:
             self.advance_bluegreen()
+
+    def finalise(self) -> None:
+        self.actions.append(ScaleCanaryToZero())
+        self.set_phase(_SUCCEEDED)
+        self.actions.append(RunHooks(HookType.post_rollout, _SUCCEEDED))
+        self.events.append(f"Promotion completed! Scaling down {self.plan.id}")
+        self.alert(AlertSeverity.info, AlertMessages.SUCCEEDED)
 
     def initialize(self) -> None:
         if not self.plan.skip and not _ready(self.obs.primary):
@@ -675,6 +817,8 @@ class _Tick:
         return True
 
     def confirm_promotion(self) -> bool:
+        if self.forced:
+            return True
         for hook in self.plan.hooks_confirm_promotion:
             if not self.ask(hook):
                 if self.phase is not _WAITING_PROMOTION:
@@ -707,7 +851,7 @@ class _Tick:
         if not plan.can_step:
             self.events.append(f"{plan.id} has no stepWeight or stepWeights: traffic cannot advance")
             return
-        if not routes.mirror and self.phase is not _WAITING_PROMOTION:
+        if not routes.mirror and self.phase is not _WAITING_PROMOTION and not self.forced:
             for hook in plan.hooks_confirm_traffic_increase:
                 if not self.ask(hook):
                     self.events.append(f"Halt {plan.id} advancement waiting for traffic increase approval {hook.name}")

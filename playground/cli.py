@@ -44,6 +44,13 @@ COMMANDS: list[tuple[str, str, str]] = [
         "playground.commands",
         "list canaries with phase, weight, failed checks and last transition (any backend)",
     ),
+    ("promote", "playground.control", "pass the current gate of a release (--full: skip the remaining steps)"),
+    ("abort", "playground.control", "roll a release back now (all traffic to the primary, Failed)"),
+    ("retry", "playground.control", "analyse a Failed revision again, without a new commit"),
+    ("pause", "playground.control", "hold a release's analysis (no weight change, no checks counted)"),
+    ("resume", "playground.control", "continue a paused release"),
+    ("sync", "playground.control", "sync the cluster to the GitOps origin now (instead of waiting for the sensor)"),
+    ("watch", "playground.control", "live view of a release, refreshed every tick, until it ends"),
     ("history", "plugin:history", "list finished releases (promotions and rollbacks) from the Dagster instance"),
 ]
 

@@ -14,9 +14,10 @@ directly.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from playground.models import (
     AlertProvider,
     Canary,
     CanaryMetric,
+    CanaryStatus,
     CanaryWebhook,
     HookType,
     MetricTemplate,
@@ -39,6 +41,24 @@ from playground.observe import MetricValue, Observation, Readiness, WebhookAnswe
 CANARY_API = ("flagger.app/v1beta1", "Canary")
 # Phases in which a release of the current revision has nothing more to do.
 IDLE = (Phase.Initialized, Phase.Succeeded, Phase.Failed)
+RECENT_EVENTS = 20  # events kept in the Canary status for `playground watch`
+
+
+def default_driver() -> str:
+    """Who drives a release when the caller does not say: this process."""
+    return f"pid {os.getpid()}@{socket.gethostname()}"
+
+
+def driver_alive(status: CanaryStatus | None, now: float) -> bool:
+    """Whether a release process is driving this canary: it recorded itself as driver and ticked within three of
+    its intervals (plus a margin for a slow tick). A driver killed hard stops ticking and is not alive."""
+    if status is None or not status.driver or not status.lastTickTime:
+        return False
+    try:
+        last = datetime.strptime(status.lastTickTime, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return False
+    return now - last <= 3 * (status.tickInterval or 60.0) + 10.0
 
 
 class ControllerError(PlaygroundError, RuntimeError):
@@ -147,6 +167,7 @@ class Controller:
         self.log = log
         self.clock = clock
         self.sleep = sleep
+        self.driver = default_driver()  # recorded in the status while this controller runs a release
 
     # ------------------------------------------------------------------------------------ reading
     def canary(self, key: str, *, supported: bool = True) -> Canary:
@@ -237,8 +258,61 @@ class Controller:
             routes = analysis.Routes(*routing.routes_of(canary, vs))
         return analysis.CanaryState.from_status(status, routes)
 
-    def save_state(self, canary: Canary, state: analysis.CanaryState) -> None:
-        self.cluster.set_canary_status(canary.namespace, canary.name, state.status)
+    def save_state(
+        self, canary: Canary, state: analysis.CanaryState, record: TickRecord | None = None, *, driving: bool = False
+    ) -> CanaryStatus:
+        """Persist ``state``. Atomic against operator requests written meanwhile: those the tick did not see stay
+        pending; those it consumed (``record``'s interventions) are removed. With ``record`` the tick's time, its
+        checks and events are kept for `playground watch`, and ``driving`` records this controller as the driver."""
+        consumed = {i.request.id for i in record.result.interventions} if record is not None else set()
+
+        def mutate(current: CanaryStatus | None) -> CanaryStatus:
+            update: dict[str, Any] = {
+                "requests": [r for r in (current.requests if current else []) if r.id not in consumed],
+            }
+            if current is not None:
+                update.update(
+                    lastChecks=current.lastChecks,
+                    events=current.events,
+                    lastTickTime=current.lastTickTime,
+                    driver=current.driver,
+                    tickInterval=current.tickInterval,
+                )
+            if record is not None:
+                update["lastTickTime"] = record.at
+                update["driver"] = self.driver if driving else None
+                update["tickInterval"] = self.interval(canary)
+                if record.result.checks:
+                    update["lastChecks"] = [
+                        {"name": c.name, "value": c.value, "passed": c.passed, "message": c.message, "at": record.at}
+                        for c in record.result.checks
+                    ]
+                if record.result.events:
+                    new = [{"at": record.at, "message": e} for e in record.result.events]
+                    update["events"] = (list(update.get("events") or []) + new)[-RECENT_EVENTS:]
+            return state.status.model_copy(update=update)
+
+        return self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
+
+    def request(self, key: str, request_: Any) -> CanaryStatus:
+        """Queue an operator request (``models.ControlRequest``) in the Canary status; the next tick applies it."""
+        canary = self.canary(key)
+
+        def mutate(current: CanaryStatus | None) -> CanaryStatus:
+            current = current or CanaryStatus()
+            return current.model_copy(update={"requests": [*current.requests, request_]})
+
+        return self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
+
+    def release_driver(self, key: str) -> None:
+        """Record that this controller no longer drives ``key`` (its run ended)."""
+        canary = self.canary(key)
+
+        def mutate(current: CanaryStatus | None) -> CanaryStatus:
+            current = current or CanaryStatus()
+            return current.model_copy(update={"driver": None}) if current.driver == self.driver else current
+
+        self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
 
     # ------------------------------------------------------------------------------------ readiness
     def _readiness(self, canary: Canary, name: str, threshold: int | None) -> Readiness:
@@ -368,8 +442,15 @@ class Controller:
         # The persisted status must agree with the mesh (its routes are not part of the status): weight 0, so
         # `playground status` and a relaunched run both see all traffic on the primary.
         status = self.cluster.get_canary_status(canary.namespace, canary.name)
-        if status is not None and status.canaryWeight:
-            self.cluster.set_canary_status(canary.namespace, canary.name, status.model_copy(update={"canaryWeight": 0}))
+        if status is not None and (status.canaryWeight or status.driver == self.driver):
+
+            def mutate(st: CanaryStatus | None) -> CanaryStatus:
+                st = st or CanaryStatus()
+                return st.model_copy(
+                    update={"canaryWeight": 0, "driver": None if st.driver == self.driver else st.driver}
+                )
+
+            self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
         self.log(f"{key}: all traffic routed to the primary")
 
     def _event_hooks(self, canary: Canary, result: analysis.TickResult) -> None:
@@ -379,22 +460,28 @@ class Controller:
             for hook in event_hooks:
                 hooks.call_event_webhook(canary, hook, result.state.phase, message, proxy=self.settings.http_proxy)
 
-    def step(self, key: str, tick: int = 0) -> TickRecord:
+    def step(self, key: str, tick: int = 0, *, driving: bool = False) -> TickRecord:
         """One tick: observe, decide, act, then persist (so a crash repeats at most the actions of one tick,
-        all of which are idempotent)."""
+        all of which are idempotent). Operator requests pending in the status are inputs of the tick.
+        ``driving``: this tick is part of ``run`` (the status names this controller as the driver)."""
         canary = self.canary(key)
         state = self.bootstrap(canary)
         # One time per tick, in milliseconds (Prometheus' resolution): the tick's time and the evaluation time
         # of its metric queries, recorded so that a backtest can ask Prometheus the same questions.
         now = round(self.clock(), 3)
         obs = self.observe(canary, now)
+        if state.base is not None and state.base.requests:
+            obs = replace(obs, requests=tuple(state.base.requests))
         result = analysis.tick(canary, state, obs, LiveProbe(self, canary, obs.revision, at=now))
         self.act(canary, result)
-        self.save_state(canary, result.state)
+        record = TickRecord(
+            tick=tick, at=obs.now or "", revision=obs.revision, result=result, time=now, observation=obs
+        )
+        self.save_state(canary, result.state, record, driving=driving)
         self._event_hooks(canary, result)
         for line in result.events:
             self.log(f"{key}: {line}")
-        return TickRecord(tick=tick, at=obs.now or "", revision=obs.revision, result=result, time=now, observation=obs)
+        return record
 
     def run(
         self,
@@ -411,20 +498,27 @@ class Controller:
         """
         n = 0
         record: TickRecord | None = None
-        while True:
-            start = self.clock()
-            record = self.step(key, n)
-            if on_tick:
-                on_tick(record)
-            n += 1
-            phase = record.phase
-            if phase in IDLE and record.revision == record.state.status.lastAppliedSpec:
-                return record
-            if max_ticks is not None and n >= max_ticks:
-                return record
-            if should_stop and should_stop():
-                return record
-            canary = self.canary(key)
-            # Initialization only waits for the primary: poll it faster than the analysis interval.
-            wait = 1.0 if phase == Phase.Initializing else self.interval(canary)
-            self.sleep(max(0.0, wait - (self.clock() - start)))
+        try:
+            while True:
+                start = self.clock()
+                record = self.step(key, n, driving=True)
+                if on_tick:
+                    on_tick(record)
+                n += 1
+                phase = record.phase
+                if phase in IDLE and record.revision == record.state.status.lastAppliedSpec:
+                    return record
+                if max_ticks is not None and n >= max_ticks:
+                    return record
+                if should_stop and should_stop():
+                    return record
+                canary = self.canary(key)
+                # Initialization only waits for the primary: poll it faster than the analysis interval.
+                wait = 1.0 if phase == Phase.Initializing else self.interval(canary)
+                self.sleep(max(0.0, wait - (self.clock() - start)))
+        finally:
+            if record is not None:
+                try:
+                    self.release_driver(key)
+                except Exception as exc:  # the release's own outcome (or error) matters more
+                    self.log(f"{key}: could not clear the driver in the status: {exc}")

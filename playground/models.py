@@ -248,6 +248,27 @@ class Phase(str, Enum):
     Terminating = "Terminating"
 
 
+class ControlAction(str, Enum):
+    """Operator controls (``playground promote|abort|retry|pause|resume``), as requests in the Canary status."""
+
+    promote = "promote"  # pass the current gate (one step)
+    promote_full = "promote-full"  # skip the remaining steps and promote
+    abort = "abort"  # roll back now
+    retry = "retry"  # analyse a Failed revision again
+    pause = "pause"  # hold the analysis
+    resume = "resume"  # continue a paused analysis
+
+
+class ControlRequest(_Open):
+    """One operator request, persisted in ``CanaryStatus.requests`` until the controller consumes it at its next
+    tick (a release driven by another process sees it there)."""
+
+    id: str
+    action: ControlAction
+    by: str = ""  # who asked: a user (user@host) or a Dagster run
+    at: str | None = None  # RFC 3339 time of the request
+
+
 class CanaryStatus(_Open):
     phase: Phase = Phase.Initializing
     canaryWeight: int = 0
@@ -258,6 +279,15 @@ class CanaryStatus(_Open):
     lastTransitionTime: str | None = None
     trackedConfigs: dict[str, str] = Field(default_factory=dict)
     conditions: list[dict[str, Any]] = Field(default_factory=list)
+    # Extensions (operator controls, docs/design.md "Operator controls"):
+    paused: bool = False  # held by `playground pause` until `playground resume`
+    fullPromotion: bool = False  # `promote --full`: the promotion routes, finalises and succeeds in one tick
+    requests: list[ControlRequest] = Field(default_factory=list)  # operator requests not consumed yet
+    lastTickTime: str | None = None  # RFC 3339 time of the controller's last tick (who drives: see ``driver``)
+    driver: str | None = None  # the process driving the release (a Dagster run, `playground release`...)
+    tickInterval: float | None = None  # seconds between the driver's ticks
+    lastChecks: list[dict[str, Any]] = Field(default_factory=list)  # the last analysis tick's metric checks
+    events: list[dict[str, Any]] = Field(default_factory=list)  # recent events (time, message), newest last
 
 
 class Canary(_Model):

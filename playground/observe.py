@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from playground.models import CanaryMetric, CanaryWebhook, Phase
+from playground.models import CanaryMetric, CanaryWebhook, ControlRequest, Phase
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class Observation:
     canary: Readiness = field(default_factory=Readiness)
     primary: Readiness = field(default_factory=Readiness)
     now: str | None = None  # RFC 3339 time of the tick, stored as lastTransitionTime on phase changes
+    # Operator requests (promote, abort, retry, pause, resume) to apply at the start of this tick, in order.
+    requests: tuple[ControlRequest, ...] = ()
 
 
 class Probe(Protocol):

@@ -11,6 +11,7 @@ never duplicate rollout logic and never import each other.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,15 @@ class Cluster(ABC):
     @abstractmethod
     def set_canary_status(self, namespace: str, name: str, status: CanaryStatus) -> None:
         """Persist a Canary's status (conflict-safe)."""
+
+    @abstractmethod
+    def update_canary_status(
+        self, namespace: str, name: str, mutate: Callable[[CanaryStatus | None], CanaryStatus]
+    ) -> CanaryStatus:
+        """Read-modify-write of a Canary's status, atomic against every other writer: ``mutate`` gets the current
+        status (None when it has none yet) and returns the new one; on a concurrent write it is called again with
+        the newer status. Returns what was stored. Operator requests and the controller's ticks both write the
+        status this way, so neither loses the other's change."""
 
     # -- addressing ------------------------------------------------------------------------------
     def resolve_url(self, url: str) -> str:

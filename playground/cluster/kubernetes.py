@@ -713,6 +713,10 @@ class KubernetesCluster(Cluster):
         obj = self._read_canary(namespace, name)
         if obj is None:
             return None
+        return self._status_of(namespace, name, obj)
+
+    @staticmethod
+    def _status_of(namespace: str, name: str, obj: dict[str, Any]) -> CanaryStatus | None:
         status = obj.get("status")
         if not status:
             return None
@@ -727,8 +731,14 @@ class KubernetesCluster(Cluster):
 
     def set_canary_status(self, namespace: str, name: str, status: CanaryStatus) -> None:
         """Replace the Canary's status subresource; on a stale resourceVersion re-read and retry."""
+        self.update_canary_status(namespace, name, lambda _current: status)
+
+    def update_canary_status(
+        self, namespace: str, name: str, mutate: Callable[[CanaryStatus | None], CanaryStatus]
+    ) -> CanaryStatus:
+        """Read the Canary, ``mutate`` its status and replace the status subresource with the resourceVersion that
+        was read: a concurrent writer makes the API server answer 409, and the read-mutate-replace is retried."""
         res = self._canary_resource()
-        payload = status.model_dump(mode="json", exclude_none=True)
         last: ApiException | None = None
         for attempt in range(self.conflict_retries):
             if attempt:
@@ -739,12 +749,13 @@ class KubernetesCluster(Cluster):
                     f"update Canary {namespace}/{name} status failed: the Canary is not in the cluster; "
                     "sync the GitOps repository (or apply the Canary) first"
                 )
+            new = mutate(self._status_of(namespace, name, current))
             body = dict(current)
-            body["status"] = payload
+            body["status"] = new.model_dump(mode="json", exclude_none=True)
             try:
                 stored = self._call("replace", res, namespace, name, body=body, subresource="status")
                 self._remember(stored)
-                return
+                return new
             except ApiException as exc:
                 if exc.status == 409:
                     last = exc

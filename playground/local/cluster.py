@@ -27,14 +27,14 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from playground import routing
-from playground.cluster.base import Cluster, ClusterError, NotFound, WorkloadStatus
+from playground.cluster.base import Cluster, ClusterError, Conflict, NotFound, WorkloadStatus
 from playground.fsutil import atomic_write
 from playground.local.store import Home, Store, default_home
 from playground.models import CanaryStatus
@@ -417,6 +417,21 @@ class LocalCluster(Cluster):
     def set_canary_status(self, namespace: str, name: str, status: CanaryStatus) -> None:
         """Persist the status in one transaction (readers see the old or the new status, never a mix)."""
         self.store.put_canary_status(namespace, name, status.model_dump(mode="json"))
+
+    def update_canary_status(
+        self, namespace: str, name: str, mutate: Callable[[CanaryStatus | None], CanaryStatus]
+    ) -> CanaryStatus:
+        """Compare-and-set on the status version; retried while another writer gets in between."""
+        for _ in range(50):
+            st = self.store.get_canary_status(namespace, name)
+            current, version = (None, 0) if st is None else (CanaryStatus.model_validate(st[0]), st[1])
+            new = mutate(current)
+            try:
+                self.store.put_canary_status(namespace, name, new.model_dump(mode="json"), expected_version=version)
+                return new
+            except Conflict:
+                time.sleep(0.01)
+        raise Conflict(f"status of Canary {namespace}/{name} kept changing: gave up after 50 attempts; try again")
 
     # -- addressing ----------------------------------------------------------------------------------------
     def _ports(self) -> dict[str, int]:
