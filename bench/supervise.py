@@ -111,6 +111,10 @@ def main() -> int:
                 )
             code = release.wait(timeout=600)
             print(f"release: exit {code} ({status(env).phase.value})")
+            failed = [ln for ln in log.read_text(errors="replace").splitlines() if "FAIL" in ln or "failed" in ln]
+            if failed:
+                print(f"ticks with failed checks ({len(failed)}):")
+                print("\n".join("  " + ln[:200] for ln in failed[-12:]))
         finally:
             if release.poll() is None:
                 release.send_signal(signal.SIGINT)

@@ -223,7 +223,8 @@ def start_component(comp: dict[str, Any]) -> dict[str, Any]:
     """Start a component again from its env.json record (same argv, log, working directory, environment)."""
     new = _start(list(comp["argv"]), Path(comp["log"]), Path(comp["cwd"]) if comp.get("cwd") else None, comp.get("env"))
     for k, v in comp.items():  # keep the component's own fields (the second Envoy's admin port)
-        new.setdefault(k, v)
+        if k != "forked":
+            new.setdefault(k, v)
     return new
 
 
@@ -479,27 +480,29 @@ def up(
                 if running[name]:
                     out(f"  {name:<12} already running (pid {comps[name]['pid']})")
                     continue
-                extra: list[str] = []
-                admin = p["envoy_admin"]
-                if name == "envoy-2":
-                    if not envoy2_admin or port_open(envoy2_admin):
-                        envoy2_admin = _free_port()
-                    admin = envoy2_admin
-                    extra = [
-                        "--config-yaml",
-                        json.dumps(
-                            {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}}}
-                        ),
-                    ]
-                comp = _start(
-                    envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning", extra=extra),
-                    h.logs / f"{name}.log",
-                )
-                if name == "envoy-2":
-                    comp["admin_port"] = admin
-                started(name, comp)
-                ready_url = f"http://127.0.0.1:{admin}/ready"
-                _wait_until(functools.partial(_http_ok, ready_url), 30, name, comp)
+                for attempt in range(3):
+                    extra: list[str] = []
+                    admin = p["envoy_admin"]
+                    if name == "envoy-2":
+                        if attempt or not envoy2_admin or port_open(envoy2_admin):
+                            envoy2_admin = _free_port()
+                        admin = envoy2_admin
+                        address = {"address": "127.0.0.1", "port_value": admin}
+                        extra = ["--config-yaml", json.dumps({"admin": {"address": {"socket_address": address}}})]
+                    comp = _start(
+                        envoy.envoy_args(h.envoy_dir, envoy_bin=bins["envoy"], log_level="warning", extra=extra),
+                        h.logs / f"{name}.log",
+                    )
+                    if name == "envoy-2":
+                        comp["admin_port"] = admin
+                    started(name, comp)
+                    try:
+                        _wait_until(functools.partial(_http_ok, f"http://127.0.0.1:{admin}/ready"), 30, name, comp)
+                        break
+                    except EnvError as exc:
+                        # the second Envoy's admin port was free a moment ago: another program may have taken it
+                        if name != "envoy-2" or "Address already in use" not in str(exc) or attempt == 2:
+                            raise
                 out(f"  {name:<12} started (pid {comp['pid']})")
             # -- prometheus (scrapes both Envoys)
             config_path = _write_prometheus_config(h, p, envoy2_admin)

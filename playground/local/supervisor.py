@@ -17,6 +17,11 @@ components do on start keeps the playground serving:
   accepts every new connection, so killing one costs only the requests it had in flight;
 - Prometheus replays its write-ahead log; the node agent adopts the replicas the killed agent left running
   (no replica restarts, no endpoint gap in Envoy); dagster-daemon resumes its sensors from their cursors.
+
+The node agent is a Python program whose imports take one to two seconds on a busy machine, so the supervisor
+imports it once at start-up and restarts it by forking itself (a zygote, as Android and preforking servers do):
+the child starts a new session, sends its output to the agent's log and runs the agent's ``main`` at once.
+Its record keeps the agent's command line (``"forked": true`` says how it was started).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +49,13 @@ SUPERVISED = tuple(n for n in COMPONENTS if n != "supervisor")
 
 
 class Supervisor:
-    def __init__(self, home: Home, interval: float = INTERVAL):
+    def __init__(self, home: Home, interval: float = INTERVAL, zygote: bool = True):
         self.home = home
+        self.agent_main: Any = None
+        if zygote:  # pay the agent's imports once, here, not at every restart
+            from playground.local import agent
+
+            self.agent_main = agent.main
         self.interval = interval
         self.stopping = False
         self.streak: dict[str, int] = {}
@@ -96,7 +107,7 @@ class Supervisor:
         else:
             self.streak[name] = 0
         try:
-            new = start_component(old)
+            new = self.fork_agent(old) if name == "agent" and self.agent_main is not None else start_component(old)
         except (OSError, KeyError, TypeError) as exc:
             log.error("cannot restart %s from its record (%s): %s", name, self.home.env_file, exc)
             self.not_before[name] = now + BACKOFF_MAX
@@ -114,6 +125,51 @@ class Supervisor:
             new["pid"],
             f" (died {self.streak[name]} times in a row; next restart not before {delay:.2f}s)" if delay else "",
         )
+
+    def fork_agent(self, comp: dict[str, Any]) -> dict[str, Any]:
+        """Start the node agent as a fork of this (pre-imported) process; return its record."""
+        log_path = Path(comp["log"])
+        argv = list(comp["argv"])
+        home_arg = argv[argv.index("--home") + 1] if "--home" in argv else str(self.home.root)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: becomes the agent, never returns
+            code = 1
+            try:
+                os.setsid()
+                for fd in [int(f) for f in os.listdir("/proc/self/fd") if int(f) > 2]:
+                    try:
+                        os.close(fd)  # the env.json lock and the parent's files are not the agent's
+                    except OSError:
+                        pass
+                out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.write(
+                    1,
+                    f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)} (forked by the supervisor)\n".encode(),
+                )
+                if comp.get("cwd"):
+                    os.chdir(comp["cwd"])
+                os.environ.update(comp.get("env") or {})
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = self.agent_main(["--home", home_arg])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code or 0)
+        ticks = None
+        try:
+            ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (OSError, IndexError, ValueError):
+            pass
+        new = {k: v for k, v in comp.items() if not k.startswith("_")}
+        new.update(pid=pid, ticks=ticks, forked=True)
+        return new
 
 
 def main(argv: list[str] | None = None) -> int:
