@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported lazily at run time: the asset definitions only need the names below
     from playground.checks import MetricCheck
@@ -171,6 +172,14 @@ def sync(runtime, *, purpose: str = "sync") -> SyncOutcome:
         raise SyncError(f"commit {sha[:12]}: invalid manifests, nothing applied\n{plan.report()}", findings=plan.errors)
     result = apply_sync(cluster, plan)
     return SyncOutcome(sha=sha, message=message, plan=plan, result=result)
+
+
+def route_to_primary(runtime: Any, target: str, *, log: Callable[[str], None] = lambda _line: None) -> None:
+    """All of ``target``'s traffic to the primary, the persisted weight 0: for a release nobody drives any more
+    (its run failed and will not be retried). A later release resumes from there."""
+    from playground.controller import Controller
+
+    Controller(runtime.cluster(), log=log).make_safe(target)
 
 
 def alert_failed_run(runtime, *, job: str, run_id: str, target: str | None, message: str) -> list[str]:

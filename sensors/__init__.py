@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from assets import GITOPS_COMMIT
-from jobs import canary_release, gitops_sync, release_run_tags
+from jobs import _target_of, canary_release, gitops_sync, release_run_tags
 from jobs.resources import PlaygroundResource
 
 SENSOR_INTERVAL = 5
@@ -120,11 +120,38 @@ def failed_run_alerts(context: dg.RunFailureSensorContext, playground: Playgroun
     message = context.failure_event.message or "run failed"
     run_config: dict[str, Any] = dict(run.run_config)
     target = (run_config.get("ops", {}).get("release", {}).get("config", {}) or {}).get("target")
+    # run retries (the local dagster.yaml) relaunch a run whose worker died; the tag is set with the failure
+    fresh = context.instance.get_run_by_id(run.run_id) or run
+    will_retry = fresh.tags.get("dagster/will_retry") == "true"
+    if will_retry:
+        message += " (Dagster relaunches it; the release resumes from its persisted status)"
     # the resource closes its runtime after the evaluation
     for line in alert_failed_run(
         playground.runtime(), job=run.job_name, run_id=run.run_id, target=target, message=message
     ):
         context.log.info(line)
+    if run.job_name == canary_release.name and target and not will_retry:
+        # Nobody will drive this release any more: never leave the canary at a mid weight. Unless another run
+        # holds the target (this run may have failed because of it), route all its traffic to the primary; a
+        # later run resumes from the persisted status (weight 0).
+        others = context.instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name=canary_release.name,
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
+            )
+        )
+        holders = [r.run_id for r in others if r.run_id != run.run_id and _target_of(r) == target]
+        if holders:
+            context.log.info(f"{target}: left to run {holders[0]}, which holds it")
+        else:
+            from playground.pipeline import route_to_primary
+
+            route_to_primary(playground.runtime(), target, log=context.log.info)
 
 
 SENSORS = [git_commit_sensor, release_on_sync, image_tag_sensor, failed_run_alerts]

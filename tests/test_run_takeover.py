@@ -133,3 +133,61 @@ def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(tmp_path: Path)
         )
     finally:
         dp.stop(home)
+
+
+def _failed_release_run(instance, will_retry: bool):
+    import dagster as dg
+
+    from jobs import canary_release
+
+    run = instance.create_run_for_job(
+        canary_release, run_config={"ops": {"release": {"config": {"target": "prod/backend"}}}}
+    )
+    if will_retry:
+        instance.add_run_tags(run.run_id, {"dagster/will_retry": "true"})
+    instance.report_run_failed(run, "the run worker died")
+    (record,) = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    return instance.get_run_by_id(run.run_id), record.event_log_entry.dagster_event
+
+
+@pytest.mark.parametrize("will_retry", [True, False])
+def test_a_failed_release_that_will_not_be_retried_goes_back_to_the_primary(playground, will_retry: bool) -> None:
+    """The fallback when run retries give up (or are off): the failure sensor routes all of the target's traffic to
+    the primary, so a release nobody drives is never left at a mid weight; a run that will be retried is left to
+    its retry."""
+    import dagster as dg
+
+    from sensors import failed_run_alerts
+    from tests.support.playground_env import new_podinfo_image, routes, status
+
+    env = playground
+    rt = env.runtime()
+    try:
+        from playground import pipeline
+        from playground.images import set_workload_image
+
+        set_workload_image(rt.git("takeover-test"), "prod/backend", new_podinfo_image())
+        pipeline.sync(rt)
+        ctl = rt.controller(log=lambda _line: None, interval=1.0)
+        dp.wait_for(lambda: ctl.run("prod/backend", max_ticks=1) and routes(env)[1] >= 10, 120, "weight 10", poll=0)
+        mid = routes(env)
+        instance = dg.DagsterInstance.ephemeral()
+        run, failure = _failed_release_run(instance, will_retry)
+        with dg.build_run_status_sensor_context(
+            sensor_name="failed_run_alerts",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=failure,
+            resources={"playground": env.resource()},
+        ).for_run_failure() as context:
+            failed_run_alerts(context)
+        if will_retry:
+            assert routes(env) == mid and status(env).canaryWeight == mid[1]
+        else:
+            assert routes(env) == (100, 0) and status(env).canaryWeight == 0
+            assert status(env).phase.value == "Progressing"  # resumable by a later run
+        # leave the session playground idle: a later run resumes and promotes
+        assert ctl.run("prod/backend", max_ticks=300).phase.value == "Succeeded"
+    finally:
+        rt.controller(log=lambda _line: None).make_safe("prod/backend")
+        rt.close()
