@@ -161,10 +161,11 @@ def cmd_release(
         f"{target}: {st.phase.value} after {ticks} ticks ({elapsed:.1f}s, {st.failedChecks} failed checks, "
         f"revision {final.revision})"
     )
-    if st.phase in (Phase.Succeeded, Phase.Initialized):
+    settled = final.revision == st.lastAppliedSpec  # a held (paused, suspended) new revision is not released yet
+    if st.phase in (Phase.Succeeded, Phase.Initialized) and settled:
         print(summary, file=out, flush=True)
         return EXIT_OK
-    if st.phase == Phase.Failed:
+    if st.phase == Phase.Failed and settled:
         print(summary + ": rolled back, all traffic on the primary", file=out, flush=True)
         return EXIT_FAILED
     print(summary + f": stopped by --max-ticks {args.max_ticks}; run again to resume", file=out, flush=True)

@@ -136,30 +136,30 @@ def test_pause_resume_and_promote_full_of_a_release_driven_elsewhere_with_watch(
     term = None
     try:
         wait_until("the release at weight 10", progressing_at(env, 10), proc=rel)
-        term = Tmux(f"watch{int(time.time())}", screen)
-        first = wait_until("watch shows the weight", lambda: WEIGHT.search(term.capture()))
-        seen_weights = {int(first[1])}
-
         r = cli(env, tmp_path, "pause", "prod/backend")
         assert r.returncode == 0, r.stderr
         assert "pause applied by pid" in r.stdout, r.stdout  # applied by the release process, not this command
         held = status(env)
-        assert held.paused and held.requests == []
+        assert held.paused and held.requests == [] and held.canaryWeight < 50
+        term = Tmux(f"watch{int(time.time())}", screen)
+        shown = wait_until("watch showing the held weight", lambda: "PAUSED" in term.capture() and term.capture())
+        assert int(WEIGHT.search(shown)[1]) == held.canaryWeight, shown
         paused_at = [t for t in ticks(rel) if "Operator pause" in t[4]][0][0]
         wait_until("three held ticks", lambda: len([t for t in ticks(rel) if t[0] > paused_at]) >= 3, proc=rel)
         after = [t for t in ticks(rel) if t[0] >= paused_at]
+        print(f"pause: held for {len(after) - 1} ticks at canary weight {held.canaryWeight}")
         assert len({(t[2], t[3]) for t in after}) == 1, after  # same weight, no failed check counted
         assert all("paused" in t[4] and "error-rate=" not in t[4] for t in after[1:]), after  # no checks run
         assert routes(env)[1] == after[0][2] and status(env).canaryWeight == held.canaryWeight
-        assert "PAUSED" in wait_until("watch shows PAUSED", lambda: "PAUSED" in term.capture() and term.capture())
 
         r = cli(env, tmp_path, "resume", "prod/backend")
         assert r.returncode == 0 and "resume applied" in r.stdout, r.stdout + r.stderr
         wait_until("the weight moving again", lambda: status(env).canaryWeight > held.canaryWeight, proc=rel)
-        wait_until(
+        moved = wait_until(
             "watch showing the new weight",
-            lambda: (m := WEIGHT.search(term.capture())) and int(m[1]) not in seen_weights,
+            lambda: (m := WEIGHT.search(term.capture())) and int(m[1]) != held.canaryWeight and m,
         )
+        print(f"watch: weight {held.canaryWeight} while paused, then {moved[1]} after resume")
 
         r = cli(env, tmp_path, "promote", "prod/backend", "--full")
         assert r.returncode == 0 and "promote-full applied" in r.stdout, r.stdout + r.stderr
@@ -167,8 +167,13 @@ def test_pause_resume_and_promote_full_of_a_release_driven_elsewhere_with_watch(
         lines = ticks(rel)
         applied = [t for t in lines if "Operator promote-full" in t[4]][0]
         succeeded = [t for t in lines if t[1] == "Succeeded"][0]
-        print(f"promote --full: applied at tick {applied[0]}, Succeeded at tick {succeeded[0]}")
-        assert succeeded[0] - applied[0] <= 1, lines  # the applying tick and the next one
+        between = [t for t in lines if applied[0] < t[0] < succeeded[0]]
+        print(
+            f"promote --full: applied at tick {applied[0]}, Succeeded at tick {succeeded[0]} "
+            f"({len(between)} tick(s) waiting for the primary's rollout in between)"
+        )
+        # the applying tick and the next one with a ready primary (the ones between wait for its rollout only)
+        assert all("Waiting for primary" in t[4] for t in between), lines
         assert routes(env) == (100, 0) and container(deployment(env, "backend-primary"))["image"] == image
 
         end = wait_until("watch ends with the release", lambda: "WATCH-EXIT=0" in term.capture() and term.capture())
@@ -230,6 +235,7 @@ def test_abort_under_load_then_retry_without_a_new_commit(playground, tmp_path) 
 
 def test_spec_suspend_holds_a_release(playground, tmp_path) -> None:
     env = playground
+    original = env.read(CANARY)
     before = status(env)
     image = new_podinfo_image()
     env.commit(
@@ -239,17 +245,18 @@ def test_spec_suspend_holds_a_release(playground, tmp_path) -> None:
         },
         "suspend the backend canary, new image",
     )
-    r = cli(env, tmp_path, "sync")
-    assert r.returncode == 0 and "prod/backend: new revision" in r.stdout, r.stdout + r.stderr
-    r = cli(env, tmp_path, "release", "prod/backend", "--max-ticks", "4")
-    assert r.returncode == 3, r.stdout + r.stderr  # held: still not finished after four ticks
-    assert r.stdout.count("suspended (spec.suspend)") >= 4, r.stdout
-    st = status(env)
-    assert st.phase == before.phase and st.lastAppliedSpec == before.lastAppliedSpec and routes(env) == (100, 0)
-    assert deployment(env, "backend")["spec"]["replicas"] == 0  # the canary was not even scaled up
-
-    env.commit({CANARY: lambda t: t.replace("  suspend: true\n", "", 1)}, "unsuspend the backend canary")
-    assert cli(env, tmp_path, "sync").returncode == 0
+    try:
+        r = cli(env, tmp_path, "sync")
+        assert r.returncode == 0 and "prod/backend: new revision" in r.stdout, r.stdout + r.stderr
+        r = cli(env, tmp_path, "release", "prod/backend", "--max-ticks", "4")
+        assert r.returncode == 3, r.stdout + r.stderr  # held: the new revision is not released after four ticks
+        assert r.stdout.count("suspended (spec.suspend)") >= 4, r.stdout
+        st = status(env)
+        assert st.phase == before.phase and st.lastAppliedSpec == before.lastAppliedSpec and routes(env) == (100, 0)
+        assert deployment(env, "backend")["spec"]["replicas"] == 0  # the canary was not even scaled up
+    finally:
+        env.commit({CANARY: original}, "unsuspend the backend canary")
+        assert cli(env, tmp_path, "sync").returncode == 0
     r = cli(env, tmp_path, "release", "prod/backend")
     assert r.returncode == 0, r.stdout + r.stderr
     assert status(env).phase.value == "Succeeded" and container(deployment(env, "backend-primary"))["image"] == image
