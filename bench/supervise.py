@@ -10,7 +10,9 @@ and it prints per kill:
 - the time from the SIGKILL until the component answers again (Envoy /ready, Prometheus /-/ready, the registry's
   /v2/, the node agent's heartbeat), measured from outside;
 - the requests of that window and how many got no 2xx answer (transport errors included), next to the number that
-  can be in flight at once (hey's concurrency, per listener).
+  can be in flight at once (hey's concurrency, per listener);
+- the release's failed metric checks during the window (a metric query that fails or finds no values counts, as
+  in Flagger), and why.
 
 Usage: .venv/bin/python bench/supervise.py [--rounds 3] [--concurrency 8]
 Prints figures only.
@@ -32,13 +34,15 @@ from tests.support.playground_env import TARGETS, new_podinfo_image, playground_
 from tests.support.procs import finish_hey, start_hey, stop_process
 from tests.support.supervision import KILLABLE, kill_and_wait_healed
 
-LONG_CANARY = {"interval: 30s": "interval: 5s", "hey -z 1m": "hey -z 5s", "stepWeight: 5\n": "stepWeight: 1\n"}
+# 50 steps of 1% (analysis interval 1 s); the metric windows stay the manifests' 30 s (``--window`` changes them)
+LONG_CANARY = {"hey -z 1m": "hey -z 5s", "stepWeight: 5\n": "stepWeight: 1\n"}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="kills per component (default 3)")
     ap.add_argument("--concurrency", type=int, default=8, help="hey workers per listener (default 8)")
+    ap.add_argument("--window", default="30s", help="metric query window (default 30s, the manifests')")
     ap.add_argument("--rate", type=float, default=25, help="requests/s per hey worker (default 25)")
     args = ap.parse_args()
 
@@ -48,6 +52,7 @@ def main() -> int:
     ):
 
         def long_canary(text: str) -> str:
+            text = text.replace("interval: 30s", f"interval: {args.window}")
             for a, b in LONG_CANARY.items():
                 assert a in text, a
                 text = text.replace(a, b)
@@ -87,8 +92,14 @@ def main() -> int:
             c = args.concurrency
             print(f"kills during a release of prod/backend; load per window: gateway and mesh, {c} workers each")
             print(
-                f"{'component':<11} {'round':>5} {'healed':>8} {'phase':<12} {'requests':>8} {'lost':>5} {'in flight':>9}"
+                f"{'component':<11} {'round':>5} {'healed':>8} {'phase':<12} {'requests':>8} {'lost':>5} "
+                f"{'in flight':>9} {'failed checks':>13}"
             )
+
+            def failed_ticks() -> list[str]:
+                return [ln for ln in log.read_text(errors="replace").splitlines() if " FAIL" in ln]
+
+            seen = len(failed_ticks())
             totals: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name in KILLABLE:
@@ -103,7 +114,14 @@ def main() -> int:
                     requests = sum(r.responses + r.error_count for r in results)
                     lost = sum(r.lost for r in results)
                     totals.setdefault(name, []).append(seconds)
-                    print(f"{name:<11} {rnd:>5} {seconds:>7.2f}s {phase:<12} {requests:>8} {lost:>5} {2 * c:>9}")
+                    time.sleep(1.0)  # ticks analysing the window's metrics
+                    now_failed = failed_ticks()
+                    reasons = "; ".join(sorted({ln.split("|")[1].strip() for ln in now_failed[seen:] if "|" in ln}))
+                    print(
+                        f"{name:<11} {rnd:>5} {seconds:>7.2f}s {phase:<12} {requests:>8} {lost:>5} {2 * c:>9} "
+                        f"{len(now_failed) - seen:>13}  {reasons[:120]}"
+                    )
+                    seen = len(now_failed)
             print()
             for name, values in totals.items():
                 print(
@@ -111,7 +129,7 @@ def main() -> int:
                 )
             code = release.wait(timeout=600)
             print(f"release: exit {code} ({status(env).phase.value})")
-            failed = [ln for ln in log.read_text(errors="replace").splitlines() if "FAIL" in ln or "failed" in ln]
+            failed = failed_ticks()
             if failed:
                 print(f"ticks with failed checks ({len(failed)}):")
                 print("\n".join("  " + ln[:200] for ln in failed[-12:]))
