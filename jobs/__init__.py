@@ -351,6 +351,7 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
         recorder = ReleaseRecorder(context, target)
         context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
         ctl.log = recorder.controller_log
+        ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
         try:
             final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):

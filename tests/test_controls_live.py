@@ -13,7 +13,9 @@ installed console script run from outside the repository, as users run it:
 - bad input: an unknown target, or promote of a Succeeded canary: one line naming the target, its phase and what
   is possible, exit 1, nothing changed;
 - the Dagster job ``canary_control`` (typed config): pause and resume recorded as observations of the release
-  asset (what, when, by whom, applied by which run).
+  asset (what, when, by whom, applied by which run);
+- `pause`/`resume` from the CLI applied by a ``canary_release`` run: observations of the release asset recorded by
+  that run, and the release materializations of the ticks that applied them say so.
 """
 
 from __future__ import annotations
@@ -380,3 +382,47 @@ def test_canary_control_job_records_each_intervention_on_the_release_asset(playg
         assert actions == [("pause", "ops", "applied"), ("resume", "ops", "applied")], seen
         assert all(m["requested_at"] and m["recorded_by_run"] for m in seen)
     assert not status(env).paused
+
+
+def test_cli_controls_applied_by_a_dagster_release_run_are_on_its_lineage(playground, tmp_path) -> None:
+    import threading
+
+    from jobs import canary_release
+
+    env = playground
+    results: list[dg.ExecuteInProcessResult] = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        config = {"target": "prod/backend", "interval": "1s", "image": new_podinfo_image()}
+        run = threading.Thread(
+            target=lambda: results.append(
+                canary_release.execute_in_process(
+                    run_config={"ops": {"release": {"config": config}}},
+                    resources={"playground": env.resource()},
+                    instance=instance,
+                    raise_on_error=False,
+                )
+            )
+        )
+        run.start()
+        try:
+            wait_until("the release at weight 10", progressing_at(env, 10), timeout=120)
+            for action in ("pause", "resume"):
+                r = cli(env, tmp_path, action, "prod/backend")
+                assert r.returncode == 0 and f"{action} applied by dagster run" in r.stdout, r.stdout + r.stderr
+        finally:
+            run.join(timeout=180)
+        assert results and results[0].success
+        run_id = results[0].run_id
+        key = dg.AssetKey(["releases", "prod", "backend"])
+        seen = [
+            {k: v.value for k, v in r.asset_observation.metadata.items()}
+            for r in instance.fetch_observations(key, limit=50).records
+            if "operator_action" in r.asset_observation.metadata
+        ]
+        assert sorted(m["operator_action"] for m in seen) == ["pause", "resume"], seen
+        assert all(m["applied"] == "applied" and m["recorded_by_run"] == run_id for m in seen), seen
+        assert all("@" in m["requested_by"] and m["requested_at"] for m in seen), seen
+        mats = [e.event_specific_data.materialization for e in results[0].get_asset_materialization_events()]
+        tagged = [m for m in mats if m.asset_key == key and any(k.startswith("operator/") for k in m.metadata)]
+        assert len(tagged) == 2  # the two ticks that applied them say so in their release materialization
+    assert status(env).phase.value == "Succeeded"
