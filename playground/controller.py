@@ -453,6 +453,18 @@ class Controller:
             self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
         self.log(f"{key}: all traffic routed to the primary")
 
+    def _await_primary(self, canary: Canary) -> None:
+        """`promote --full`: the next tick finishes the promotion, so it waits for the primary's rollout of the
+        new spec (ready, or past its progress deadline: that tick then reports the failed promotion)."""
+        name = routing.primary_name(canary.spec.targetRef.name)
+        threshold = canary.spec.analysis.primaryReadyThreshold
+        deadline = self.clock() + canary.spec.progressDeadlineSeconds
+        while self.clock() < deadline:
+            r = self._readiness(canary, name, threshold)
+            if r.ready or r.deadline_exceeded:
+                return
+            self.sleep(0.25)
+
     def _event_hooks(self, canary: Canary, result: analysis.TickResult) -> None:
         """Forward the tick's events to the canary's event webhooks (Flagger's event hooks)."""
         event_hooks = hooks.hooks_of_type(canary, HookType.event)
@@ -516,6 +528,8 @@ class Controller:
                 # Initialization only waits for the primary: poll it faster than the analysis interval.
                 wait = 1.0 if phase == Phase.Initializing else self.interval(canary)
                 self.sleep(max(0.0, wait - (self.clock() - start)))
+                if phase == Phase.Promoting and record.state.fullPromotion:
+                    self._await_primary(canary)
         finally:
             if record is not None:
                 try:
