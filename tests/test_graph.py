@@ -7,7 +7,8 @@ repository), with real git commits and the webserver's GraphQL API (what the UI 
   the metric now against Prometheus for the primary: it passes with traffic (value, query as metadata) and
   fails without (no values);
 - a commit adding a Canary (prod/api, a copy of prod/backend): after its sync, with no process restarted, the
-  graph has its workloads/releases/release_metrics/promotions/rollbacks assets and metric checks; its first
+  graph has its workloads/releases/release_metrics/promotions/rollbacks assets and metric checks (which run at
+  once: the daemon and the webserver share the reloaded code server); its first
   release and a promotion are recorded on those declared assets, and no event in the instance is on a key the
   graph lacks; a commit removing it takes its assets out of the graph, and `playground history` still lists
   its promotion;
@@ -214,6 +215,10 @@ def test_a_commit_adding_then_removing_a_canary_changes_the_graph(pg: DagsterPla
     )
     sync = wait_for(lambda: sync_finished(pg, sha), 180, "the sync of the commit adding prod/api")
     assert sync["status"] == "SUCCESS"
+    # its checks run at once: the daemon launches the run on the same (reloaded) code server as the UI's graph
+    run = execute_checks(pg, "prod/api", ["latency"])
+    _, meta = latest_evaluation(pg, "prod/api", "latency", run["runId"])
+    assert meta["workload"] in ("prod/api-primary", "prod/api") and "api" in meta["query"]
     # its first release (bootstrap) is recorded on the declared assets
     wait_for(
         lambda: any(r["status"] == "SUCCESS" for r in release_runs(pg, "prod/api")), 240, "prod/api's first release"

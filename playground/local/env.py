@@ -14,10 +14,13 @@ registry    Debian ``docker-registry`` (default 127.0.0.1:5000), filesystem stor
 agent       the node agent (``python -m playground.local.agent``): runs the Deployments' replicas
 postgres    with ``--storage postgres`` only: Debian's PostgreSQL server for the Dagster instance, on a free
             loopback port, data in ``$HOME/postgres/data`` (``playground.local.postgres``)
-dagster     ``dagster-daemon`` (sensors, queued runs started in parallel) and ``dagster-webserver`` (UI,
-            default 127.0.0.1:3000) on this project's ``workspace.yaml``, with ``DAGSTER_HOME=$HOME/dagster``
-            (one run per canary target at a time via tag concurrency limits; instance storage SQLite, or
-            PostgreSQL with ``--storage``: ``playground.local.dagster_instance``); the instance is created (``dagster instance
+dagster     one code server (``dagster code-server start`` on this project's ``definitions.py``, on a Unix
+            socket), shared by ``dagster-daemon`` (sensors, queued runs started in parallel) and
+            ``dagster-webserver`` (UI, default 127.0.0.1:3000) through ``$HOME/dagster/workspace.yaml``, so that
+            a reload of the code location (the asset graph follows the GitOps repository) is one for all;
+            ``DAGSTER_HOME=$HOME/dagster`` (one run per canary target at a time via tag concurrency limits;
+            instance storage SQLite, or PostgreSQL with ``--storage``: ``playground.local.dagster_instance``);
+            the instance is created (``dagster instance
             migrate``) before either starts, so they never race to create its schema; skipped with
             ``--no-dagster``
 supervisor  ``python -m playground.local.supervisor``: restarts any of the above whose process dies, at
@@ -83,6 +86,7 @@ COMPONENTS = (
     "prometheus",
     "registry",
     "agent",
+    "dagster-code-server",
     "dagster-daemon",
     "dagster-webserver",
     "supervisor",
@@ -95,11 +99,14 @@ ALL_COMPONENTS = (
     "registry",
     "agent",
     "postgres",
+    "dagster-code-server",
     "dagster-daemon",
     "dagster-webserver",
     "supervisor",
 )
-DAGSTER = ("dagster-daemon", "dagster-webserver")
+DAGSTER = ("dagster-code-server", "dagster-daemon", "dagster-webserver")
+#: The name of the code location in the workspace the daemon and the webserver share.
+CODE_LOCATION = "gitops-playground"
 #: Port flags of ``playground up``, named in errors.
 PORT_FLAGS = {
     "gateway": "--gateway-port",
@@ -662,6 +669,29 @@ def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> d
     return env
 
 
+def code_server_socket(h: Home) -> Path:
+    """The code server's Unix socket: short (a socket path is limited to about 100 bytes), one per home."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(str(h.root).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"gitops-playground-{digest}.sock"
+
+
+def _socket_open(path: Path) -> bool:
+    if not path.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def _prepare_instance(bindir: Path, dh: Path, env: dict[str, str], log: Path) -> None:
     """Create (or migrate) the instance's storage once, before the daemon and the webserver start: each of them
     starts a code server that opens the instance, and two processes creating a fresh SQLite storage at the
@@ -695,7 +725,8 @@ def _start_dagster(
     *,
     postgres_url: str | None = None,
 ) -> None:
-    """Start dagster-daemon and dagster-webserver on the project's workspace.yaml, once the instance exists."""
+    """Start the code server, dagster-daemon and dagster-webserver (sharing the code server through a workspace
+    file of their own), once the instance exists."""
     from playground.local.dagster_instance import dagster_yaml
 
     dh = dagster_home(h)
@@ -703,16 +734,48 @@ def _start_dagster(
     yaml_path = dh / "dagster.yaml"
     yaml_path.write_text(dagster_yaml(postgres_url))
     yaml_path.chmod(0o600)  # a DSN may carry a password
-    workspace = REPO_ROOT / "workspace.yaml"
-    if not workspace.exists():
-        raise EnvError(f"{workspace} not found: `playground up` starts Dagster on this project's workspace")
+    definitions = REPO_ROOT / "definitions.py"
+    if not definitions.exists():
+        raise EnvError(f"{definitions} not found: `playground up` starts Dagster on this project's code location")
+    sock = code_server_socket(h)
+    workspace = dh / "workspace.yaml"
+    workspace.write_text(
+        "# Written by `playground up`: the daemon and the webserver share one code server.\n"
+        f"load_from:\n  - grpc_server:\n      socket: {sock}\n      location_name: {CODE_LOCATION}\n"
+    )
     bindir = Path(sys.executable).parent
     env = dagster_env(h, settings, p.get("dagster"))
-    if running.get("dagster-daemon") and running.get("dagster-webserver"):
-        out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
-        out(f"  dagster      webserver already running (pid {comps['dagster-webserver']['pid']})")
+    if all(running.get(n) for n in DAGSTER):
+        for name in DAGSTER:
+            out(f"  dagster      {name.removeprefix('dagster-')} already running (pid {comps[name]['pid']})")
         return
     _prepare_instance(bindir, dh, env, h.logs / "dagster-daemon.log")
+    with env_lock(h):
+        if running.get("dagster-code-server"):
+            out(f"  dagster      code server already running (pid {comps['dagster-code-server']['pid']})")
+        else:
+            sock.unlink(missing_ok=True)  # left by a killed server
+            comps["dagster-code-server"] = _start(
+                [
+                    str(bindir / "dagster"),
+                    "code-server",
+                    "start",
+                    "-f",
+                    str(definitions),
+                    "-d",
+                    str(REPO_ROOT),
+                    "--socket",
+                    str(sock),
+                    "--location-name",
+                    CODE_LOCATION,
+                ],
+                h.logs / "dagster-code-server.log",
+                cwd=REPO_ROOT,
+                env=env,
+            )
+            record_components(h, comps, ["dagster-code-server"])
+            out(f"  dagster      code server started (pid {comps['dagster-code-server']['pid']})")
+    _wait_until(lambda: _socket_open(sock), 120, "dagster code server", comps["dagster-code-server"])
     with env_lock(h):
         if running.get("dagster-daemon"):
             out(f"  dagster      daemon already running (pid {comps['dagster-daemon']['pid']})")
@@ -888,6 +951,7 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
         "agent": str(h.root),
         "supervisor": "restarts any component that dies",
         "postgres": f"postgresql://127.0.0.1:{p.get('postgres')}/dagster",
+        "dagster-code-server": f"code location {CODE_LOCATION} on {code_server_socket(h)}",
         "dagster-daemon": f"DAGSTER_HOME={dagster_home(h)}",
         "dagster-webserver": f"http://127.0.0.1:{p.get('dagster')}",
     }
