@@ -91,8 +91,8 @@ def _vm_hwm_kb(pid: int) -> int | None:
 
 
 class RssSampler:
-    """Peak RSS (VmHWM) of every process below the daemon, sampled until stopped: the run workers are the
-    daemon's code server's children; their own children (if any) are kept apart."""
+    """Peak RSS (VmHWM) of every process below the given root (the code server), sampled until stopped: the run
+    workers are the code server's descendants; their own children (if any) are kept apart."""
 
     def __init__(self, daemon_pid: int, period: float = 0.25):
         self.daemon_pid = daemon_pid
@@ -249,7 +249,9 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
         if res.returncode != 0:
             raise RuntimeError(f"playground up failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         env = json.loads((home / "env.json").read_text())
-        daemon_pid = int(env["components"]["dagster-daemon"]["pid"])
+        # run workers are children of the code server the daemon launches them through (shared with the UI)
+        comps = env["components"]
+        daemon_pid = int((comps.get("dagster-code-server") or comps["dagster-daemon"])["pid"])
         instance = _instance(home)
         try:
             # the daemon initializes every canary (primary, routes) through its sensors
