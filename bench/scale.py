@@ -12,7 +12,8 @@ For each storage (SQLite, PostgreSQL) and each N, in a fresh temporary home:
 3. ONE commit changes the image of all N targets; the daemon syncs it and starts N canary_release runs, each a
    run worker process launched by Dagster's default run launcher, recording each tick in the instance.
 
-It prints, per release: queue wait (enqueued -> dequeued), start (sync run end -> run started), first tick
+It prints, per release: request (sync run end -> run enqueued by the release_on_sync sensor), queue wait
+(enqueued -> dequeued), start (sync run end -> run started: request + queue + worker process launch), first tick
 (run started -> first tick recorded), peak RSS of the run worker process (VmHWM, sampled from /proc every
 0.25 s), ticks, wall / (ticks x interval) with wall = first tick -> last tick + one interval (1.0 = every tick
 exactly on time), max tick lateness (the longest gap between two ticks minus the interval) and the outcome;
@@ -136,6 +137,7 @@ class Release:
     target: str
     run_id: str
     status: str
+    requested: float | None = None
     queue_wait: float | None = None
     start_after_sync: float | None = None
     first_tick: float | None = None
@@ -158,17 +160,25 @@ class Scenario:
     error: str = ""
 
     def summary(self) -> dict[str, object]:
+        """Per target: its first start, the outcome of its last run (a retried run counts once)."""
         rs = self.releases
-        started = [r.start_after_sync for r in rs if r.start_after_sync is not None]
+        by_target: dict[str, list[Release]] = {}
+        for r in rs:
+            by_target.setdefault(r.target, []).append(r)
+        started = []
+        outcomes: dict[str, int] = {}
+        for runs in by_target.values():
+            starts = [r.start_after_sync for r in runs if r.start_after_sync is not None]
+            if starts:
+                started.append(min(starts))
+            last = max(runs, key=lambda r: r.requested or 0.0).outcome
+            outcomes[last] = outcomes.get(last, 0) + 1
         ratios = [r.ratio for r in rs if r.ratio is not None]
         rss = [r.peak_rss_mb for r in rs if r.peak_rss_mb]
         late = [r.max_late for r in rs if r.max_late is not None]
-        outcomes: dict[str, int] = {}
-        for r in rs:
-            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
         return {
-            "releases": len(rs),
-            "all started after sync (max s)": round(max(started), 1) if started else None,
+            "targets / runs": f"{len(by_target)} / {len(rs)}",
+            "all started after sync (max s)": round(max(started), 1) if len(started) == self.n else None,
             "median ratio": round(statistics.median(ratios), 3) if ratios else None,
             "max ratio": round(max(ratios), 3) if ratios else None,
             "max lateness s": round(max(late), 2) if late else None,
@@ -281,15 +291,19 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
                 sc.sync_s = sync.end_time - t_commit
 
                 def release_runs():
+                    # every target released (promoted or rolled back) and no run left in progress (a run whose
+                    # worker died is retried by the daemon: the retry is one more run of the same target)
+                    phases = _canary_phases(home, targets)
+                    if not all(ph in ("Succeeded", "Failed") for ph in phases.values()):
+                        return None
                     rs = instance.get_run_records(
                         dg.RunsFilter(job_name="canary_release", created_after=sync.create_timestamp)
                     )
-                    done = [r for r in rs if r.dagster_run.is_finished]
-                    return rs if len(done) >= n else None
+                    return rs if rs and all(r.dagster_run.is_finished for r in rs) else None
 
                 max_wait = 600 + 20 * n * sc.interval
                 runs = _wait(f"{n} canary_release runs to end", release_runs, timeout=max_wait, period=2.0)
-            for rec in sorted(runs, key=lambda r: _target(r.dagster_run)):
+            for rec in sorted(runs, key=lambda r: (_target(r.dagster_run), r.create_timestamp)):
                 sc.releases.append(_measure(instance, rec, sync.end_time, sc.interval, sampler))
         finally:
             instance.dispose()
@@ -306,6 +320,16 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
 
 def _target(run) -> str:
     return ((run.run_config or {}).get("ops", {}).get("release", {}).get("config", {}) or {}).get("target", "?")
+
+
+def _failure_reason(instance, run_id: str) -> str:
+    import dagster as dg
+
+    for entry in reversed(instance.all_logs(run_id)):
+        ev = entry.dagster_event
+        if ev is not None and ev.event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
+            return " ".join((ev.message or "").split())[:160]
+    return "?"
 
 
 def _measure(instance, rec, sync_end: float, interval: float, sampler: RssSampler) -> Release:
@@ -334,6 +358,7 @@ def _measure(instance, rec, sync_end: float, interval: float, sampler: RssSample
             if mat.asset_key.path[0] == "releases":
                 ticks.append(entry.timestamp)
                 phases.append(str(mat.metadata["phase"].value))
+    r.requested = rec.create_timestamp.timestamp() - sync_end
     if starting is not None:
         r.queue_wait = starting - rec.create_timestamp.timestamp()
     if started is not None:
@@ -348,6 +373,10 @@ def _measure(instance, rec, sync_end: float, interval: float, sampler: RssSample
         r.ratio = (ticks[-1] - ticks[0] + interval) / (len(ticks) * interval)
         r.max_late = max(b - a for a, b in zip(ticks, ticks[1:])) - interval
     r.outcome = phases[-1] if phases and run.status == dg.DagsterRunStatus.SUCCESS else f"run {run.status.value}"
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        r.outcome += ": " + _failure_reason(instance, run.run_id)
+    if run.tags.get("dagster/parent_run_id"):
+        r.outcome += " (retry)"
     return r
 
 
@@ -367,13 +396,13 @@ def print_scenario(sc: Scenario) -> None:
     if not sc.releases:
         return
     print(
-        f"   {'target':<14} {'queue s':>8} {'start s':>8} {'1st tick s':>10} {'RSS MB':>7} {'ticks':>5} "
+        f"   {'target':<14} {'request s':>9} {'queue s':>8} {'start s':>8} {'1st tick s':>10} {'RSS MB':>7} {'ticks':>5} "
         f"{'ratio':>6} {'late s':>7}  outcome"
     )
     for r in sc.releases:
         child = f" (+child {r.child_rss_mb:.0f})" if r.child_rss_mb else ""
         print(
-            f"   {r.target:<14} {_f(r.queue_wait):>8} {_f(r.start_after_sync):>8} {_f(r.first_tick):>10} "
+            f"   {r.target:<14} {_f(r.requested):>9} {_f(r.queue_wait):>8} {_f(r.start_after_sync):>8} {_f(r.first_tick):>10} "
             f"{_f(r.peak_rss_mb, '{:.0f}'):>7} {r.ticks:>5} {_f(r.ratio, '{:.3f}'):>6} {_f(r.max_late, '{:.2f}'):>7}"
             f"  {r.outcome}{child}"
         )
