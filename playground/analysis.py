@@ -787,7 +787,8 @@ class _Tick:
                 if self.phase is not _WAITING:
                     self.set_phase(_WAITING)
                     self.events.append(f"Halt {self.plan.id} advancement waiting for approval {hook.name}")
-                    self.alert(AlertSeverity.warn, AlertMessages.WAITING_APPROVAL)
+                    if not hook.muteAlert:  # Flagger: muteAlert silences this webhook's approval alert
+                        self.alert(AlertSeverity.warn, AlertMessages.WAITING_APPROVAL)
                 return
         self.events.append(f"New revision detected! Scaling up {self.plan.id}")
         self.alert(AlertSeverity.info, AlertMessages.NEW_REVISION)
@@ -824,7 +825,8 @@ class _Tick:
                 if self.phase is not _WAITING_PROMOTION:
                     self.set_phase(_WAITING_PROMOTION)
                     self.events.append(f"Halt {self.plan.id} advancement waiting for promotion approval {hook.name}")
-                    self.alert(AlertSeverity.warn, AlertMessages.PROMOTION_WAITING_APPROVAL)
+                    if not hook.muteAlert:  # Flagger: muteAlert silences this webhook's approval alert
+                        self.alert(AlertSeverity.warn, AlertMessages.PROMOTION_WAITING_APPROVAL)
                 return False
         return True
 
@@ -855,7 +857,8 @@ class _Tick:
             for hook in plan.hooks_confirm_traffic_increase:
                 if not self.ask(hook):
                     self.events.append(f"Halt {plan.id} advancement waiting for traffic increase approval {hook.name}")
-                    self.alert(AlertSeverity.warn, AlertMessages.TRAFFIC_WAITING_APPROVAL)
+                    if not hook.muteAlert:  # Flagger: muteAlert silences this webhook's approval alert
+                        self.alert(AlertSeverity.warn, AlertMessages.TRAFFIC_WAITING_APPROVAL)
                     return
         if current < plan.max_weight:
             nxt = next_weight(self.canary, current)

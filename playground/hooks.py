@@ -92,6 +92,7 @@ def _post(
     resolve: Resolver,
     client: httpx.Client | None,
     proxy: str | None = None,
+    insecure: bool = False,
 ) -> WebhookAnswer:
     try:
         target = resolve(url)
@@ -114,7 +115,11 @@ def _post(
     data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
     own = client is None
-    http = client or httpx.Client(proxy=proxy or None)
+    # disableTLS (Flagger's webhook field): do not verify the server's certificate, as Flagger's
+    # InsecureSkipVerify transport; a shared client is replaced by an own one for such a hook.
+    if insecure and client is not None:
+        client, own = None, True
+    http = client or httpx.Client(proxy=proxy or None, verify=not insecure)
     attempts = 0
     status: int | None = None
     text = ""
@@ -179,6 +184,7 @@ def call_webhook(
         resolve=resolve,
         client=client,
         proxy=proxy,
+        insecure=hook.disableTLS,
     )
 
 
@@ -214,6 +220,7 @@ def call_event_webhook(
         resolve=resolve,
         client=client,
         proxy=proxy,
+        insecure=hook.disableTLS,
     )
 
 

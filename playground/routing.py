@@ -274,17 +274,18 @@ def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
     if svc.appProtocol:
         port["appProtocol"] = svc.appProtocol
 
-    def make(name: str, selector_value: str) -> dict[str, Any]:
-        labels = {key: name}
+    def make(name: str, selector_value: str, custom: dict[str, Any] | None) -> dict[str, Any]:
+        # Flagger's reconcileService: the custom labels, then the selector label set to the Service's name.
+        labels, annotations = custom_metadata(custom)
+        labels[key] = name
+        meta: dict[str, Any] = {"name": name, "namespace": canary.namespace, "labels": labels}
+        if annotations:
+            meta["annotations"] = annotations
+        meta["ownerReferences"] = [owner_reference(canary)]
         return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": name,
-                "namespace": canary.namespace,
-                "labels": labels,
-                "ownerReferences": [owner_reference(canary)],
-            },
+            "metadata": meta,
             "spec": {
                 "type": "ClusterIP",
                 "selector": {key: selector_value},
@@ -293,7 +294,19 @@ def services(canary: Canary, target: dict[str, Any]) -> list[dict[str, Any]]:
             },
         }
 
-    return [make(apex, primary_name(value)), make(primary, primary_name(value)), make(canary_svc, value)]
+    return [
+        make(apex, primary_name(value), svc.apex),
+        make(primary, primary_name(value), svc.primary),
+        make(canary_svc, value, svc.canary),
+    ]
+
+
+def custom_metadata(custom: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) of a Flagger CustomMetadata (``service.apex``/``primary``/``canary``), copied."""
+    custom = custom or {}
+    labels = {str(k): str(v) for k, v in (custom.get("labels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (custom.get("annotations") or {}).items()}
+    return labels, annotations
 
 
 # ----------------------------------------------------------------------------------------- istio
@@ -409,14 +422,18 @@ def virtual_service(canary: Canary, primary_weight: int, canary_weight: int, mir
                 route["mirrorPercentage"] = {"value": float(canary.spec.analysis.mirrorWeight)}
         http.append(route)
 
+    # Flagger's Istio router gives the VirtualService the apex metadata (service.apex).
+    vs_labels, vs_annotations = custom_metadata(svc.apex)
+    vs_meta: dict[str, Any] = {"name": apex, "namespace": canary.namespace}
+    if vs_labels:
+        vs_meta["labels"] = vs_labels
+    if vs_annotations:
+        vs_meta["annotations"] = vs_annotations
+    vs_meta["ownerReferences"] = [owner_reference(canary)]
     return {
         "apiVersion": ISTIO_API,
         "kind": "VirtualService",
-        "metadata": {
-            "name": apex,
-            "namespace": canary.namespace,
-            "ownerReferences": [owner_reference(canary)],
-        },
+        "metadata": vs_meta,
         "spec": {"hosts": hosts, "gateways": gateways, "http": http},
     }
 

@@ -73,18 +73,6 @@ _SERVICE_FIELDS: dict[str, tuple[str, str]] = {
         "VirtualService with hosts and gateways",
         "remove delegation and let the canary's VirtualService be the root one (service.hosts, service.gateways)",
     ),
-    "apex": (
-        "labels/annotations of the generated Services (service.apex) are not implemented",
-        "remove service.apex",
-    ),
-    "primary": (
-        "labels/annotations of the generated Services (service.primary) are not implemented",
-        "remove service.primary",
-    ),
-    "canary": (
-        "labels/annotations of the generated Services (service.canary) are not implemented",
-        "remove service.canary",
-    ),
 }
 
 _ANALYSIS_FIELDS: dict[str, tuple[str, str]] = {
@@ -101,16 +89,8 @@ _SPEC_FIELDS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_WEBHOOK_FIELDS: dict[str, tuple[str, str]] = {
-    "muteAlert": (
-        "muteAlert (no alert when this webhook fails) is not implemented",
-        "remove muteAlert",
-    ),
-    "disableTLS": (
-        "disableTLS (plain HTTP to the loadtester's https URL) is not implemented",
-        "remove disableTLS and give the webhook an http:// URL",
-    ),
-}
+#: webhook fields the playground does not implement (muteAlert and disableTLS are implemented).
+_WEBHOOK_FIELDS: dict[str, tuple[str, str]] = {}
 
 
 @dataclass(frozen=True)

@@ -548,3 +548,14 @@ def test_terminating_is_idle():
     sim = Sim(make_canary(stepWeight=50), CanaryState(Phase.Terminating, lastAppliedSpec="r0"))
     r = sim.step("r1")
     assert r.actions == () and r.events == () and sim.asked == [] and sim.phase is Phase.Terminating
+
+
+def test_mute_alert_silences_the_approval_alert_of_that_webhook_only():
+    """Flagger's webhook muteAlert: a denied gate with muteAlert waits exactly as without it, sending no alert."""
+    hooks = [dict(h, muteAlert=True) if h["name"] == "approve" else h for h in ALL_HOOKS]
+    sim = Sim(make_canary(stepWeight=10, webhooks=hooks))
+    r = sim.step(hooks={"approve": 403})
+    assert sim.phase is Phase.Waiting and alerts(r) == []
+    assert any("waiting for approval approve" in e for e in r.events)
+    r = sim.step()
+    assert sim.phase is Phase.Progressing and ScaleCanary(True) in r.actions

@@ -175,3 +175,45 @@ def test_proxy_receives_in_cluster_url(server):
     )
     assert ans.ok
     assert server.requests[0].path == "http://flagger-loadtester.prod/gate/check"
+
+
+def test_disable_tls_skips_certificate_verification_like_flagger(tmp_path):
+    """disableTLS: an https webhook with a self-signed certificate is called (Flagger's InsecureSkipVerify);
+    without it the same call fails on the certificate."""
+    import http.server
+    import ssl
+    import subprocess
+    import threading
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{httpd.server_address[1]}/"
+        canary = make_canary([{"name": "tls", "url": url, "disableTLS": True}, {"name": "strict", "url": url}])
+        insecure, strict = canary.spec.analysis.webhooks
+        ok = call_webhook(canary, insecure, Phase.Progressing, "c")
+        assert ok.ok and ok.status == 200
+        bad = call_webhook(canary, strict, Phase.Progressing, "c")
+        assert not bad.ok and "certificate" in (bad.error or "").lower()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

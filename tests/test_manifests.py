@@ -356,7 +356,6 @@ def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
         ("spec.provider", m.ERROR),
         ("spec.service.gatewayRefs", m.ERROR),
         ("spec.analysis.sessionAffinity", m.ERROR),
-        ("spec.analysis.webhooks[0].disableTLS", m.ERROR),
     }
 
 

@@ -159,3 +159,37 @@ def test_invalid_weights_and_selector_are_errors():
     bad = {**TARGET, "spec": {**TARGET["spec"], "selector": {"matchLabels": {"tier": "x"}}}}
     with pytest.raises(routing.RoutingError, match="matchLabels has none"):
         routing.primary_deployment(make_canary(), bad)
+
+
+def test_apex_primary_canary_metadata_on_services_and_virtual_service():
+    """service.apex/primary/canary labels and annotations, as Flagger's Istio e2e test checks them: on the
+    matching Service (its selector label still set to its own name) and, for apex, on the VirtualService."""
+    canary = Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": "prod"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+                "service": {
+                    "port": 9898,
+                    "apex": {"annotations": {"test": "annotations-test"}, "labels": {"test": "labels-test"}},
+                    "primary": {"labels": {"tier": "blue", "app": "ignored"}},
+                    "canary": {"annotations": {"note": "green"}},
+                },
+                "analysis": {"interval": "15s", "stepWeight": 5, "maxWeight": 50},
+            },
+        }
+    )
+    apex, primary, canary_svc = routing.services(canary, TARGET)
+    assert apex["metadata"]["labels"] == {"test": "labels-test", "app": "backend"}
+    assert apex["metadata"]["annotations"] == {"test": "annotations-test"}
+    assert apex["spec"]["selector"] == {"app": "backend-primary"}
+    assert primary["metadata"]["labels"] == {"tier": "blue", "app": "backend-primary"}
+    assert "annotations" not in primary["metadata"]
+    assert canary_svc["metadata"]["annotations"] == {"note": "green"}
+    vs = routing.virtual_service(canary, 100, 0)
+    assert vs["metadata"]["labels"] == {"test": "labels-test"}
+    assert vs["metadata"]["annotations"] == {"test": "annotations-test"}
+    # Without custom metadata the objects are unchanged (the golden files of the kubernetes backend).
+    plain = make_canary()
+    assert "annotations" not in routing.services(plain, TARGET)[0]["metadata"]
+    assert set(routing.virtual_service(plain, 100, 0)["metadata"]) == {"name", "namespace", "ownerReferences"}
