@@ -3,8 +3,8 @@ repository, on free ports), with dagster-daemon and dagster-webserver:
 
 - ten times in a row on a new home it starts cleanly: the Dagster instance is created once before the daemon and
   the webserver start (no ``alembic_version already exists`` in their logs, the webserver answers), every
-  component is recorded and running, one daemon per home; a second ``up`` starts nothing new; ``down`` leaves no
-  process behind;
+  component is recorded and running, one daemon per home; a second ``up`` starts nothing new; a killed daemon is
+  restarted by the supervisor, once; ``down`` leaves no process behind;
 - ``up`` killed right after it started the daemon leaves nothing ``down`` cannot stop: each pid is recorded as soon
   as its process exists;
 - with a port taken, ``up`` starts nothing and names the port and the flag that changes it.
@@ -96,6 +96,17 @@ def test_up_on_a_fresh_home_starts_cleanly_ten_times(tmp_path: Path) -> None:
                 assert again.returncode == 0, again.stdout + again.stderr
                 assert again.stdout.count("already running") == len(COMPONENTS)
                 assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
+                # the supervisor restarts a killed daemon, once, and records it
+                os.kill(comps["dagster-daemon"]["pid"], signal.SIGKILL)
+                deadline = time.monotonic() + 60
+                while True:
+                    new = ((Home(home).read_env() or {}).get("components") or {}).get("dagster-daemon") or {}
+                    if new.get("pid") not in (None, comps["dagster-daemon"]["pid"]) and process_alive(new["pid"]):
+                        break
+                    assert time.monotonic() < deadline, "the supervisor did not restart dagster-daemon"
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                assert dagster_daemons(home) == [new["pid"]]
             pids = processes_of(home)
             down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
             assert down.returncode == 0, down.stderr
