@@ -372,6 +372,8 @@ class Controller:
         return replicas
 
     def _set_routes(self, canary: Canary, r: analysis.Routes) -> None:
+        if not routing.mesh_routed(canary):
+            return  # kubernetes provider: no routes to set (Flagger's KubernetesDefaultRouter.SetRoutes)
         self.cluster.apply(routing.virtual_service(canary, r.primary, r.canary, r.mirror))
 
     def _promote(self, canary: Canary) -> None:

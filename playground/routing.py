@@ -465,6 +465,15 @@ def bootstrap_objects(
     if hpa is not None:
         objs.append(primary_hpa(canary, hpa))
     objs.extend(services(canary, target))
-    objs.extend(destination_rules(canary))
-    objs.append(virtual_service(canary, 100, 0, False))
+    if mesh_routed(canary):
+        objs.extend(destination_rules(canary))
+        objs.append(virtual_service(canary, 100, 0, False))
     return objs
+
+
+def mesh_routed(canary: Canary) -> bool:
+    """Whether traffic is split by mesh routes (istio: DestinationRules and a VirtualService). The kubernetes
+    provider has none: as Flagger's KubernetesDefaultRouter, the apex Service always selects the primary pods,
+    the new version is reached through ``<svc>-canary`` during a blue/green analysis, and a promotion swaps what
+    the primary runs."""
+    return (canary.spec.provider or "istio") != "kubernetes"

@@ -33,7 +33,13 @@ ALL_PROVIDERS = (
 )  # fmt: skip
 
 #: Providers the playground drives end to end, on both backends.
-SUPPORTED_PROVIDERS = ("istio",)
+SUPPORTED_PROVIDERS = ("istio", "kubernetes")
+
+_BUILTIN_METRICS = ("request-success-rate", "request-duration")
+#: service fields that only shape mesh routes (VirtualService/DestinationRule).
+_MESH_SERVICE_FIELDS = (
+    "gateways", "hosts", "match", "rewrite", "retries", "headers", "corsPolicy", "trafficPolicy", "timeout", "mirror",
+)  # fmt: skip
 
 #: Provider assumed when a Canary has no ``spec.provider``: this playground's mesh.
 DEFAULT_PROVIDER = "istio"
@@ -247,6 +253,29 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
         for field, (why, fix) in _WEBHOOK_FIELDS.items():
             if _set(_dict(hook).get(field)):
                 out.append(Gap(("spec", "analysis", "webhooks", i, field), why, fix))
+    if provider == "kubernetes":
+        for field in _MESH_SERVICE_FIELDS:
+            if _set(service.get(field)):
+                out.append(
+                    Gap(
+                        ("spec", "service", field),
+                        f"service.{field} configures mesh routes, which the kubernetes provider does not write "
+                        "(plain Services only)",
+                        f"remove {field}, or use provider istio",
+                    )
+                )
+        metrics = analysis.get("metrics")
+        for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
+            metric = _dict(metric)
+            if metric.get("name") in _BUILTIN_METRICS and not metric.get("templateRef") and not metric.get("query"):
+                out.append(
+                    Gap(
+                        ("spec", "analysis", "metrics", i),
+                        f"the built-in metric {metric.get('name')} is only provided for the istio provider here "
+                        "(Flagger's kubernetes provider reads the app's own http_request_duration_seconds)",
+                        "add a templateRef to a MetricTemplate with the query of your app's metrics",
+                    )
+                )
     matches = analysis.get("match")
     for i, m in enumerate(matches if isinstance(matches, list) else []):
         for field in ("sourceLabels", "sourceNamespace"):

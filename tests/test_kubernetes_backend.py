@@ -650,3 +650,49 @@ def test_release_refuses_unsupported_fields_by_name_before_creating_anything(kub
     assert "spec.revertOnDeletion: " in text and "Fix: remove revertOnDeletion" in text
     assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
     assert cluster.get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
+
+
+def _kubernetes_provider(manifests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The shipped backend Canary as Flagger's kubernetes provider takes it: blue/green, plain Services."""
+    canary = copy.deepcopy(manifests["canary"])
+    canary["spec"]["provider"] = "kubernetes"
+    canary["spec"]["service"] = {"port": 9898, "targetPort": 9898}
+    analysis = canary["spec"]["analysis"]
+    for key in ("maxWeight", "stepWeight"):
+        analysis.pop(key, None)
+    analysis["iterations"] = 5
+    return {**manifests, "canary": canary}
+
+
+def test_kubernetes_provider_bootstraps_plain_services_only_and_never_writes_routes(kube, cluster, manifests):
+    """provider: kubernetes on the kubernetes backend, through the controller: the golden objects are the
+    primary Deployment, its HPA and the apex/primary/canary Services (the apex selecting the primary pods), with
+    no DestinationRule or VirtualService; setting routes (the blue/green switch, make_safe) writes nothing."""
+    from playground import analysis, support
+    from playground.controller import Controller
+
+    mf = _kubernetes_provider(manifests)
+    assert support.refusal(mf["canary"]) is None
+    _seed(kube, mf)
+    seeded = {_key(o) for o in kube.objects()}
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    canary = ctl.canary("prod/backend")
+    ctl.bootstrap(canary)
+    created = [o for o in kube.objects("prod") if _key(o) not in seeded]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in created) == [
+        ("Deployment", "backend-primary"),
+        ("HorizontalPodAutoscaler", "backend-primary"),
+        ("Service", "backend"),
+        ("Service", "backend-canary"),
+        ("Service", "backend-primary"),
+    ]
+    apex = kube.object("v1", "Service", "prod", "backend")
+    assert apex["spec"]["selector"] == {"app": "backend-primary"}
+    _check_golden("bootstrap-backend-kubernetes-provider.yaml", created)
+
+    kube.clear_requests()
+    ctl._set_routes(canary, analysis.ALL_TO_CANARY)
+    ctl.make_safe("prod/backend")
+    assert not [r for r in kube.requests if r.method != "GET" and "virtualservices" in r.path]
+    assert kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
+    assert ctl.load_state(canary) is not None and ctl.load_state(canary).routes == analysis.ALL_TO_PRIMARY
