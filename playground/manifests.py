@@ -505,6 +505,8 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
         files = [(p, p.name, root)]  # a single file (read_text refuses a FIFO, a device, a dangling link)
         tree = None
     read: list[str] = []
+    files, kustomize_problems = _without_kustomize(files, tree)
+    problems.extend(kustomize_problems)
     for full, rel, display in files:
         objs, probs, ok = _load_file(full, rel, display, tree)
         objects.extend(objs)
@@ -512,6 +514,50 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
         if ok:
             read.append(rel)
     return ManifestSet(root, objects, problems, read)
+
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def _without_kustomize(
+    files: list[tuple[Path, str, str]], tree: str | None
+) -> tuple[list[tuple[Path, str, str]], list[Finding]]:
+    """Kustomize directories are not rendered by the playground (the supported layout is plain manifests): each
+    ``kustomization.yaml`` gives one finding saying so, and its own file and the patch files it names are not read
+    as objects (they are not objects: reading them would only give misleading "broken object" findings)."""
+    out: list[Finding] = []
+    skip: set[str] = set()
+    for full, rel, display in files:
+        if full.name not in KUSTOMIZATION_FILES:
+            continue
+        skip.add(rel)
+        try:
+            docs = yamlload.load_file(full, root=tree)
+        except (OSError, yaml.YAMLError, ValueError, yamlload.Refused):
+            docs = []  # the file itself is refused above all else: the finding below still names it
+        k = docs[0] if docs and isinstance(docs[0], dict) else {}
+        base = rel.rpartition("/")[0]
+        names: list[str] = []
+        for key in ("patches", "patchesJson6902", "patchesStrategicMerge"):
+            for item in k.get(key) or []:
+                name = item.get("path") if isinstance(item, dict) else item if isinstance(item, str) else None
+                if isinstance(name, str) and not name.startswith(("/", "..")) and "\n" not in name:
+                    skip.add(os.path.normpath(f"{base}/{name}" if base else name).replace(os.sep, "/"))
+                    names.append(name)
+        used = sorted({key for key in k if key not in ("apiVersion", "kind")})
+        out.append(
+            Finding(
+                display,
+                1,
+                "Kustomize directory: the playground does not render Kustomize "
+                f"({', '.join(used) or 'empty kustomization'}), so its objects would be applied unpatched",
+                "commit the rendered manifests instead (kubectl kustomize "
+                f"{os.path.dirname(display) or '.'} > rendered.yaml) and remove the kustomization"
+                + (f" and its patch files ({', '.join(names)})" if names else ""),
+                kind="Kustomization",
+            )
+        )
+    return [f for f in files if f[1] not in skip], out
 
 
 def _load_file(

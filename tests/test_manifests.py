@@ -438,3 +438,16 @@ def test_unsupported_template_functions_and_variables_are_named(tmp_path):
     assert 'template function printf in {{ printf "%s-canary" target }} is not supported' in text
     assert "a template pipeline in {{ namespace | upper }} is not supported" in text
     assert all("unknown" not in line for line in lines)
+
+
+def test_kustomize_directory_is_refused_in_one_line_not_as_broken_objects():
+    """gitops-istio's apps/backend kustomization (resources, images, a JSON6902 patch file): the playground does
+    not render Kustomize, so validate says exactly that, once, with the fix; the kustomization and its patch
+    file are not reported as broken objects (no "missing metadata.name", no "document is a list")."""
+    tree = ROOT / "tests" / "data" / "gitops-istio-kustomize"
+    mset = m.load_tree(tree)
+    assert mset.objects == [] and mset.files == []
+    (f,) = m.validate_set(mset)
+    assert f.file.endswith("apps/backend/kustomization.yaml") and f.is_error
+    assert "does not render Kustomize (images, patchesJson6902, resources)" in f.message
+    assert "kubectl kustomize" in f.fix and "deployment.patch.yaml" in f.fix
