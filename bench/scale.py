@@ -178,7 +178,7 @@ class Scenario:
         late = [r.max_late for r in rs if r.max_late is not None]
         return {
             "targets / runs": f"{len(by_target)} / {len(rs)}",
-            "all started after sync (max s)": round(max(started), 1) if len(started) == self.n else None,
+            "all started after sync (max s)": round(max(started), 1) if started and len(started) == self.n else None,
             "median ratio": round(statistics.median(ratios), 3) if ratios else None,
             "max ratio": round(max(ratios), 3) if ratios else None,
             "max lateness s": round(max(late), 2) if late else None,

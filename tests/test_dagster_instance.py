@@ -55,7 +55,9 @@ def test_sqlite_instance_starts_queued_runs_from_a_thread_pool(tmp_path: Path) -
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 3
         assert not instance.run_retries_retry_on_asset_or_op_failure
     # the code servers accept as many concurrent run launches as the queue has threads
-    assert int(process_env()["DAGSTER_GRPC_MAX_WORKERS"]) > DEQUEUE_WORKERS
+    env = process_env()
+    assert int(env["DAGSTER_GRPC_MAX_WORKERS"]) > DEQUEUE_WORKERS
+    assert int(env["DAGSTER_CODE_SERVER_MAX_WORKERS"]) > DEQUEUE_WORKERS
 
 
 def test_postgres_instance_config_is_valid_and_uses_psycopg2(tmp_path: Path) -> None:

@@ -129,10 +129,13 @@ sensors:
 
 
 def process_env() -> dict[str, str]:
-    """Environment of the daemon and the webserver (inherited by their code servers): a code server answers a
+    """Environment of the Dagster processes (inherited by the code server's gRPC server): a code server answers a
     run launch only once the run's worker process has loaded the code location, so its gRPC thread pool (by
     default CPUs + 4) would cap the launches in flight below the run queue's threads."""
-    return {"DAGSTER_GRPC_MAX_WORKERS": str(DEQUEUE_WORKERS + 8)}
+    workers = str(DEQUEUE_WORKERS + 8)
+    # the shared code server (``dagster code-server start``) forwards launches from its own thread pool to the
+    # gRPC server it runs: both pools are sized
+    return {"DAGSTER_GRPC_MAX_WORKERS": workers, "DAGSTER_CODE_SERVER_MAX_WORKERS": workers}
 
 
 def dagster_yaml(postgres_url: str | None = None) -> str:
