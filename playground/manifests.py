@@ -1061,7 +1061,8 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
                     A + ("match",),
                     f"provider {provider} cannot route by HTTP headers or cookies, "
                     "so A/B testing (match with iterations) is not possible",
-                    f"use a provider that supports HTTP matching ({', '.join(AB_TESTING_PROVIDERS)}), "
+                    "use a provider that supports HTTP matching ("
+                    f"{', '.join(p for p in AB_TESTING_PROVIDERS if p in support.SUPPORTED_PROVIDERS)} here), "
                     "or remove match for a blue/green deployment",
                 )
             )
