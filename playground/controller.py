@@ -371,10 +371,13 @@ class Controller:
             replicas = max(replicas, hpa["spec"].get("minReplicas", 1))
         return replicas
 
-    def _set_routes(self, canary: Canary, r: analysis.Routes) -> None:
+    def _set_routes(self, canary: Canary, r: analysis.Routes, revision: str | None = None) -> None:
         if not routing.mesh_routed(canary):
             return  # kubernetes provider: no routes to set (Flagger's KubernetesDefaultRouter.SetRoutes)
-        self.cluster.apply(routing.virtual_service(canary, r.primary, r.canary, r.mirror))
+        if revision is None and canary.spec.analysis.sessionAffinity is not None:
+            status = self.cluster.get_canary_status(canary.namespace, canary.name)
+            revision = status.lastAppliedSpec if status is not None else None
+        self.cluster.apply(routing.virtual_service(canary, r.primary, r.canary, r.mirror, revision=revision))
 
     def _promote(self, canary: Canary) -> None:
         target = self._target(canary)
@@ -411,7 +414,7 @@ class Controller:
     def act(self, canary: Canary, result: analysis.TickResult) -> None:
         for action in result.actions:
             if isinstance(action, analysis.SetRoutes):
-                self._set_routes(canary, action.routes)
+                self._set_routes(canary, action.routes, result.state.lastAppliedSpec)
             elif isinstance(action, analysis.ScaleCanary):
                 self.cluster.scale(canary.namespace, canary.spec.targetRef.name, self._canary_replicas(canary))
             elif isinstance(action, analysis.ScaleCanaryToZero):

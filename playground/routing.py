@@ -377,7 +377,37 @@ def _route_common(canary: Canary) -> dict[str, Any]:
     return out
 
 
-def virtual_service(canary: Canary, primary_weight: int, canary_weight: int, mirror: bool = False) -> dict[str, Any]:
+STICKY_ROUTE = "session-affinity"
+
+
+def session_cookie(canary: Canary, revision: str | None) -> str | None:
+    """``<cookieName>=<value>`` of a release with ``analysis.sessionAffinity``: one value per revision (Flagger
+    draws a random one per run and keeps it in the status; a value derived from the revision is as unique per
+    release and survives a restart of the run without being persisted)."""
+    sa = canary.spec.analysis.sessionAffinity
+    if sa is None or not revision:
+        return None
+    value = hashlib.sha256(f"{canary.key}/{revision}".encode()).hexdigest()[:20]
+    return f"{sa.cookieName}={value}"
+
+
+def _set_cookie(cookie: str, max_age: int) -> dict[str, Any]:
+    return {"response": {"add": {"Set-Cookie": f"{cookie}; Max-Age={max_age}"}}}
+
+
+def _with_cookie(service_match: list[dict[str, Any]], cookie: str) -> list[dict[str, Any]]:
+    """The service matches (or one empty match), each also requiring the cookie (Flagger's cookie match)."""
+    out = []
+    for m in service_match or [{}]:
+        m = copy.deepcopy(m)
+        m.setdefault("headers", {})["cookie"] = {"regex": f".*{cookie}.*"}
+        out.append(m)
+    return out
+
+
+def virtual_service(
+    canary: Canary, primary_weight: int, canary_weight: int, mirror: bool = False, *, revision: str | None = None
+) -> dict[str, Any]:
     """The VirtualService for a traffic split.
 
     Weighted/blue-green: one route primary/canary with the weights (plus ``mirror`` to the canary when
@@ -410,6 +440,35 @@ def virtual_service(canary: Canary, primary_weight: int, canary_weight: int, mir
             "route": [_destination(canary, primary, primary_weight)],
         }
         http.append(default)
+    elif canary.spec.analysis.sessionAffinity is not None and (cookie := session_cookie(canary, revision)):
+        # Flagger's canary release with session affinity: while the canary has traffic, a response from it sets
+        # the cookie and requests carrying it stay on the canary (primaryCookieName: the same for the primary);
+        # once the release is over (weight 0) the primary's responses expire the cookie (Max-Age=-1).
+        sa = canary.spec.analysis.sessionAffinity
+        primary_dest = _destination(canary, primary, primary_weight)
+        canary_dest = _destination(canary, canary_svc, canary_weight)
+        if canary_weight > 0:
+            http.append({
+                "name": STICKY_ROUTE,
+                "match": _with_cookie(service_match, cookie),
+                **common,
+                "route": [_destination(canary, primary, 0), _destination(canary, canary_svc, 100)],
+            })  # fmt: skip
+            canary_dest["headers"] = _set_cookie(cookie, sa.maxAge)
+            if sa.primaryCookieName:
+                pcookie = f"{sa.primaryCookieName}={cookie.partition('=')[2]}"
+                http.append({
+                    "name": f"{STICKY_ROUTE}-primary",
+                    "match": _with_cookie(service_match, pcookie),
+                    **common,
+                    "route": [_destination(canary, primary, 100), _destination(canary, canary_svc, 0)],
+                })  # fmt: skip
+                primary_dest["headers"] = _set_cookie(pcookie, sa.maxAge)
+        else:
+            primary_dest["headers"] = _set_cookie(cookie, -1)
+        http.append(
+            {**({"match": service_match} if service_match else {}), **common, "route": [primary_dest, canary_dest]}
+        )
     else:
         route = {
             **({"match": service_match} if service_match else {}),
@@ -441,7 +500,7 @@ def virtual_service(canary: Canary, primary_weight: int, canary_weight: int, mir
 def routes_of(canary: Canary, vs: dict[str, Any]) -> tuple[int, int, bool]:
     """(primary weight, canary weight, mirror) read back from a VirtualService made by ``virtual_service``."""
     _, primary, canary_svc = service_names(canary)
-    http = (vs.get("spec") or {}).get("http") or []
+    http = [h for h in (vs.get("spec") or {}).get("http") or [] if not str(h.get("name", "")).startswith(STICKY_ROUTE)]
     if not http:
         return 100, 0, False
     first = http[0]

@@ -81,12 +81,7 @@ _SERVICE_FIELDS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_ANALYSIS_FIELDS: dict[str, tuple[str, str]] = {
-    "sessionAffinity": (
-        "canary releases with session affinity (the cookie that pins a user to the canary) are not implemented",
-        "remove sessionAffinity: users then see primary and canary by weight on every request",
-    ),
-}
+_ANALYSIS_FIELDS: dict[str, tuple[str, str]] = {}
 
 _SPEC_FIELDS: dict[str, tuple[str, str]] = {
     "revertOnDeletion": (
@@ -264,6 +259,14 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                         f"remove {field}, or use provider istio",
                     )
                 )
+        if _set(analysis.get("sessionAffinity")):
+            out.append(
+                Gap(
+                    ("spec", "analysis", "sessionAffinity"),
+                    "session affinity needs mesh routes (a cookie match), which the kubernetes provider does not write",
+                    "remove sessionAffinity, or use provider istio",
+                )
+            )
         metrics = analysis.get("metrics")
         for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
             metric = _dict(metric)
@@ -276,6 +279,15 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                         "add a templateRef to a MetricTemplate with the query of your app's metrics",
                     )
                 )
+    if _set(analysis.get("sessionAffinity")) and (_set(analysis.get("iterations")) or _set(analysis.get("match"))):
+        out.append(
+            Gap(
+                ("spec", "analysis", "sessionAffinity"),
+                "session affinity applies to canary releases by weight only (as in Flagger); with iterations this "
+                "release would ignore it",
+                "remove sessionAffinity, or use stepWeight/maxWeight instead of iterations",
+            )
+        )
     matches = analysis.get("match")
     for i, m in enumerate(matches if isinstance(matches, list) else []):
         for field in ("sourceLabels", "sourceNamespace"):

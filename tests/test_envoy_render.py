@@ -607,3 +607,35 @@ def test_prometheus_binary_error_names_the_debian_package(monkeypatch: pytest.Mo
     monkeypatch.setattr(prometheus.os, "access", lambda *_a: False)
     with pytest.raises(RuntimeError, match="Debian package `prometheus`"):
         prometheus.prometheus_binary()
+
+
+def test_session_affinity_virtual_service_renders_cookie_routes(tmp_path: Path, envoy_bin: str) -> None:
+    """The VirtualService routing writes for analysis.sessionAffinity: the cookie route goes to the canary's
+    cluster only, the weighted route's canary entry sets the cookie; validated by the real Envoy."""
+    from playground import routing
+    from playground.models import Canary
+
+    canary = Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": NS},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+                "service": {"port": 9898},
+                "analysis": {"stepWeight": 10, "sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 60}},
+            },
+        }
+    )
+    cookie = routing.session_cookie(canary, "rev1")
+    cfg = render(all_objects(routing.virtual_service(canary, 80, 20, revision="rev1")), ENDPOINTS, **PORTS)
+    sticky, weighted = vhost(cfg, "mesh", "backend.prod:9898")["routes"]
+    assert sticky["match"]["headers"] == [
+        {"name": "cookie", "string_match": {"safe_regex": {"regex": f".*{cookie}.*"}}}
+    ]
+    assert sticky["route"]["cluster"] == "prod_backend"
+    primary_entry, canary_entry = weighted["route"]["weighted_clusters"]["clusters"]
+    assert (primary_entry["name"], primary_entry["weight"]) == ("prod_backend-primary", 80)
+    assert (canary_entry["name"], canary_entry["weight"]) == ("prod_backend", 20)
+    assert canary_entry["response_headers_to_add"] == [
+        {"header": {"key": "Set-Cookie", "value": f"{cookie}; Max-Age=60"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+    ]
+    validate(cfg, tmp_path, envoy_bin)

@@ -193,3 +193,35 @@ def test_apex_primary_canary_metadata_on_services_and_virtual_service():
     plain = make_canary()
     assert "annotations" not in routing.services(plain, TARGET)[0]["metadata"]
     assert set(routing.virtual_service(plain, 100, 0)["metadata"]) == {"name", "namespace", "ownerReferences"}
+
+
+def test_session_affinity_routes_like_flagger():
+    """analysis.sessionAffinity (Flagger's Istio e2e canary): while the canary has traffic, requests with the
+    release's cookie go to the canary, the canary's responses set it (Max-Age = maxAge), requests with the
+    primary cookie stay on the primary; at weight 0 the primary's responses expire it. The weights read back
+    from the VirtualService are the weighted route's."""
+    canary = make_canary(sessionAffinity={"cookieName": "canary-flagger-cookie", "primaryCookieName": "primary-c"})
+    cookie = routing.session_cookie(canary, "rev1")
+    assert cookie.startswith("canary-flagger-cookie=") and cookie != routing.session_cookie(canary, "rev2")
+    vs = routing.virtual_service(canary, 90, 10, revision="rev1")
+    sticky, sticky_primary, weighted = vs["spec"]["http"]
+    assert sticky["name"] == routing.STICKY_ROUTE
+    assert sticky["match"] == [{"headers": {"cookie": {"regex": f".*{cookie}.*"}}}]
+    assert [(d["destination"]["host"], d["weight"]) for d in sticky["route"]] == [
+        ("backend-primary", 0),
+        ("backend-canary", 100),
+    ]
+    value = cookie.partition("=")[2]
+    assert sticky_primary["match"] == [{"headers": {"cookie": {"regex": f".*primary-c={value}.*"}}}]
+    assert [d["weight"] for d in sticky_primary["route"]] == [100, 0]
+    primary_dest, canary_dest = weighted["route"]
+    assert canary_dest["weight"] == 10
+    assert canary_dest["headers"] == {"response": {"add": {"Set-Cookie": f"{cookie}; Max-Age=86400"}}}
+    assert primary_dest["headers"] == {"response": {"add": {"Set-Cookie": f"primary-c={value}; Max-Age=86400"}}}
+    assert routing.routes_of(canary, vs) == (90, 10, False)
+    done = routing.virtual_service(canary, 100, 0, revision="rev1")
+    (only,) = done["spec"]["http"]
+    assert only["route"][0]["headers"] == {"response": {"add": {"Set-Cookie": f"{cookie}; Max-Age=-1"}}}
+    assert routing.routes_of(canary, done) == (100, 0, False)
+    # Before any release (bootstrap) there is no cookie: the plain weighted route.
+    assert "headers" not in routing.virtual_service(canary, 100, 0)["spec"]["http"][0]["route"][0]
