@@ -43,3 +43,42 @@ def playground(tmp_path_factory) -> PlaygroundEnv:
         finally:
             rt.close()
         yield env
+
+
+# ------------------------------------------------------------------------------------- test layers, enforced
+# `pytest -m "not integration"` is the fast layer: no test in it may start a process (a subprocess, git through
+# GitPython, Envoy, Prometheus, the console script, a Dagster daemon...). A test that does must be marked
+# `@pytest.mark.integration` (or its module `pytestmark = pytest.mark.integration`); an unmarked one fails here.
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    import os
+    import subprocess
+
+    started: list[str] = []
+
+    def refuse(what: str):
+        def blocked(*args, **kwargs):
+            started.append(what)
+            raise RuntimeError(f"{request.node.nodeid} starts a process ({what}): mark it @pytest.mark.integration")
+
+        return blocked
+
+    real_execute_child = subprocess.Popen._execute_child
+
+    def execute_child(self, args, *rest, **kwargs):
+        started.append(f"subprocess {args if isinstance(args, str) else ' '.join(map(str, args))}")
+        raise RuntimeError(f"{request.node.nodeid} starts a process ({started[-1]}): mark it @pytest.mark.integration")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_child)
+    monkeypatch.setattr(os, "fork", refuse("os.fork"))
+    monkeypatch.setattr(os, "posix_spawn", refuse("os.posix_spawn"))
+    monkeypatch.setattr(os, "posix_spawnp", refuse("os.posix_spawnp"))
+    yield
+    assert real_execute_child is not None
+    if started:
+        pytest.fail(f"a unit test started a process ({started[0]}): mark it @pytest.mark.integration", pytrace=False)

@@ -319,6 +319,7 @@ def test_scenario_replay_engine(name):
     assert "".join(replay_jsonl(canary, rows)) == "".join(json.dumps(line) + "\n" for line in replay(canary, rows))
 
 
+@pytest.mark.integration  # starts a process
 def test_exact_jsonl_of_a_weighted_promotion_through_the_console_script():
     proc = subprocess.run(
         [

@@ -184,6 +184,7 @@ def test_bad_user_catalog_is_a_clear_error(home, text, error):
     assert error in str(info.value) and str(home / "catalog.yaml") in str(info.value)
 
 
+@pytest.mark.integration  # starts a process
 def test_launched_podinfo_serves_the_image_tag(home, tmp_path):
     """The argv/env a Program builds really start a replica on the given port reporting the image tag."""
     image = "127.0.0.1:5000/stefanprodan/podinfo:6.8.0"

@@ -15,6 +15,9 @@ import yaml
 from playground.local import envoy, prometheus
 from playground.local.envoy import RenderError, ServiceEndpoints, render
 
+# every test here starts a process (Envoy, git, the workload programs, lint-imports...)
+pytestmark = pytest.mark.integration
+
 NS = "prod"
 GW_FQDN = "public-gateway.istio-system.svc.cluster.local"
 PORTS = {"gateway_port": 18080, "mesh_port": 18081, "admin_port": 18082}

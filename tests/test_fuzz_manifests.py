@@ -39,6 +39,7 @@ def _write(tree: Path, changed: dict[str, bytes]) -> None:
         (tree / rel).write_bytes(data)
 
 
+@pytest.mark.integration  # no process, but ~100 s of fuzzing: in the full layer, not the fast one
 def test_fuzzed_trees_in_process(tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(MANIFESTS, tree)

@@ -21,6 +21,9 @@ from playground.local.cluster import LocalCluster
 from playground.models import CanaryStatus, Phase
 from tests.support.procs import free_port
 
+# every test here starts a process (Envoy, git, the workload programs, lint-imports...)
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 

@@ -23,6 +23,9 @@ from playground.local import gitorigin
 from playground.pipeline import Target, targets_to_json
 from playground.runtime import Runtime, RuntimeConfig
 
+# every test here starts a process (Envoy, git, the workload programs, lint-imports...)
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

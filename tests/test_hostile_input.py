@@ -242,6 +242,7 @@ def _push_probes(origin: Path, work: Path) -> str:
     return gitorigin.commit_and_push(work, "hostile files")
 
 
+@pytest.mark.integration  # starts a process
 def test_sync_of_a_hostile_commit_reports_one_finding_per_file_and_applies_nothing(tmp_path, hostile_origin):
     source = GitSource(str(hostile_origin), tmp_path / "checkout")
     source.fetch()
@@ -402,6 +403,7 @@ def test_backtest_piped_into_head_ends_quietly(tmp_path):
 # ------------------------------------------------------------------------------------- code location
 
 
+@pytest.mark.integration  # starts a process
 def test_code_location_graph_from_a_hostile_gitops_head(tmp_path, monkeypatch):
     """The daemon's code servers build the asset graph from the GitOps HEAD (kubernetes backend: their own
     clone): a hostile commit there leaves them with the targets of the valid files, never a hang or a crash."""

@@ -268,6 +268,7 @@ def test_helm_values_code_location_image_env_and_service_account(values):
     assert "COPY manifests/ manifests/" in docker
 
 
+@pytest.mark.integration  # starts a process
 def test_dockerfile_builds_the_code_location_image():
     docker = (DEPLOY / "Dockerfile").read_text()
     lines = [line for line in docker.splitlines() if not line.lstrip().startswith("#")]

@@ -343,6 +343,7 @@ print(json.dumps({"success": result.success, "outcome": outcome, "import_s": rou
 """
 
 
+@pytest.mark.integration  # starts a process
 def test_measure_one_release_run(prometheus, hooks, tmp_path):
     """Figures for docs/kubernetes.md: peak RSS of a canary_release run (a K8sRunLauncher run pod does exactly
     this: import the code location, execute one run) and Kubernetes API calls per tick. Printed, not judged,

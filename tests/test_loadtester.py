@@ -186,6 +186,7 @@ def test_conformance_curl_token_end_to_end(env, client):
     assert '"token"' in r.text
 
 
+@pytest.mark.integration  # starts a process
 def test_bash_timeout_kills_the_command(tmp_path, client):
     allowlist = tmp_path / "allow.json"
     write_allowlist(allowlist, ["sleep 30"])
@@ -262,6 +263,7 @@ def test_gates(env, client):
 # ------------------------------------------------------------------------------------- proxy + signals
 
 
+@pytest.mark.integration  # starts a process
 def test_children_use_the_mesh_proxy_and_die_on_sigterm(env, tmp_path, client):
     proxy = ForwardProxy({"backend-canary.prod:9898": int(env["podinfo"].rsplit(":", 1)[1])})
     allowlist = tmp_path / "allow.json"

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +105,12 @@ def test_invalid_manifest_commit_fails_the_sync_and_applies_nothing(playground) 
 # ------------------------------------------------------------------------------------------------ release
 
 
-def test_canary_release_promotes_a_new_image(playground) -> None:
+def test_canary_release_promotes_a_new_image(playground, tmp_path) -> None:
     env = playground
     old_image = container(deployment(env, "backend-primary"))["image"]
     image = new_podinfo_image()
-    with dg.DagsterInstance.ephemeral() as instance:
+    dagster_home = tmp_path / "dagster"  # a real instance on disk: `playground history` reads it afterwards
+    with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
         result = release(env, instance, image=image)
         assert result.success, result.get_step_failure_events()
         outcome = result.output_for_node("release")
@@ -158,6 +162,26 @@ def test_canary_release_promotes_a_new_image(playground) -> None:
     chart = Path(final["chart"].value)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
     assert materializations(result, "rollbacks") == []
+
+    # `playground history` (the installed console script, from outside the repository) lists the release
+    shown = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "playground"),
+            "history",
+            "--dagster-home",
+            str(dagster_home),
+            "--format",
+            "json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)
+    assert (row["target"], row["revision"], row["result"]) == ("prod/backend", revision, "Succeeded"), row
+    assert row["worst_metric"] and float(row["duration_s"]) > 0
 
     # the primary now runs the new image, all traffic is on it, the canary is scaled to zero
     assert container(deployment(env, "backend-primary"))["image"] == image != old_image

@@ -19,6 +19,9 @@ from playground.local.podinfo import jwt_decode, jwt_encode, parse_args
 from tests.support.forward_proxy import ForwardProxy
 from tests.support.procs import free_port, start_process, stop_process, wait_for_http
 
+# every test here starts a process (Envoy, git, the workload programs, lint-imports...)
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 NO_PROXY_ENV = {k: "" for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")}
 PODINFO_ENV_KEYS = (

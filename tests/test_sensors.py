@@ -28,6 +28,9 @@ from playground.pipeline import TARGET_TAG
 from sensors import git_commit_sensor, image_tag_sensor, release_on_sync
 from tests.support.playground_env import with_env_var
 
+# every test here starts a process (Envoy, git, the workload programs, lint-imports...)
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 IMAGE_FILES = (
