@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from playground.backend_args import BackendArgsError, add_backend_args, runtime_from_args
+from playground.errors import PlaygroundError
 
 if TYPE_CHECKING:
     from playground.controller import TickRecord
@@ -51,7 +52,7 @@ ACTIONS = {
 }
 
 
-class ControlError(ValueError):
+class ControlError(PlaygroundError, ValueError):
     """The control makes no sense (unknown target, wrong phase): one line naming the target, phase, what is
     possible. Nothing was written."""
 

@@ -177,6 +177,7 @@ def test_proxy_receives_in_cluster_url(server):
     assert server.requests[0].path == "http://flagger-loadtester.prod/gate/check"
 
 
+@pytest.mark.integration  # starts openssl
 def test_disable_tls_skips_certificate_verification_like_flagger(tmp_path):
     """disableTLS: an https webhook with a self-signed certificate is called (Flagger's InsecureSkipVerify);
     without it the same call fails on the certificate."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from playground.errors import PlaygroundError
+
 __all__ = [
     "DEQUEUE_WORKERS",
     "MAX_CONCURRENT_RUNS",
@@ -34,7 +36,7 @@ MAX_CONCURRENT_RUNS = 64
 DEQUEUE_WORKERS = 16
 
 
-class StorageError(ValueError):
+class StorageError(PlaygroundError, ValueError):
     """An unusable ``--storage`` value; the message says what to pass."""
 
 

@@ -23,6 +23,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from playground.errors import PlaygroundError
+
 __all__ = [
     "DATABASE",
     "PostgresError",
@@ -42,7 +44,7 @@ RUN_AS = "postgres"  # the system user of Debian's package, used when we are roo
 FALLBACK_ROOT = Path("/var/tmp/playground-postgres")
 
 
-class PostgresError(RuntimeError):
+class PostgresError(PlaygroundError, RuntimeError):
     """PostgreSQL cannot be set up; the message says what to do."""
 
 
