@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from playground.local.env import COMPONENTS, env_lock, process_alive, record_components, start_component
+from playground.local.env import ALL_COMPONENTS, env_lock, process_alive, record_components, start_component
 from playground.local.store import Home
 
 log = logging.getLogger("playground.supervisor")
@@ -45,7 +45,9 @@ INTERVAL = 0.05
 BACKOFF_START, BACKOFF_MAX = 0.25, 10.0
 STABLE_AFTER = 30.0  # a restarted component that lives this long resets its backoff
 
-SUPERVISED = tuple(n for n in COMPONENTS if n != "supervisor")
+SUPERVISED = tuple(n for n in ALL_COMPONENTS if n != "supervisor")
+#: Components whose orphaned children must outlive them: the code server's run workers (releases in flight).
+KEEP_CHILDREN = ("dagster-code-server",)
 
 
 class Supervisor:
@@ -106,6 +108,12 @@ class Supervisor:
             self.streak[name] = self.streak.get(name, 0) + 1
         else:
             self.streak[name] = 0
+        if name not in KEEP_CHILDREN:
+            # children the dead process left in its process group (Postgres backends holding its shared memory)
+            try:
+                os.killpg(int(old["pid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, KeyError, TypeError, ValueError):
+                pass
         try:
             new = self.fork_agent(old) if name == "agent" and self.agent_main is not None else start_component(old)
         except (OSError, KeyError, TypeError) as exc:
