@@ -169,7 +169,8 @@ def test_a_failed_release_that_will_not_be_retried_goes_back_to_the_primary(play
         set_workload_image(rt.git("takeover-test"), "prod/backend", new_podinfo_image())
         pipeline.sync(rt)
         ctl = rt.controller(log=lambda _line: None, interval=1.0)
-        dp.wait_for(lambda: ctl.run("prod/backend", max_ticks=1) and routes(env)[1] >= 10, 120, "weight 10", poll=0)
+        ctl.run("prod/backend", should_stop=lambda: routes(env)[1] >= 10, max_ticks=200)
+        assert status(env).phase.value == "Progressing" and routes(env)[1] >= 10
         mid = routes(env)
         instance = dg.DagsterInstance.ephemeral()
         run, failure = _failed_release_run(instance, will_retry)
