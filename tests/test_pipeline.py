@@ -110,6 +110,7 @@ def test_canary_release_promotes_a_new_image(playground, tmp_path) -> None:
     old_image = container(deployment(env, "backend-primary"))["image"]
     image = new_podinfo_image()
     dagster_home = tmp_path / "dagster"  # a real instance on disk: `playground history` reads it afterwards
+    dagster_home.mkdir()
     with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
         result = release(env, instance, image=image)
         assert result.success, result.get_step_failure_events()
