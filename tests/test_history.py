@@ -74,6 +74,7 @@ def test_stored_parquet_rows_equal_the_known_data(prom, tmp_path):
     assert rel.chart.name == "chart.png" and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+@pytest.mark.integration  # runs the recording in a child process (python -m playground.history)
 def test_isolated_recording_stores_the_same_rows_and_a_bad_address_is_one_line(prom, tmp_path):
     """A release worker records through a child process (it never loads pandas): same Parquet rows and chart as
     in-process; a failure comes back as the child's HistoryError message."""
