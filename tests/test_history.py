@@ -222,9 +222,11 @@ def test_playground_history_formats(tmp_path, capsys):
     assert "no Dagster instance" in capsys.readouterr().err
 
 
+@pytest.mark.integration  # an on-disk Dagster instance: its compute-log manager starts `tail`
 def test_delivery_metrics_asset_reads_the_lineage(tmp_path, monkeypatch):
-    from assets.history import delivery_metrics
+    from assets.history import history_assets
 
+    _, delivery_metrics = history_assets([])
     monkeypatch.setenv("PLAYGROUND_HOME", str(tmp_path / "home"))
     inst = _instance_with_history(tmp_path / "dagster")
     try:
