@@ -67,7 +67,7 @@ def up_args(home: Path) -> list[str]:
     return args
 
 
-def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(process_alive(p) for p in pids):
         time.sleep(0.1)
