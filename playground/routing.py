@@ -426,6 +426,18 @@ def virtual_service(
     common = _route_common(canary)
 
     http: list[dict[str, Any]] = []
+    if is_tcp(canary):
+        # Flagger's Istio router for a TCP service: one weighted tcp route, matched on the service.match ports
+        # only; the HTTP route fields, A/B matches, mirroring and session affinity do not apply (support.py
+        # refuses them by name for a TCP canary).
+        tcp_route: dict[str, Any] = {}
+        if svc.match:
+            tcp_route["match"] = l4_matches(canary)
+        tcp_route["route"] = [
+            _destination(canary, primary, primary_weight),
+            _destination(canary, canary_svc, canary_weight),
+        ]
+        return _virtual_service_object(canary, {"hosts": hosts, "gateways": gateways, "tcp": [tcp_route]})
     if canary.spec.analysis.match:
         route = {
             "match": _merge_matches(_match_dicts(canary.spec.analysis.match), service_match),
@@ -481,25 +493,45 @@ def virtual_service(
                 route["mirrorPercentage"] = {"value": float(canary.spec.analysis.mirrorWeight)}
         http.append(route)
 
+    return _virtual_service_object(canary, {"hosts": hosts, "gateways": gateways, "http": http})
+
+
+def _virtual_service_object(canary: Canary, spec: dict[str, Any]) -> dict[str, Any]:
     # Flagger's Istio router gives the VirtualService the apex metadata (service.apex).
-    vs_labels, vs_annotations = custom_metadata(svc.apex)
-    vs_meta: dict[str, Any] = {"name": apex, "namespace": canary.namespace}
+    vs_labels, vs_annotations = custom_metadata(canary.spec.service.apex)
+    vs_meta: dict[str, Any] = {"name": service_names(canary)[0], "namespace": canary.namespace}
     if vs_labels:
         vs_meta["labels"] = vs_labels
     if vs_annotations:
         vs_meta["annotations"] = vs_annotations
     vs_meta["ownerReferences"] = [owner_reference(canary)]
-    return {
-        "apiVersion": ISTIO_API,
-        "kind": "VirtualService",
-        "metadata": vs_meta,
-        "spec": {"hosts": hosts, "gateways": gateways, "http": http},
-    }
+    return {"apiVersion": ISTIO_API, "kind": "VirtualService", "metadata": vs_meta, "spec": spec}
+
+
+def is_tcp(canary: Canary) -> bool:
+    """A TCP service (``service.appProtocol: TCP``, any case): Flagger's Istio router writes ``tcp`` routes."""
+    return (canary.spec.service.appProtocol or "").lower() == "tcp"
+
+
+def l4_matches(canary: Canary) -> list[dict[str, Any]]:
+    """Flagger's canaryToL4Match: one L4 match per ``service.match`` entry, keeping only its ``port``."""
+    out = []
+    for m in canary.spec.service.match:
+        port = m.model_dump().get("port")
+        out.append({"port": int(port)} if port else {})
+    return out
 
 
 def routes_of(canary: Canary, vs: dict[str, Any]) -> tuple[int, int, bool]:
     """(primary weight, canary weight, mirror) read back from a VirtualService made by ``virtual_service``."""
     _, primary, canary_svc = service_names(canary)
+    if is_tcp(canary):
+        # Flagger's GetRoutes for a TCP service: the tcp route that has the canary destination; never mirrored.
+        for tcp in (vs.get("spec") or {}).get("tcp") or []:
+            weights = {d["destination"]["host"]: int(d.get("weight", 0)) for d in tcp.get("route") or []}
+            if canary_svc in weights:
+                return weights.get(primary, 0), weights[canary_svc], False
+        return 100, 0, False
     http = [h for h in (vs.get("spec") or {}).get("http") or [] if not str(h.get("name", "")).startswith(STICKY_ROUTE)]
     if not http:
         return 100, 0, False

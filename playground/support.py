@@ -230,16 +230,10 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
     for field, (why, fix) in _SERVICE_FIELDS.items():
         if _set(service.get(field)):
             out.append(Gap(("spec", "service", field), why, fix))
-    app_protocol = service.get("appProtocol")
-    if isinstance(app_protocol, str) and app_protocol.lower() == "tcp":
-        out.append(
-            Gap(
-                ("spec", "service", "appProtocol"),
-                "TCP services (Flagger writes a TCP route) are not implemented: the playground routes HTTP only",
-                "remove appProtocol: TCP (HTTP traffic is routed by weight and match)",
-            )
-        )
     analysis = _dict(spec.get("analysis"))
+    app_protocol = service.get("appProtocol")
+    if isinstance(app_protocol, str) and app_protocol.lower() == "tcp" and provider != "kubernetes":
+        out.extend(_tcp_gaps(service, analysis))
     for field, (why, fix) in _ANALYSIS_FIELDS.items():
         if _set(analysis.get(field)):
             out.append(Gap(("spec", "analysis", field), why, fix))
@@ -301,6 +295,71 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                         severity="warning",
                     )
                 )
+    return out
+
+
+#: What Flagger's Istio router leaves out of a TCP route (``service.appProtocol: TCP``): field -> why.
+_TCP_IGNORED_SERVICE = {
+    "rewrite": "URI/authority rewrites are HTTP",
+    "retries": "retries are HTTP route settings",
+    "headers": "header operations are HTTP",
+    "corsPolicy": "CORS is HTTP",
+    "timeout": "the route timeout is an HTTP setting",
+}
+_TCP_IGNORED_ANALYSIS = {
+    "match": "A/B testing matches HTTP headers, cookies or URIs; a TCP route can only split connections by weight",
+    "mirror": "Istio mirrors HTTP requests only; a TCP route cannot mirror",
+    "sessionAffinity": "session affinity is a cookie (HTTP); a TCP route splits connections by weight only",
+}
+
+
+def _tcp_gaps(service: dict[str, Any], analysis: dict[str, Any]) -> list[Gap]:
+    """A TCP canary gets a ``tcp`` route (Flagger's Istio router): everything HTTP that Flagger leaves out of it,
+    and the built-in metrics (HTTP request metrics a TCP service never produces), refused by name."""
+    out: list[Gap] = []
+    for field, why in _TCP_IGNORED_SERVICE.items():
+        if _set(service.get(field)):
+            out.append(
+                Gap(
+                    ("spec", "service", field),
+                    f"{why}: Flagger leaves service.{field} out of the tcp route of a TCP service "
+                    "(service.appProtocol: TCP), so it would be ignored",
+                    f"remove {field}, or remove appProtocol: TCP to route HTTP",
+                )
+            )
+    matches = service.get("match")
+    for i, m in enumerate(matches if isinstance(matches, list) else []):
+        extra = sorted(k for k, v in _dict(m).items() if k != "port" and _set(v))
+        if extra:
+            out.append(
+                Gap(
+                    ("spec", "service", "match", i),
+                    f"a TCP route matches on the port only: Flagger drops {', '.join(extra)} from it",
+                    "keep only port in the match of a TCP service",
+                )
+            )
+    for field, why in _TCP_IGNORED_ANALYSIS.items():
+        if _set(analysis.get(field)):
+            out.append(
+                Gap(
+                    ("spec", "analysis", field),
+                    f"{why} (service.appProtocol: TCP); Flagger would ignore analysis.{field}",
+                    f"remove {field} and release by weight (stepWeight/maxWeight), or route HTTP",
+                )
+            )
+    metrics = analysis.get("metrics")
+    for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
+        metric = _dict(metric)
+        if metric.get("name") in _BUILTIN_METRICS and not metric.get("templateRef") and not metric.get("query"):
+            out.append(
+                Gap(
+                    ("spec", "analysis", "metrics", i),
+                    f"the built-in metric {metric.get('name')} reads istio_requests_total (HTTP requests), which a "
+                    "TCP service never produces: every check would find no values and roll the canary back",
+                    "add a templateRef to a MetricTemplate on the TCP metrics "
+                    "(istio_tcp_connections_opened_total, istio_tcp_connections_closed_total, ...)",
+                )
+            )
     return out
 
 

@@ -696,3 +696,94 @@ def test_kubernetes_provider_bootstraps_plain_services_only_and_never_writes_rou
     assert not [r for r in kube.requests if r.method != "GET" and "virtualservices" in r.path]
     assert kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
     assert ctl.load_state(canary) is not None and ctl.load_state(canary).routes == analysis.ALL_TO_PRIMARY
+
+
+# ------------------------------------------------------------------------------------------ TCP routes
+
+
+def _tcp_service(manifests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The shipped backend Canary as a TCP service (``service.appProtocol: TCP``): no HTTP route settings."""
+    canary = copy.deepcopy(manifests["canary"])
+    canary["spec"]["service"] = {
+        "port": 9898,
+        "targetPort": 9898,
+        "portName": "tcp-backend",
+        "appProtocol": "TCP",
+        "match": [{"port": 9898}],
+    }
+    return {**manifests, "canary": canary}
+
+
+def test_tcp_service_gets_weighted_tcp_routes_golden(kube, cluster, manifests):
+    """appProtocol: TCP on the kubernetes backend, through the controller: as Flagger's Istio router, the
+    VirtualService carries one ``tcp`` route (L4 match on the port, primary/canary weights) and no ``http``
+    route; a weight change rewrites the weights only, read back by the controller; make_safe puts 100/0 back."""
+    from playground import analysis, support
+    from playground.controller import Controller
+
+    mf = _tcp_service(manifests)
+    assert support.refusal(mf["canary"]) is None
+    _seed(kube, mf)
+    seeded = {_key(o) for o in kube.objects()}
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    canary = ctl.canary("prod/backend")
+    ctl.bootstrap(canary)
+    created = [o for o in kube.objects("prod") if _key(o) not in seeded]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in created) == [
+        ("Deployment", "backend-primary"),
+        ("DestinationRule", "backend-canary"),
+        ("DestinationRule", "backend-primary"),
+        ("HorizontalPodAutoscaler", "backend-primary"),
+        ("Service", "backend"),
+        ("Service", "backend-canary"),
+        ("Service", "backend-primary"),
+        ("VirtualService", "backend"),
+    ]
+    vs = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
+    assert "http" not in vs["spec"]
+    assert vs["spec"]["tcp"] == [
+        {
+            "match": [{"port": 9898}],
+            "route": [
+                {"destination": {"host": "backend-primary"}, "weight": 100},
+                {"destination": {"host": "backend-canary"}, "weight": 0},
+            ],
+        }
+    ]
+    apex = kube.object("v1", "Service", "prod", "backend")
+    assert apex["spec"]["ports"][0]["appProtocol"] == "TCP" and apex["spec"]["ports"][0]["name"] == "tcp-backend"
+    _check_golden("bootstrap-backend-tcp.yaml", created)
+
+    ctl._set_routes(canary, analysis.Routes(70, 30, False))
+    vs = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
+    assert [d["weight"] for d in vs["spec"]["tcp"][0]["route"]] == [70, 30] and "http" not in vs["spec"]
+    assert ctl.load_state(canary).routes == analysis.Routes(70, 30, False)
+    _check_golden("virtualservice-backend-tcp-70-30.yaml", [vs])
+    ctl.make_safe("prod/backend")
+    vs = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
+    assert routing.routes_of(canary, vs) == (100, 0, False)
+
+
+def test_tcp_service_refuses_what_flagger_leaves_out_of_a_tcp_route(kube, cluster, manifests):
+    """What Flagger's Istio router ignores for a TCP service is refused by name at release time (the shipped
+    canary's retries, an HTTP match, A/B matches, mirroring, a built-in HTTP metric), nothing bootstrapped."""
+    from playground.controller import Controller, ControllerError
+
+    mf = _tcp_service(manifests)
+    spec = mf["canary"]["spec"]
+    spec["service"]["retries"] = {"attempts": 3}
+    spec["service"]["match"] = [{"port": 9898, "uri": {"prefix": "/api"}}]
+    spec["analysis"]["mirror"] = True
+    spec["analysis"]["match"] = [{"headers": {"x-canary": {"exact": "1"}}}]
+    spec["analysis"]["metrics"].append({"name": "request-success-rate", "thresholdRange": {"min": 99}})
+    _seed(kube, mf)
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    with pytest.raises(ControllerError) as e:
+        ctl.step("prod/backend")
+    text = str(e.value)
+    assert "spec.service.retries: retries are HTTP route settings" in text
+    assert "spec.service.match[0]: a TCP route matches on the port only: Flagger drops uri" in text
+    assert "spec.analysis.mirror: " in text and "spec.analysis.match: " in text
+    assert "spec.analysis.metrics[2]: the built-in metric request-success-rate reads istio_requests_total" in text
+    assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
+    assert cluster.get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
