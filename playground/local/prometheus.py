@@ -1,7 +1,7 @@
 """Prometheus configuration for the local playground: Envoy's upstream stats under Istio's metric names.
 
 The local mesh's Envoy names its clusters after destination workloads (``<namespace>_<workload>``, see
-``envoy.py``). Envoy's ``/stats/prometheus`` then exposes, per cluster::
+``envoy/``). Envoy's ``/stats/prometheus`` then exposes, per cluster::
 
     envoy_cluster_upstream_rq{envoy_cluster_name="prod_backend",envoy_response_code="200"}   counter
     envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="prod_backend",le="5"}          histogram (ms)
