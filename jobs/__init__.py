@@ -45,6 +45,11 @@ def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playgroun
     result = outcome.result
     targets = outcome.targets()
     context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
+    fin = result.finalizers
+    for key in fin.finalized if fin is not None else []:
+        context.log.info(f"{key}: deleted with revertOnDeletion: target reverted, primary and routes removed")
+    for err in fin.errors if fin is not None else []:
+        context.log.warning(err)
     # Recorded first (the event is stored before the op goes on): the code location builds its graph from it.
     yield dg.AssetMaterialization(
         GITOPS_COMMIT,

@@ -183,6 +183,11 @@ class Controller:
                 f"Canary {key} not found in the {self.cluster.name} cluster; sync the GitOps repository first "
                 f"(it must contain a flagger.app/v1beta1 Canary named {name} in namespace {ns})"
             )
+        if supported and (obj.get("metadata") or {}).get("deletionTimestamp"):
+            raise ControllerError(
+                f"Canary {key} is being deleted (Terminating): the sync reverts its target (revertOnDeletion); "
+                "nothing to release"
+            )
         if supported:
             reason = support.refusal(obj)
             if reason:

@@ -44,7 +44,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -445,6 +445,8 @@ class SyncResult:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # kinds the cluster does not serve (git-only objects)
     targets: list[TargetChange] = field(default_factory=list)
+    # revertOnDeletion (playground.finalizer): finalizers added/removed, Canaries deleted and reverted
+    finalizers: Any = None
 
     @property
     def changed_targets(self) -> list[TargetChange]:
@@ -589,7 +591,7 @@ def _keep_cluster_replicas(desired: dict[str, Any], current: dict[str, Any]) -> 
         spec["replicas"] = replicas
 
 
-def apply_sync(cluster: Cluster, plan: SyncPlan) -> SyncResult:
+def apply_sync(cluster: Cluster, plan: SyncPlan, *, log: Callable[[str], None] = lambda _line: None) -> SyncResult:
     """Apply a plan in order; report each Canary target's revision.
 
     Refuses a plan with validation errors (:class:`SyncError` carrying the findings; nothing applied).
@@ -627,6 +629,11 @@ def apply_sync(cluster: Cluster, plan: SyncPlan) -> SyncResult:
             ) from e
         result.applied.append(item.key)
     result.targets = target_changes(cluster, plan.canaries)
+    # Flagger's finalizer: a Canary with revertOnDeletion carries it; one removed from git is deleted and its
+    # target reverted (Canaries without revertOnDeletion are never deleted by the sync).
+    from playground import finalizer
+
+    result.finalizers = finalizer.reconcile(cluster, plan.canaries, log=log)
     return result
 
 

@@ -83,12 +83,7 @@ _SERVICE_FIELDS: dict[str, tuple[str, str]] = {
 
 _ANALYSIS_FIELDS: dict[str, tuple[str, str]] = {}
 
-_SPEC_FIELDS: dict[str, tuple[str, str]] = {
-    "revertOnDeletion": (
-        "revertOnDeletion (restoring the target when the Canary is deleted) is not implemented",
-        "remove revertOnDeletion; to stop managing a target, restore it by hand before deleting the Canary",
-    ),
-}
+_SPEC_FIELDS: dict[str, tuple[str, str]] = {}
 
 #: webhook fields the playground does not implement (muteAlert and disableTLS are implemented).
 _WEBHOOK_FIELDS: dict[str, tuple[str, str]] = {}

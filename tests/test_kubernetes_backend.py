@@ -640,14 +640,14 @@ def test_release_refuses_unsupported_fields_by_name_before_creating_anything(kub
 
     canary = copy.deepcopy(manifests["canary"])
     canary["spec"]["provider"] = "linkerd"
-    canary["spec"]["revertOnDeletion"] = True
+    canary["spec"]["autoscalerRef"]["primaryScalerReplicas"] = {"minReplicas": 2}
     _seed(kube, {**manifests, "canary": canary})
     ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
     with pytest.raises(ControllerError) as e:
         ctl.step("prod/backend")
     text = str(e.value)
     assert "spec.provider: provider linkerd is not supported by the playground" in text
-    assert "spec.revertOnDeletion: " in text and "Fix: remove revertOnDeletion" in text
+    assert "spec.autoscalerRef.primaryScalerReplicas: " in text and "Fix: remove primaryScalerReplicas" in text
     assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
     assert cluster.get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
 

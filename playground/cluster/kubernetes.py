@@ -494,6 +494,10 @@ class KubernetesCluster(Cluster):
         body = copy.deepcopy(desired)
         cur_meta = current.get("metadata") or {}
         body["metadata"]["resourceVersion"] = cur_meta.get("resourceVersion")
+        if "finalizers" not in body["metadata"] and cur_meta.get("finalizers"):
+            # A PUT without finalizers would remove them (Flagger's finalizer.flagger.app on a Canary): keep them
+            # unless the object sets its own (an explicit empty list removes them).
+            body["metadata"]["finalizers"] = list(cur_meta["finalizers"])
         kind = desired.get("kind")
         spec, cur_spec = body.get("spec"), current.get("spec") or {}
         if kind == "Service" and isinstance(spec, dict):

@@ -282,6 +282,20 @@ class LocalCluster(Cluster):
         expected = meta.pop("resourceVersion", None)
         for k in ("generation", "uid", "creationTimestamp"):
             meta.pop(k, None)
+        stored_meta = (self.store.get(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"]) or {}).get(
+            "metadata"
+        ) or {}
+        # As the API server: finalizers are kept unless the object sets them; deletionTimestamp is the server's.
+        meta.pop("deletionTimestamp", None)
+        if "finalizers" not in meta and stored_meta.get("finalizers"):
+            meta["finalizers"] = list(stored_meta["finalizers"])
+        if stored_meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = stored_meta["deletionTimestamp"]
+            if not meta.get("finalizers"):  # the last finalizer removed: the object goes
+                self._remove(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"])
+                return body
+        if not meta.get("finalizers"):
+            meta.pop("finalizers", None)
         if body["kind"] == "Deployment" and "replicas" not in (body.get("spec") or {}):
             current = self.store.get(body["apiVersion"], "Deployment", meta.get("namespace"), meta["name"])
             if current is not None and (current.get("spec") or {}).get("replicas") is not None:
@@ -307,6 +321,20 @@ class LocalCluster(Cluster):
         return [self._with_status(o) for o in self.store.list(api_version, kind, namespace)]
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete; an object with finalizers is only marked (``metadata.deletionTimestamp``), as the API server
+        does, and goes when its last finalizer is removed."""
+        current = self.store.get(api_version, kind, namespace, name)
+        cmeta = (current or {}).get("metadata") or {}
+        if current is not None and cmeta.get("finalizers") and not cmeta.get("deletionTimestamp"):
+            marked = copy.deepcopy(current)
+            marked["metadata"]["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.store.put(marked)
+            return True
+        if current is not None and cmeta.get("finalizers"):
+            return True  # already marked: the finalizers decide
+        return self._remove(api_version, kind, namespace, name)
+
+    def _remove(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         deleted = self.store.delete(api_version, kind, namespace, name)
         if deleted:
             if kind == "Canary":

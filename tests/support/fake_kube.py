@@ -27,7 +27,9 @@ Semantics (as kube-apiserver)
     from the stored object, generation bumped when anything but metadata/status changes), PATCH
     (``application/merge-patch+json``; ``application/strategic-merge-patch+json`` treated as a merge patch for
     built-in kinds and refused with 415 for custom resources, as the real server does;
-    ``application/json-patch+json``), DELETE (owned objects are garbage-collected at once), the ``/status``
+    ``application/json-patch+json``), DELETE (owned objects are garbage-collected at once; an object with
+    ``metadata.finalizers`` is only marked with ``deletionTimestamp`` and goes, with what it owns, when an update
+    removes its last finalizer; a marked object accepts no new finalizer (422)), the ``/status``
     subresource (only status changes) and the Deployment ``/scale`` subresource (an autoscaling/v1 Scale).
     Bodies must be JSON (``application/json``, or no Content-Type, which kube-apiserver reads as JSON; YAML
     is accepted too; 415 otherwise; a PATCH needs one of the patch types) and are validated minimally:
@@ -1033,9 +1035,27 @@ class FakeKube:
                 new.pop("status", None)
         else:
             new = obj
-            for field_ in ("uid", "creationTimestamp", "generation"):
+            for field_ in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
                 if field_ in cur_meta:
                     meta[field_] = cur_meta[field_]
+                elif field_.startswith("deletion"):
+                    meta.pop(field_, None)  # only a DELETE sets them
+            if cur_meta.get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(cur_meta.get("finalizers") or [])
+                if added:
+                    raise ApiError(
+                        422,
+                        f'{rt.kind} "{route.name}" is invalid: metadata.finalizers: Forbidden: no new finalizers '
+                        "can be added if the object is being deleted",
+                        "Invalid",
+                        {"name": route.name, "group": rt.group, "kind": rt.kind},
+                    )
+                if not meta.get("finalizers") and not dry_run:
+                    # the last finalizer removed: the object is deleted now, with what it owns
+                    del self._store[self._key(route)]
+                    self._collect_garbage(cur_meta["uid"])
+                    _prune_metadata(meta)
+                    return self._present(rt, route.version, new)
             meta.pop("managedFields", None)
             if "status" in rt.subresources:
                 if "status" in current:
@@ -1163,6 +1183,17 @@ class FakeKube:
         rt = route.rt
         assert rt is not None
         obj = self._get(route)
+        if obj["metadata"].get("finalizers"):
+            if not dry_run and not obj["metadata"].get("deletionTimestamp"):
+                obj = copy.deepcopy(obj)
+                obj["metadata"]["deletionTimestamp"] = _timestamp(time.time())
+                obj["metadata"]["deletionGracePeriodSeconds"] = 0
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+                self._store[self._key(route)] = obj
+            return self._present(rt, route.version, obj) if not rt.builtin else {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": route.name, "group": rt.group, "kind": rt.plural, "uid": obj["metadata"]["uid"]},
+            }  # fmt: skip
         if not dry_run:
             del self._store[self._key(route)]
             self._collect_garbage(obj["metadata"]["uid"])
