@@ -247,7 +247,7 @@ class Controller:
 
     # ------------------------------------------------------------------------------------ state
     def load_state(self, canary: Canary) -> analysis.CanaryState | None:
-        """The persisted status, with the routes read back from the VirtualService.
+        """The persisted status, with the routes read back from the VirtualService (HTTPRoute for gatewayapi).
 
         The mesh is the truth for routes (as Flagger's GetRoutes): a run killed between acting and persisting
         resumes from the traffic split actually in force.
@@ -256,11 +256,9 @@ class Controller:
         if status is None:
             return None
         routes = analysis.ALL_TO_PRIMARY
-        vs = self.cluster.get(
-            "networking.istio.io/v1beta1", "VirtualService", canary.namespace, routing.service_names(canary)[0]
-        )
-        if vs is not None:
-            routes = analysis.Routes(*routing.routes_of(canary, vs))
+        route = self.cluster.get(*routing.route_key(canary))
+        if route is not None:
+            routes = analysis.Routes(*routing.routes_in(canary, route))
         return analysis.CanaryState.from_status(status, routes)
 
     def save_state(
@@ -382,7 +380,7 @@ class Controller:
         if revision is None and canary.spec.analysis.sessionAffinity is not None:
             status = self.cluster.get_canary_status(canary.namespace, canary.name)
             revision = status.lastAppliedSpec if status is not None else None
-        self.cluster.apply(routing.virtual_service(canary, r.primary, r.canary, r.mirror, revision=revision))
+        self.cluster.apply(routing.route_object(canary, r.primary, r.canary, r.mirror, revision=revision))
 
     def _promote(self, canary: Canary) -> None:
         target = self._target(canary)

@@ -103,8 +103,10 @@ ISTIO_QUERIES: dict[str, str] = {
 }
 BUILTIN_METRICS = tuple(ISTIO_QUERIES)
 
-#: Mesh providers whose built-in metrics are the Istio queries (None = the playground's default mesh).
-_ISTIO_PROVIDERS = {None, "", "istio"}
+#: Mesh providers whose built-in metrics are the Istio queries (None = the playground's default mesh). Flagger's
+#: observer factory has no Gateway API observer: gatewayapi:v1(beta1) canaries get its default, the Istio one
+#: (``pkg/metrics/observers/factory.go``); the local playground's Prometheus serves these series from Envoy.
+_ISTIO_PROVIDERS = {None, "", "istio", "gatewayapi:v1", "gatewayapi:v1beta1"}
 
 
 class MetricError(PlaygroundError):
@@ -345,7 +347,7 @@ def resolve_query(
     if metric.name in ISTIO_QUERIES:
         if canary.spec.provider not in _ISTIO_PROVIDERS:
             raise MetricError(
-                f"{mname}: built-in metrics are only available for the istio provider "
+                f"{mname}: built-in metrics are only available for the istio and gatewayapi providers "
                 f"(canary provider is {canary.spec.provider!r}); use a MetricTemplate"
             )
         if not address:

@@ -7,7 +7,9 @@ This is what Flagger's Kubernetes and Istio controllers create, computed once fo
   to their ``-primary`` copies.
 - Services ``<svc>`` (apex, selects the primary pods), ``<svc>-primary`` and ``<svc>-canary``.
 - DestinationRules ``<svc>-primary`` and ``<svc>-canary`` (with ``service.trafficPolicy``).
-- VirtualService ``<svc>`` carrying the traffic split, A/B match routes and mirroring.
+- VirtualService ``<svc>`` carrying the traffic split, A/B match routes and mirroring (provider istio); for
+  the gatewayapi provider the HTTPRoute ``<svc>`` of ``playground.routing_gatewayapi`` instead (no
+  DestinationRules); ``route_key``/``route_object``/``routes_in`` pick the provider's object.
 - ``<hpa>-primary`` HorizontalPodAutoscaler targeting the primary.
 
 Object shapes follow Flagger v1.44 (``pkg/canary/deployment_controller.go``, ``pkg/router/istio.go``) so that
@@ -557,9 +559,47 @@ def bootstrap_objects(
         objs.append(primary_hpa(canary, hpa))
     objs.extend(services(canary, target))
     if mesh_routed(canary):
-        objs.extend(destination_rules(canary))
-        objs.append(virtual_service(canary, 100, 0, False))
+        if not _gatewayapi(canary):  # Flagger's Gateway API router writes the HTTPRoute only
+            objs.extend(destination_rules(canary))
+        objs.append(route_object(canary, 100, 0, False))
     return objs
+
+
+def _gatewayapi(canary: Canary) -> bool:
+    from playground import routing_gatewayapi
+
+    return routing_gatewayapi.is_gatewayapi(canary)
+
+
+def route_key(canary: Canary) -> tuple[str, str, str, str]:
+    """(apiVersion, kind, namespace, name) of the object carrying the canary's traffic split: the VirtualService
+    (istio) or the HTTPRoute (gatewayapi:v1 / gatewayapi:v1beta1), both named after the apex Service."""
+    apex = service_names(canary)[0]
+    if _gatewayapi(canary):
+        from playground import routing_gatewayapi
+
+        return routing_gatewayapi.api_version(canary), routing_gatewayapi.KIND, canary.namespace, apex
+    return ISTIO_API, "VirtualService", canary.namespace, apex
+
+
+def route_object(
+    canary: Canary, primary_weight: int, canary_weight: int, mirror: bool = False, *, revision: str | None = None
+) -> dict[str, Any]:
+    """The routing object of the canary's provider for a traffic split (see ``route_key``)."""
+    if _gatewayapi(canary):
+        from playground import routing_gatewayapi
+
+        return routing_gatewayapi.http_route(canary, primary_weight, canary_weight, revision=revision)
+    return virtual_service(canary, primary_weight, canary_weight, mirror, revision=revision)
+
+
+def routes_in(canary: Canary, obj: dict[str, Any]) -> tuple[int, int, bool]:
+    """(primary weight, canary weight, mirror) read back from the object named by ``route_key``."""
+    if _gatewayapi(canary):
+        from playground import routing_gatewayapi
+
+        return routing_gatewayapi.routes_of(canary, obj)
+    return routes_of(canary, obj)
 
 
 def mesh_routed(canary: Canary) -> bool:

@@ -33,7 +33,21 @@ ALL_PROVIDERS = (
 )  # fmt: skip
 
 #: Providers the playground drives end to end, on both backends.
-SUPPORTED_PROVIDERS = ("istio", "kubernetes")
+SUPPORTED_PROVIDERS = ("istio", "kubernetes", "gatewayapi:v1", "gatewayapi:v1beta1")
+
+#: The Gateway API providers (Flagger's GatewayAPIRouter / GatewayAPIV1Beta1Router: an HTTPRoute).
+GATEWAYAPI_PROVIDERS = ("gatewayapi:v1", "gatewayapi:v1beta1")
+
+#: service fields Flagger's Gateway API router does not read (Istio VirtualService/DestinationRule fields), with
+#: what to do instead.
+_GATEWAYAPI_IGNORED_SERVICE_FIELDS: dict[str, str] = {
+    "gateways": "name the Gateway in service.gatewayRefs",
+    "trafficPolicy": "remove trafficPolicy (configure the load balancing in your Gateway API implementation)",
+    "retries": "remove retries (the HTTPRoute has no retry policy in Flagger's Gateway API router)",
+    "corsPolicy": "remove corsPolicy (configure CORS in your Gateway API implementation)",
+    "delegation": "remove delegation",
+    "mirror": "remove mirror (request mirroring of the HTTPRoute is not implemented here)",
+}
 
 _BUILTIN_METRICS = ("request-success-rate", "request-duration")
 #: service fields that only shape mesh routes (VirtualService/DestinationRule).
@@ -59,14 +73,6 @@ _SERVICE_FIELDS: dict[str, tuple[str, str]] = {
     "headless": (
         "headless Services are not implemented (the apex/primary/canary Services always get a cluster IP)",
         "remove headless (or set it to false)",
-    ),
-    "backendTimeout": (
-        "backendTimeout is only used by the gatewayapi provider, which this canary does not use",
-        "remove backendTimeout, or use service.timeout",
-    ),
-    "gatewayRefs": (
-        "gatewayRefs attach an HTTPRoute to a Gateway API Gateway, which only the gatewayapi provider writes",
-        "remove gatewayRefs, or for Istio name the gateways in service.gateways",
     ),
     "meshName": ("meshName is only used by the appmesh provider", "remove meshName"),
     "backends": ("backends are only used by the appmesh provider", "remove backends"),
@@ -225,9 +231,31 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
     for field, (why, fix) in _SERVICE_FIELDS.items():
         if _set(service.get(field)):
             out.append(Gap(("spec", "service", field), why, fix))
+    if provider in GATEWAYAPI_PROVIDERS:
+        out.extend(_gatewayapi_gaps(spec, service))
+    else:
+        for field, why, fix in (
+            (
+                "gatewayRefs",
+                "gatewayRefs attach an HTTPRoute to a Gateway API Gateway, which only the gatewayapi provider writes",
+                "remove gatewayRefs, or use provider gatewayapi:v1 (for Istio name the gateways in service.gateways)",
+            ),
+            (
+                "backendTimeout",
+                "backendTimeout is only used by the gatewayapi provider, which this canary does not use",
+                "remove backendTimeout, or use service.timeout",
+            ),
+        ):
+            if _set(service.get(field)):
+                out.append(Gap(("spec", "service", field), why, fix))
     analysis = _dict(spec.get("analysis"))
     app_protocol = service.get("appProtocol")
-    if isinstance(app_protocol, str) and app_protocol.lower() == "tcp" and provider != "kubernetes":
+    if (
+        isinstance(app_protocol, str)
+        and app_protocol.lower() == "tcp"
+        and provider != "kubernetes"
+        and provider not in GATEWAYAPI_PROVIDERS
+    ):
         out.extend(_tcp_gaps(service, analysis))
     for field, (why, fix) in _ANALYSIS_FIELDS.items():
         if _set(analysis.get(field)):
@@ -277,7 +305,7 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                 "remove sessionAffinity, or use stepWeight/maxWeight instead of iterations",
             )
         )
-    matches = analysis.get("match")
+    matches = analysis.get("match") if provider not in GATEWAYAPI_PROVIDERS else None
     for i, m in enumerate(matches if isinstance(matches, list) else []):
         for field in ("sourceLabels", "sourceNamespace"):
             if _set(_dict(m).get(field)):
@@ -355,6 +383,108 @@ def _tcp_gaps(service: dict[str, Any], analysis: dict[str, Any]) -> list[Gap]:
                     "(istio_tcp_connections_opened_total, istio_tcp_connections_closed_total, ...)",
                 )
             )
+    return out
+
+
+def _gatewayapi_gaps(spec: dict[str, Any], service: dict[str, Any]) -> list[Gap]:
+    """What Flagger's Gateway API router requires or cannot express, for a gatewayapi:v1(beta1) canary."""
+    out: list[Gap] = []
+    provider = spec.get("provider")
+    if not _set(service.get("gatewayRefs")):
+        out.append(
+            Gap(
+                ("spec", "service", "gatewayRefs"),
+                f"required for provider {provider}: the HTTPRoute must attach to a Gateway (Flagger refuses the "
+                "canary without it)",
+                "add gatewayRefs: [{name: GATEWAY, namespace: ITS_NAMESPACE}] naming a gateway.networking.k8s.io "
+                "Gateway",
+            )
+        )
+    for field, fix in _GATEWAYAPI_IGNORED_SERVICE_FIELDS.items():
+        if _set(service.get(field)):
+            out.append(
+                Gap(
+                    ("spec", "service", field),
+                    f"service.{field} is an Istio route field that Flagger's Gateway API router does not write "
+                    "into the HTTPRoute",
+                    fix + ", or use provider istio",
+                )
+            )
+    app_protocol = service.get("appProtocol")
+    if isinstance(app_protocol, str) and app_protocol.lower() == "tcp":
+        out.append(
+            Gap(
+                ("spec", "service", "appProtocol"),
+                "Flagger's Gateway API router writes an HTTPRoute only (no TCPRoute), so a TCP service would be "
+                "routed as HTTP",
+                "remove appProtocol: TCP, or use provider istio (TCP routes)",
+            )
+        )
+    for which in ("apex", "primary", "canary"):
+        custom = _dict(service.get(which))
+        if _set(custom.get("backendRef")):
+            out.append(
+                Gap(
+                    ("spec", "service", which, "backendRef"),
+                    "a custom HTTPRoute backendRef is not implemented (the backendRefs are the primary and "
+                    "canary Services)",
+                    "remove backendRef",
+                )
+            )
+    analysis = _dict(spec.get("analysis"))
+    if _set(analysis.get("mirror")):
+        out.append(
+            Gap(
+                ("spec", "analysis", "mirror"),
+                f"traffic mirroring is not implemented for provider {provider} here (the HTTPRoute has no "
+                "RequestMirror filter)",
+                "remove mirror, or use provider istio",
+            )
+        )
+    sa = _dict(analysis.get("sessionAffinity"))
+    if _set(sa.get("primaryCookieName")):
+        out.append(
+            Gap(
+                ("spec", "analysis", "sessionAffinity", "primaryCookieName"),
+                "Flagger's Gateway API router keeps canary sessions only (no primary cookie)",
+                "remove primaryCookieName, or use provider istio",
+            )
+        )
+    for where, matches in (("service", service.get("match")), ("analysis", analysis.get("match"))):
+        base = ("spec", where, "match")
+        for i, m in enumerate(matches if isinstance(matches, list) else []):
+            m = _dict(m)
+            for field in ("sourceLabels", "sourceNamespace", "authority", "scheme", "withoutHeaders", "port"):
+                if _set(m.get(field)):
+                    out.append(
+                        Gap(
+                            (*base, i, field),
+                            f"an HTTPRoute match has no {field} (Flagger's Gateway API router drops it)",
+                            "match on path, method, headers or query parameters instead",
+                        )
+                    )
+            for field, kinds in (("uri", ("exact", "prefix", "regex")), ("method", ("exact",))):
+                sm = _dict(m.get(field))
+                bad = sorted(k for k in sm if k not in kinds and _set(sm[k]))
+                if bad:
+                    out.append(
+                        Gap(
+                            (*base, i, field, bad[0]),
+                            f"Gateway API cannot match {field} by {bad[0]} (Flagger refuses it)",
+                            f"use {' or '.join(kinds)}",
+                        )
+                    )
+            for field in ("headers", "queryParams"):
+                for name, sm in _dict(m.get(field)).items():
+                    bad = sorted(k for k in _dict(sm) if k not in ("exact", "regex") and _set(_dict(sm)[k]))
+                    if bad:
+                        out.append(
+                            Gap(
+                                (*base, i, field, name, bad[0]),
+                                f"Gateway API matches {field} by exact value or regex only (Flagger refuses {bad[0]})",
+                                "use exact, or an equivalent regex",
+                            )
+                        )
     return out
 
 

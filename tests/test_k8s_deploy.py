@@ -697,6 +697,7 @@ DOCUMENTED = {
         ("networking.istio.io", r): {"get", "list", "create", "update", "delete"}
         for r in ("virtualservices", "destinationrules")
     },
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "create", "update", "delete"},
     ("apps", "deployments/scale"): {"patch"},
     **{("flagger.app", r): {"get", "list"} for r in ("canaries", "metrictemplates", "alertproviders")},
     ("flagger.app", "canaries/status"): {"get", "update"},

@@ -787,3 +787,63 @@ def test_tcp_service_refuses_what_flagger_leaves_out_of_a_tcp_route(kube, cluste
     assert "spec.analysis.metrics[2]: the built-in metric request-success-rate reads istio_requests_total" in text
     assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
     assert cluster.get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
+
+
+def _gatewayapi_provider(manifests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The shipped backend Canary as a Gateway API canary (Flagger's gatewayapi:v1 router): attached to the
+    Gateway gateway/public for host backend.example.com, the Istio-only service.retries removed."""
+    canary = copy.deepcopy(manifests["canary"])
+    canary["spec"]["provider"] = "gatewayapi:v1"
+    svc = canary["spec"]["service"]
+    svc.pop("retries")
+    svc.update(
+        hosts=["backend.example.com"],
+        gatewayRefs=[{"name": "public", "namespace": "gateway"}],
+        timeout="30s",
+        backendTimeout="10s",
+    )
+    return {**manifests, "canary": canary}
+
+
+HTTPROUTE_PATH = "/apis/gateway.networking.k8s.io/v1/namespaces/prod/httproutes"
+
+
+def test_gatewayapi_provider_golden_objects_and_weight_change_touches_only_the_http_route(kube, cluster, manifests):
+    """provider gatewayapi:v1 on the kubernetes backend, through the controller: the golden objects are the
+    primary Deployment, its HPA, the apex/primary/canary Services and the HTTPRoute (all traffic on the
+    primary), no DestinationRule or VirtualService; a weight change PUTs the HTTPRoute only, and the weights are
+    read back from it."""
+    from playground import analysis, support
+    from playground.controller import Controller
+
+    mf = _gatewayapi_provider(manifests)
+    assert support.refusal(mf["canary"]) is None
+    _seed(kube, mf)
+    seeded = {_key(o) for o in kube.objects()}
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    canary = ctl.canary("prod/backend")
+    ctl.bootstrap(canary)
+    created = [o for o in kube.objects("prod") if _key(o) not in seeded]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in created) == [
+        ("Deployment", "backend-primary"),
+        ("HTTPRoute", "backend"),
+        ("HorizontalPodAutoscaler", "backend-primary"),
+        ("Service", "backend"),
+        ("Service", "backend-canary"),
+        ("Service", "backend-primary"),
+    ]
+    _check_golden("bootstrap-backend-gatewayapi.yaml", created)
+    assert ctl.load_state(canary).routes == analysis.ALL_TO_PRIMARY
+
+    before = {_key(o): o["metadata"]["resourceVersion"] for o in kube.objects()}
+    kube.clear_requests()
+    ctl._set_routes(canary, analysis.Routes(90, 10, False))
+    writes = [r for r in kube.requests if r.method != "GET"]
+    assert writes and all(r.path.startswith(HTTPROUTE_PATH) for r in writes), writes
+    after = {_key(o): o["metadata"]["resourceVersion"] for o in kube.objects()}
+    assert {k for k in after if after[k] != before.get(k)} == {("gateway.networking.k8s.io/v1", "HTTPRoute", "backend")}
+    route = kube.object("gateway.networking.k8s.io/v1", "HTTPRoute", "prod", "backend")
+    assert routing.routes_in(canary, route) == (90, 10, False)
+    _check_golden("httproute-backend-90-10.yaml", [route])
+    assert ctl.load_state(canary).routes == analysis.Routes(90, 10, False)
+    assert kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None

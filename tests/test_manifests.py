@@ -33,7 +33,7 @@ BROKEN_EXPECTED = [
     "tests/data/broken/prod/alerts.yaml:9: AlertProvider prod/on-call: spec.address: inline alert address: webhook URLs are credentials and must not be stored in git. Fix: remove address; put the URL in a Secret (key address) referenced by secretRef, or name an environment variable holding it with addressFromEnv",
     "tests/data/broken/prod/alerts.yaml:16: AlertProvider prod/nowhere: spec: no address: set secretRef or addressFromEnv. Fix: add secretRef (a Secret with key address) or addressFromEnv (an environment variable)",
     "tests/data/broken/prod/alerts.yaml:25: AlertProvider prod/chat: spec.type: invalid value 'slak'; did you mean slack? Fix: use one of slack, msteams, discord, rocket, gchat, webhook",
-    "tests/data/broken/prod/canary-ab.yaml:18: Canary prod/frontend: spec.analysis.match: provider kubernetes cannot route by HTTP headers or cookies, so A/B testing (match with iterations) is not possible. Fix: use a provider that supports HTTP matching (istio here), or remove match for a blue/green deployment",
+    "tests/data/broken/prod/canary-ab.yaml:18: Canary prod/frontend: spec.analysis.match: provider kubernetes cannot route by HTTP headers or cookies, so A/B testing (match with iterations) is not possible. Fix: use a provider that supports HTTP matching (istio, gatewayapi:v1, gatewayapi:v1beta1 here), or remove match for a blue/green deployment",
     "tests/data/broken/prod/canary-ab.yaml:23: Canary prod/frontend: spec.analysis.metrics[0]: the built-in metric request-duration is only provided for the istio provider here (Flagger's kubernetes provider reads the app's own http_request_duration_seconds). Fix: add a templateRef to a MetricTemplate with the query of your app's metrics",
     "tests/data/broken/prod/canary-steps.yaml:11: Canary prod/podinfo: spec.autoscalerRef: HorizontalPodAutoscaler prod/podinfo scales podinf, not the canary target podinfo. Fix: set the HPA's scaleTargetRef.name to podinfo",
     "tests/data/broken/prod/canary-steps.yaml:20: Canary prod/podinfo: spec.analysis.stepWeights[1]: step weights must increase: 5 follows 10. Fix: list the weights in increasing order, like [5, 10, 20, 50]",
@@ -353,9 +353,8 @@ def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
     # Parsed, and nothing silently ignored: what the playground does not implement is named, with a fix.
     found = {(f.field, f.severity) for f in m.validate(tmp_path)}
     assert found == {
-        ("spec.provider", m.ERROR),
-        ("spec.service.gatewayRefs", m.ERROR),
-        ("spec.analysis.sessionAffinity", m.ERROR),
+        ("spec.analysis.sessionAffinity", m.ERROR),  # with iterations/match: canary releases by weight only
+        ("spec.analysis.sessionAffinity.primaryCookieName", m.ERROR),  # not in Flagger's Gateway API router
     }
 
 

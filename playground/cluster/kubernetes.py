@@ -18,7 +18,8 @@ Authentication
 RBAC the pipeline's service account needs (in every namespace holding canaries)
     - ``get, list, create, update, delete`` on ``deployments`` (apps), ``services``, ``configmaps``,
       ``secrets`` (core), ``horizontalpodautoscalers`` (autoscaling), ``virtualservices`` and
-      ``destinationrules`` (networking.istio.io);
+      ``destinationrules`` (networking.istio.io), ``httproutes`` (gateway.networking.k8s.io, for gatewayapi
+      canaries);
     - ``patch`` on ``deployments/scale`` (apps) to scale the canary;
     - ``get, list`` on ``canaries``, ``metrictemplates``, ``alertproviders`` (flagger.app; ``create, update``
       too when the GitOps sync applies them), ``get, update`` on ``canaries/status``;
@@ -69,6 +70,8 @@ KNOWN_CUSTOM_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("networking.istio.io", "Gateway"): ("gateways", True),
     ("networking.istio.io", "ServiceEntry"): ("serviceentries", True),
     ("install.istio.io", "IstioOperator"): ("istiooperators", True),
+    ("gateway.networking.k8s.io", "HTTPRoute"): ("httproutes", True),
+    ("gateway.networking.k8s.io", "Gateway"): ("gateways", True),
     ("flagger.app", "Canary"): ("canaries", True),
     ("flagger.app", "MetricTemplate"): ("metrictemplates", True),
     ("flagger.app", "AlertProvider"): ("alertproviders", True),

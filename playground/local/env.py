@@ -1018,10 +1018,10 @@ def _workloads(h: Home) -> list[dict[str, Any]]:
             if (ns, name) in canaries:
                 c, st = canaries[(ns, name)]
                 phase = (st or {}).get("phase") or "(not initialized)"
-                vs = cluster.store.get("networking.istio.io/v1beta1", "VirtualService", ns, routing.service_names(c)[0])
+                vs = cluster.store.get(*routing.route_key(c))
                 if vs is not None:
                     try:
-                        weight = str(routing.routes_of(c, vs)[1])
+                        weight = str(routing.routes_in(c, vs)[1])
                     except Exception:
                         weight = "?"
             out.append(

@@ -126,6 +126,17 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
         "networking.istio.io", _ISTIO_VERSIONS, "gateways", "Gateway", subresources=("status",), builtin=False
     ),
+    ResourceType(
+        "gateway.networking.k8s.io",
+        ("v1", "v1beta1"),
+        "httproutes",
+        "HTTPRoute",
+        subresources=("status",),
+        builtin=False,
+    ),
+    ResourceType(
+        "gateway.networking.k8s.io", ("v1", "v1beta1"), "gateways", "Gateway", subresources=("status",), builtin=False
+    ),
     ResourceType("flagger.app", ("v1beta1",), "canaries", "Canary", subresources=("status",), builtin=False),
     ResourceType(
         "flagger.app", ("v1beta1",), "metrictemplates", "MetricTemplate", subresources=("status",), builtin=False
