@@ -199,9 +199,11 @@ def finalize(
     apex_name, primary_svc, canary_svc = routing.service_names(canary)
     if routing.mesh_routed(canary):
         # The mesh routes go: traffic for the apex host follows the apex Service (now the target's pods).
-        cluster.delete(routing.ISTIO_API, "VirtualService", ns, apex_name)
-        for host in (primary_svc, canary_svc):
-            cluster.delete(routing.ISTIO_API, "DestinationRule", ns, host)
+        # gatewayapi: the HTTPRoute (owned by the Canary, so removed with it as Kubernetes' garbage collector would).
+        cluster.delete(*routing.route_key(canary))
+        if routing.route_key(canary)[1] == "VirtualService":
+            for host in (primary_svc, canary_svc):
+                cluster.delete(routing.ISTIO_API, "DestinationRule", ns, host)
     sleep(drain)
 
     for svc in (primary_svc, canary_svc):
