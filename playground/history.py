@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-from playground.durations import parse_duration
+from playground.durations import parse_duration, parse_prometheus_duration
 from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, MetricTemplate
 
@@ -434,7 +434,7 @@ def query_samples(
         query = rc.query
         address = address_resolver(rc.address) if address_resolver else rc.address
         end = now or datetime.now(UTC)
-        start = end - timedelta(seconds=parse_duration(metric.interval or DEFAULT_RATE_WINDOW))
+        start = end - timedelta(seconds=parse_prometheus_duration(metric.interval or DEFAULT_RATE_WINDOW))
         step = metric.judge.step if metric.judge else "10s"
         with metrics.PrometheusProvider(
             address,

@@ -33,7 +33,10 @@ and ``pkg/apis/flagger/v1beta1/metric.go`` ``MetricTemplateModel``):
   revision (the primary runs as ``podinfo-primary``), so the query measures the canary only.
 * ``{{ service }}``   = ``spec.service.name`` when set, else ``spec.targetRef.name``
 * ``{{ ingress }}``   = ``spec.ingressRef.name`` when set, else ``spec.targetRef.name``
-* ``{{ interval }}``  = the metric's ``interval``, default ``1m``
+* ``{{ interval }}``  = the metric's ``interval``, default ``1m``. It lands in PromQL (``[{{ interval }}]``), so
+  it must be a Prometheus duration (:func:`playground.durations.parse_prometheus_duration`, the parser
+  ``playground validate`` uses for that field): one PromQL would refuse (``1.5m``) is a ``MetricError`` here,
+  before any query. (Flagger's own ``analysis.interval`` is a Go duration and may be ``1.5m``.)
 * ``{{ variables.KEY }}`` = ``templateVariables[KEY]`` of the canary metric (Flagger >= 1.20); a missing key
   is a ``MetricError`` naming the variable and the template.
 
@@ -59,6 +62,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
 
+from playground.durations import PROMETHEUS_DURATION_HINT, parse_prometheus_duration
 from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.observe import MetricValue
@@ -264,8 +268,15 @@ class ResolvedQuery:
     truncate: bool = False  # request-duration: whole milliseconds
 
 
-def _metric_interval(metric: CanaryMetric) -> str:
-    return metric.interval or DEFAULT_INTERVAL
+def _metric_interval(canary: Canary, metric: CanaryMetric) -> str:
+    """The metric's ``interval`` (default ``1m``), checked with Prometheus's duration grammar: it is substituted
+    into PromQL. Raises ``MetricError`` naming the metric, the canary and the fix."""
+    interval = metric.interval or DEFAULT_INTERVAL
+    try:
+        parse_prometheus_duration(interval)
+    except ValueError as e:
+        raise MetricError(f"metric {metric.name!r} of canary {canary.key}: interval: {e}; {PROMETHEUS_DURATION_HINT}")
+    return interval
 
 
 class _TemplateModel(TypedDict):
@@ -287,7 +298,7 @@ def _model(canary: Canary, metric: CanaryMetric) -> _TemplateModel:
         "target": spec.targetRef.name,
         "service": spec.service.name or spec.targetRef.name,
         "ingress": spec.ingressRef.name if spec.ingressRef else spec.targetRef.name,
-        "interval": _metric_interval(metric),
+        "interval": _metric_interval(canary, metric),
     }
 
 

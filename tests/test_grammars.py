@@ -3,8 +3,8 @@
 Each table row is written into a copy of the project's manifests, then judged twice: by validation
 (``manifests.validate``: is there an error finding on that field?) and by the code that reads the field at run
 time (the image automation's ``load_policies`` for ``policy.semver.range``, ``metrics.resolve_query`` for a
-MetricTemplate query, the controller's interval and ``hooks.hook_timeout`` for durations). Both must agree with
-the expected verdict, valid or not.
+MetricTemplate query and a metric's interval (Prometheus durations), the controller's interval and
+``hooks.hook_timeout`` for Go durations). Both must agree with the expected verdict, valid or not.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from playground import manifests
@@ -152,6 +153,86 @@ def test_analysis_interval_verdicts_agree(tmp_path: Path, text: str, valid: bool
     validation = validation_errors(root, "spec.analysis.interval")
     assert runtime_ok is valid
     assert (not validation) is valid, validation
+
+
+# A metric's interval is substituted into PromQL (``[{{ interval }}]``): Prometheus's grammar, not Go's. The
+# verdicts are Prometheus 2.42's own (test_metric_interval_table_is_prometheus_own_verdict below asks it).
+METRIC_INTERVALS = [
+    ("30s", True),
+    ("1m", True),
+    ("1m30s", True),
+    ("500ms", True),
+    ("5m5ms", True),
+    ("1h", True),
+    ("1d", True),
+    ("2w", True),
+    ("1y", True),
+    ("01m", True),
+    ("1.5m", False),  # a Go duration (analysis.interval accepts it), not a Prometheus one
+    ("90", False),
+    ("0", False),
+    ("0s", False),
+    ("-1s", False),
+    ("1s1m", False),
+    ("1h1h", False),
+    ("1M", False),
+    ("1e3s", False),
+    ("30 s", False),
+    ("abc", False),
+]
+
+
+def _interval_tree(tmp_path: Path, text: str) -> Path:
+    return tree(
+        tmp_path,
+        CANARY,
+        "        interval: 30s\n      - name: latency",
+        f"        interval: {text!r}\n      - name: latency",
+    )
+
+
+@pytest.mark.parametrize("text,valid", METRIC_INTERVALS, ids=[t for t, _ in METRIC_INTERVALS])
+def test_metric_interval_verdicts_agree(tmp_path: Path, text: str, valid: bool) -> None:
+    root = _interval_tree(tmp_path, text)
+    mset = manifests.load_tree(root)
+    canary = mset.canary("prod/backend")
+    assert canary is not None
+    metric = canary.spec.analysis.metrics[0]
+    assert metric.interval == text
+    try:
+        resolved = resolve_query(canary, metric, mset.templates())
+        runtime_ok = True
+        assert f"[{text}]" in resolved.query
+    except MetricError as e:
+        runtime_ok = False
+        assert "interval" in str(e) and "metric 'error-rate' of canary prod/backend" in str(e)
+    validation = validation_errors(root, "spec.analysis.metrics[0].interval")
+    assert runtime_ok is valid
+    assert (not validation) is valid, validation
+
+
+@pytest.mark.integration
+def test_metric_interval_table_is_prometheus_own_verdict(tmp_path: Path) -> None:
+    """The table above is what a real Prometheus says of the rendered built-in query with each interval."""
+    from playground.metrics import ISTIO_QUERIES, render
+    from tests.support.prometheus import PrometheusProcess, prometheus_available
+
+    if not prometheus_available():
+        pytest.fail("the Debian prometheus binary is not installed: run scripts/setup.sh (apt-get install prometheus)")
+    verdicts = {}
+    with PrometheusProcess(tmp_path / "prom") as prom:
+        for text, _ in METRIC_INTERVALS:
+            query = render(
+                ISTIO_QUERIES["request-success-rate"],
+                name="backend",
+                namespace="prod",
+                target="backend",
+                service="backend",
+                interval=text,
+            )
+            r = httpx.get(prom.url + "/api/v1/query", params={"query": query}, timeout=30)
+            verdicts[text] = r.json()["status"] == "success"
+    assert verdicts == dict(METRIC_INTERVALS)
 
 
 WEBHOOK_TIMEOUTS = [("15s", True), ("2m", True), ("250ms", True), ("0s", False), ("0", False), ("soon", False)]

@@ -48,7 +48,7 @@ BROKEN_EXPECTED = [
     "tests/data/broken/prod/canary-weighted.yaml:15: Canary prod/backend: spec.analysis.interval: invalid duration '15'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
     "tests/data/broken/prod/canary-weighted.yaml:17: Canary prod/backend: spec.analysis.maxWeight: 150 is outside 0..100. Fix: set maxWeight to a percentage (1..100)",
     "tests/data/broken/prod/canary-weighted.yaml:20: Canary prod/backend: spec.analysis.metrics[0].templateRef: MetricTemplate istio-system/error-rat not found. Fix: use one of istio-system/error-rate, istio-system/latency",
-    "tests/data/broken/prod/canary-weighted.yaml:25: Canary prod/backend: spec.analysis.metrics[0].interval: invalid duration '30 s'. Fix: use a number with a unit, like 30s, 1m or 1m30s",
+    "tests/data/broken/prod/canary-weighted.yaml:25: Canary prod/backend: spec.analysis.metrics[0].interval: invalid Prometheus duration '30 s'. Fix: use whole numbers with the units ms, s, m, h, d, w, y, largest first, like 30s, 1m, 1m30s or 1d (Prometheus durations have no fractions: 90s, not 1.5m)",
     "tests/data/broken/prod/canary-weighted.yaml:26: Canary prod/backend: spec.analysis.metrics[1].name: duplicate metric name 'error-rate'. Fix: give each metric a unique name",
     "tests/data/broken/prod/canary-weighted.yaml:30: Canary prod/backend: spec.analysis.metrics[1].thresholdRange: min 99 is greater than max 1: every value fails. Fix: swap min and max",
     "tests/data/broken/prod/canary-weighted.yaml:33: Canary prod/backend: spec.analysis.metrics[2]: metric 'my-custom-metric' has no templateRef or query and is not a built-in metric. Fix: use a built-in metric (request-success-rate, request-duration), or add a templateRef or a query",

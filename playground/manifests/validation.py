@@ -19,7 +19,7 @@ from typing import Any
 
 from playground import support, yamlload
 from playground.checks import default_threshold_rule
-from playground.durations import parse_duration
+from playground.durations import PROMETHEUS_DURATION_HINT, parse_duration, parse_prometheus_duration
 from playground.hooks import hook_timeout
 from playground.manifests.findings import ERROR, WARNING, FieldPath, Finding
 from playground.manifests.loading import load_tree
@@ -174,6 +174,17 @@ def _check_duration(obj: ManifestObject, path: FieldPath, value: str | None, out
     except ValueError:
         out.append(obj.finding(path, f"invalid duration {value!r}", "use a number with a unit, like 30s, 1m or 1m30s"))
         return None
+
+
+def _check_metric_interval(obj: ManifestObject, path: FieldPath, value: str | None, out: list[Finding]) -> None:
+    """A metric's ``interval`` is substituted into PromQL (``[{{ interval }}]``): Prometheus's duration grammar,
+    the parser the runtime uses (``metrics.resolve_query``), not Go's (``1.5m`` is a Go duration only)."""
+    if value is None:
+        return
+    try:
+        parse_prometheus_duration(value)
+    except ValueError as e:
+        out.append(obj.finding(path, str(e), PROMETHEUS_DURATION_HINT))
 
 
 def _suggest(wanted: str, available: Iterable[str], what: str) -> str:
@@ -348,7 +359,7 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
     tkeys = {f"{ns}/{n}" for ns, n in _all_named(mset, "MetricTemplate")}
     for i, m in enumerate(a.metrics):
         M = A + ("metrics", i)
-        _check_duration(obj, M + ("interval",), m.interval, out)
+        _check_metric_interval(obj, M + ("interval",), m.interval, out)
         r = m.thresholdRange
         if r is not None and r.min is not None and r.max is not None and r.min > r.max:
             out.append(
