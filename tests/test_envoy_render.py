@@ -490,10 +490,10 @@ def test_unsupported_fields_are_clear_errors(http: dict[str, Any], field: str) -
     assert field in str(info.value)
 
 
-def test_tcp_routes_and_unknown_gateway_are_errors() -> None:
-    tcp = vs("backend", ["backend"], [])
+def test_tcp_routes_through_a_gateway_and_unknown_gateway_are_errors() -> None:
+    tcp = vs("backend", ["app.example.com"], [], gateways=["istio-system/public-gateway"])
     tcp["spec"]["tcp"] = [{"route": [dest("backend-canary")]}]
-    with pytest.raises(RenderError, match=r"VirtualService prod/backend: spec.tcp"):
+    with pytest.raises(RenderError, match=r"VirtualService prod/backend: tcp routes through a Gateway"):
         render(all_objects(tcp), ENDPOINTS, **PORTS)
     typo = vs("backend", ["app.example.com"], [{"route": [dest("backend-canary")]}], gateways=["publik-gateway"])
     with pytest.raises(RenderError, match="publik-gateway"):

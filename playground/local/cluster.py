@@ -153,6 +153,27 @@ def _file_lock(path: Path) -> Iterator[None]:
 _CHECK_PORTS = {"gateway": 1, "mesh": 2, "envoy_admin": 3, "prometheus": 4}
 
 
+def _tcp_key(namespace: str, service: str, port: int) -> str:
+    return f"tcp_port:{namespace}/{service}:{port}"
+
+
+def tcp_addresses(store: Store, keys: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], int]:
+    """The local port of each TCP Service port (the stand-in for its ClusterIP:port): assigned once (a free
+    port), kept in the store so that it never changes while the Service exists."""
+    import socket
+
+    out = {}
+    for ns, svc, port in keys:
+        local = store.get_meta(_tcp_key(ns, svc, port))
+        if local is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                local = int(s.getsockname()[1])
+            store.set_meta(_tcp_key(ns, svc, port), local)
+        out[(ns, svc, port)] = local
+    return out
+
+
 def _render(home: Home, store: Store, ports: dict[str, int], replace: dict[str, Any] | None = None):
     from playground.local import envoy
 
@@ -168,6 +189,7 @@ def _render(home: Home, store: Store, ports: dict[str, int], replace: dict[str, 
         admin_port=int(ports["envoy_admin"]),
         extra_upstreams={"prometheus.istio-system:9090": ("127.0.0.1", int(ports["prometheus"]))},
         access_log_path=str(home.logs / "envoy-access.log"),
+        tcp_addresses=tcp_addresses(store, envoy.tcp_service_ports(objects)),
     )
 
 
@@ -319,6 +341,12 @@ class LocalCluster(Cluster):
 
     def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return [self._with_status(o) for o in self.store.list(api_version, kind, namespace)]
+
+    def tcp_address(self, namespace: str, service: str, port: int) -> tuple[str, int] | None:
+        """Where the local mesh serves TCP Service port ``namespace/service:port`` (``appProtocol: tcp`` or a
+        ``tcp``/``tcp-*`` port name): a TCP listener on 127.0.0.1, or None when it has none."""
+        local = self.store.get_meta(_tcp_key(namespace, service, port))
+        return None if local is None else ("127.0.0.1", local)
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete; an object with finalizers is only marked (``metadata.deletionTimestamp``), as the API server

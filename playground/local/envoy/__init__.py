@@ -39,7 +39,8 @@ keeps working): :mod:`~playground.local.envoy.common` (types, file names, consta
 :mod:`~playground.local.envoy.helpers`, :mod:`~playground.local.envoy.inputs` (the object model),
 :mod:`~playground.local.envoy.policies` (match / policies), :mod:`~playground.local.envoy.renderer`,
 :mod:`~playground.local.envoy.routes` (route tables), :mod:`~playground.local.envoy.assemble` (``render``),
-:mod:`~playground.local.envoy.files`.
+:mod:`~playground.local.envoy.files`, :mod:`~playground.local.envoy.tcp` (TCP services: one TCP listener per TCP
+Service port, tcp_proxy with weighted clusters).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from playground.local.envoy.files import validate_config as validate_config
 from playground.local.envoy.files import versions as versions
 from playground.local.envoy.files import wait_until_applied as wait_until_applied
 from playground.local.envoy.files import write_config as write_config
+from playground.local.envoy.tcp import is_tcp_port as is_tcp_port
+from playground.local.envoy.tcp import tcp_service_ports as tcp_service_ports
 
 __all__ = [
     "CONFIG_DIR_PLACEHOLDER",
@@ -72,6 +75,8 @@ __all__ = [
     "cluster_name",
     "envoy_args",
     "envoy_binary",
+    "is_tcp_port",
+    "tcp_service_ports",
     "applied_versions",
     "render",
     "validate_config",

@@ -28,6 +28,7 @@ from playground.local.envoy.common import (
 )
 from playground.local.envoy.renderer import _Renderer
 from playground.local.envoy.routes import _mesh_and_gateway
+from playground.local.envoy.tcp import tcp_listeners
 
 
 def _discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,6 +97,7 @@ def render(
     admin_port: int,
     extra_upstreams: dict[str, tuple[str, int]] | None = None,
     access_log_path: str | None = None,
+    tcp_addresses: dict[tuple[str, str, int], int] | None = None,
 ) -> EnvoyConfig:
     """Render Services, VirtualServices, DestinationRules and Gateways into an Envoy configuration.
 
@@ -103,6 +105,8 @@ def render(
     version; anything else is ignored). ``endpoints``: ready endpoints per (namespace, Service name).
     ``extra_upstreams``: non-Service names reachable through the mesh, ``"host:port"`` (or ``"host"`` for port
     80) -> local (address, port), e.g. ``{"prometheus.istio-system:9090": ("127.0.0.1", 9091)}``.
+    ``tcp_addresses``: the local port of each TCP Service port ``(namespace, service, port)``: one TCP listener
+    each (see :mod:`~playground.local.envoy.tcp`).
     Raises ``RenderError`` for anything that cannot be rendered faithfully.
     """
     r = _Renderer(list(objects), dict(endpoints), dict(extra_upstreams or {}))
@@ -110,6 +114,7 @@ def render(
     listeners = [
         _listener(GATEWAY_ROUTES, gateway_port, forward_proxy=False, cors=r.uses_cors, access_log_path=access_log_path),
         _listener(MESH_ROUTES, mesh_port, forward_proxy=True, cors=r.uses_cors, access_log_path=access_log_path),
+        *tcp_listeners(r, dict(tcp_addresses or {}), access_log_path),
     ]
     clusters = [r.clusters[name] for name in sorted(r.clusters)]
     for c in clusters:

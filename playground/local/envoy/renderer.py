@@ -13,6 +13,7 @@ from playground.local.envoy.common import _HTTP_OPTIONS_TYPE, _MAX, RenderError,
 from playground.local.envoy.helpers import _check_keys, _duration, _fraction, _label, _meta, _safe_name
 from playground.local.envoy.inputs import _collect, _gateway_ref, _split_host
 from playground.local.envoy.policies import _apply_headers, _cors, _fault, _retry_policy, _route_match
+from playground.local.envoy.tcp import tcp_routes_for
 
 
 class _Renderer:
@@ -304,11 +305,22 @@ class _Renderer:
         ns, name = _meta(vs)
         label = _label(vs)
         spec = vs.get("spec") or {}
-        for unsupported in ("tcp", "tls"):
-            if spec.get(unsupported):
-                raise RenderError(f"{label}: spec.{unsupported} routes are not supported by the local mesh (HTTP only)")
+        if spec.get("tls"):
+            raise RenderError(f"{label}: spec.tls routes are not supported by the local mesh (HTTP and TCP only)")
+        http_routes = spec.get("http") or []
+        if spec.get("tcp"):
+            # A TCP service: its connections are split by its TCP listener (tcp.py); HTTP requests sent to it
+            # through the mesh proxy take the same weighted destinations (the bytes a tcp_proxy would carry).
+            if context != "mesh":
+                raise RenderError(
+                    f"{label}: tcp routes through a Gateway are not supported by the local mesh (its gateway "
+                    "listener is HTTP); bind the TCP service to the mesh only (no service.gateways)"
+                )
+            if port is None:
+                raise RenderError(f"{label}: tcp routes need a Kubernetes Service host in the local mesh")
+            http_routes = [{"route": t.get("route") or []} for t in tcp_routes_for(vs, port)[:1]] + list(http_routes)
         routes: list[dict[str, Any]] = []
-        for i, http in enumerate(spec.get("http") or []):
+        for i, http in enumerate(http_routes):
             where = f"{label} spec.http[{i}]"
             _check_keys(
                 http,
