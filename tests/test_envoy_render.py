@@ -643,3 +643,141 @@ def test_session_affinity_virtual_service_renders_cookie_routes(tmp_path: Path, 
         {"header": {"key": "Set-Cookie", "value": f"{cookie}; Max-Age=60"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
     ]
     validate(cfg, tmp_path, envoy_bin)
+
+
+# ------------------------------------------------------------------------------------------- Gateway API
+
+
+def gw_api_gateway(hostname: str | None = None, allowed: str = "All", ns: str = "gateway") -> dict[str, Any]:
+    listener: dict[str, Any] = {"name": "http", "port": 80, "protocol": "HTTP",
+                                "allowedRoutes": {"namespaces": {"from": allowed}}}  # fmt: skip
+    if hostname:
+        listener["hostname"] = hostname
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "public", "namespace": ns},
+        "spec": {"gatewayClassName": "playground", "listeners": [listener]},
+    }
+
+
+def gatewayapi_canary(**analysis: Any):
+    from playground.models import Canary
+
+    return Canary.model_validate(
+        {
+            "metadata": {"name": "backend", "namespace": NS},
+            "spec": {
+                "provider": "gatewayapi:v1",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+                "service": {
+                    "port": 9898,
+                    "hosts": ["backend.example.com"],
+                    "gatewayRefs": [{"name": "public", "namespace": "gateway"}],
+                    "timeout": "30s",
+                    "backendTimeout": "10s",
+                },
+                "analysis": {"stepWeight": 10, **analysis},
+            },
+        }
+    )
+
+
+def test_http_route_renders_on_the_gateway_like_a_virtual_service(tmp_path: Path, envoy_bin: str) -> None:
+    """The engine's HTTPRoute (routing.route_object) for a gatewayapi canary: a virtual host for its hostname on
+    the gateway route table, weighted clusters primary/canary, the request timeout and the backendRequest as the
+    per-try timeout; nothing on the mesh for that host; validated by the real Envoy."""
+    from playground import routing
+
+    route = routing.route_object(gatewayapi_canary(), 90, 10)
+    cfg = render([*all_objects(), gw_api_gateway(), route], ENDPOINTS, **PORTS)
+    vh = vhost(cfg, "gateway", "backend.example.com")
+    assert vh["domains"] == ["backend.example.com"]
+    [r] = vh["routes"]
+    assert r["match"] == {"prefix": "/"}
+    clusters = [(c["name"], c["weight"]) for c in r["route"]["weighted_clusters"]["clusters"]]
+    assert clusters == [("prod_backend-primary", 90), ("prod_backend", 10)]
+    assert r["route"]["timeout"] == "30s" and r["route"]["retry_policy"]["per_try_timeout"] == "10s"
+    assert not any("backend.example.com" in vh["domains"] for vh in cfg.route_config("mesh")["virtual_hosts"])
+    validate(cfg, tmp_path, envoy_bin)
+
+
+def test_http_route_ab_and_session_affinity_rules(tmp_path: Path, envoy_bin: str) -> None:
+    from playground import routing
+
+    ab = gatewayapi_canary(stepWeight=0, iterations=3, match=[{"headers": {"x-canary": {"exact": "insider"}}}])
+    cfg = render([*all_objects(), gw_api_gateway(), routing.route_object(ab, 0, 100)], ENDPOINTS, **PORTS)
+    first, default = vhost(cfg, "gateway", "backend.example.com")["routes"]
+    assert first["match"]["headers"] == [{"name": "x-canary", "string_match": {"exact": "insider"}}]
+    assert first["route"]["cluster"] == "prod_backend"
+    assert default["match"] == {"prefix": "/"} and default["route"]["cluster"] == "prod_backend-primary"
+    validate(cfg, tmp_path, envoy_bin)
+
+    sticky_canary = gatewayapi_canary(sessionAffinity={"cookieName": "flagger-cookie", "maxAge": 60})
+    cookie = routing.session_cookie(sticky_canary, "rev1")
+    name, _, value = cookie.partition("=")
+    route = routing.route_object(sticky_canary, 80, 20, revision="rev1")
+    cfg = render([*all_objects(), gw_api_gateway(), route], ENDPOINTS, **PORTS)
+    sticky, weighted = vhost(cfg, "gateway", "backend.example.com")["routes"]
+    assert sticky["match"]["headers"] == [
+        {"name": "cookie", "string_match": {"safe_regex": {"regex": f".*{name}.*{value}.*"}}}
+    ]
+    assert sticky["route"]["cluster"] == "prod_backend"
+    canary_entry = weighted["route"]["weighted_clusters"]["clusters"][1]
+    assert canary_entry["response_headers_to_add"][0]["header"] == {
+        "key": "Set-Cookie",
+        "value": f"{cookie}; Max-Age=60",
+    }
+    validate(cfg, tmp_path, envoy_bin)
+
+
+def test_http_route_path_prefix_is_a_path_segment_prefix_and_filters_render() -> None:
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "api", "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "public", "namespace": "gateway"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/api/"}, "method": "GET"}],
+                    "filters": [
+                        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}},
+                        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}},
+                    ],
+                    "backendRefs": [{"name": "backend-primary", "port": 9898}],
+                }
+            ],
+        },
+    }  # fmt: skip
+    cfg = render([*all_objects(), gw_api_gateway(), route], ENDPOINTS, **PORTS)
+    exact, prefix = vhost(cfg, "gateway", "*")["routes"][-2:]
+    assert exact["match"]["path"] == "/api" and prefix["match"]["prefix"] == "/api/"
+    assert prefix["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+    assert prefix["route"]["prefix_rewrite"] == "/" and prefix["route"]["cluster"] == "prod_backend-primary"
+    assert prefix["request_headers_to_add"][0]["header"] == {"key": "x-a", "value": "1"}
+
+
+@pytest.mark.parametrize(
+    ("objects", "phrase"),
+    [
+        ([], "Gateway gateway/public (gateway.networking.k8s.io) does not exist"),
+        ([gw_api_gateway(allowed="Same")], "allowedRoutes.namespaces.from: Same while the route is in namespace prod"),
+        ([gw_api_gateway(hostname="*.internal")], "match no listener hostname of Gateway gateway/public (*.internal)"),
+    ],
+)
+def test_http_route_without_a_gateway_that_takes_it_is_refused_clearly(objects, phrase) -> None:
+    from playground import routing
+
+    route = routing.route_object(gatewayapi_canary(), 100, 0)
+    with pytest.raises(RenderError, match="HTTPRoute prod/backend") as err:
+        render([*all_objects(), *objects, route], ENDPOINTS, **PORTS)
+    assert phrase in str(err.value)
+
+
+def test_http_route_hostname_intersects_a_wildcard_listener() -> None:
+    from playground import routing
+
+    route = routing.route_object(gatewayapi_canary(), 100, 0)
+    cfg = render([*all_objects(), gw_api_gateway(hostname="*.example.com"), route], ENDPOINTS, **PORTS)
+    assert vhost(cfg, "gateway", "backend.example.com")["domains"] == ["backend.example.com"]

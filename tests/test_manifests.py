@@ -355,6 +355,7 @@ def test_flagger_crd_fields_and_empty_defaults_are_accepted(tmp_path):
     assert found == {
         ("spec.analysis.sessionAffinity", m.ERROR),  # with iterations/match: canary releases by weight only
         ("spec.analysis.sessionAffinity.primaryCookieName", m.ERROR),  # not in Flagger's Gateway API router
+        ("spec.service.gatewayRefs[0]", m.WARNING),  # the Gateway default/gw is not in the manifests
     }
 
 

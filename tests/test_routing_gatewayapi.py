@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,32 @@ def test_routes_in_reads_a_stored_route_whatever_the_rule_order():
     route = copy.deepcopy(routing.route_object(c, 70, 30))
     assert routing_gatewayapi.routes_of(c, route) == (70, 30, False)
     assert routing_gatewayapi.routes_of(c, {"spec": {}}) == (100, 0, False)
+
+
+GATEWAY_YAML = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: gateway}
+spec:
+  gatewayClassName: playground
+  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]
+"""
+
+
+@pytest.mark.parametrize("with_gateway", [True, False])
+def test_validate_checks_the_gateway_of_gatewayrefs(tmp_path, with_gateway):
+    from playground import manifests as m
+
+    tree = tmp_path / "m"
+    shutil.copytree(ROOT / "manifests", tree)
+    (tree / "prod" / "backend" / "canary.yaml").write_text(yaml.safe_dump(gatewayapi_raw()))
+    if with_gateway:
+        (tree / "gateway.yaml").write_text(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway}\n---" + GATEWAY_YAML
+        )
+    findings = [f for f in m.validate(tree) if "gatewayRefs" in f.field]
+    if with_gateway:
+        assert findings == [] and not [f for f in m.validate(tree) if f.is_error]
+    else:
+        [f] = findings
+        assert f.severity == m.WARNING and "Gateway gateway/public (gateway.networking.k8s.io) is not in" in str(f)

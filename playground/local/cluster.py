@@ -9,7 +9,7 @@ How the pieces connect::
 
 ``render_envoy`` is the one function that writes the Envoy configuration. It runs under an exclusive file lock
 and reads the whole store inside it, so whoever writes last writes the newest state: ``LocalCluster.apply``
-calls it right after storing a Service, VirtualService, DestinationRule or Gateway (a route change reaches
+calls it right after storing a Service, VirtualService, DestinationRule, Gateway or HTTPRoute (a route change reaches
 Envoy without waiting for a poll) and the node agent calls it when the ready endpoints change.
 
 Storing a Canary rewrites the loadtester's allowlist (``$HOME/loadtester-allowlist.json``), so the loadtester
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: Kinds whose change re-renders the Envoy configuration.
-ROUTING_KINDS = ("Service", "VirtualService", "DestinationRule", "Gateway")
+ROUTING_KINDS = ("Service", "VirtualService", "DestinationRule", "Gateway", "HTTPRoute")
 DEFAULT_PROGRESS_DEADLINE = 600
 CANARY_API = "flagger.app/v1beta1"
 _CLUSTER_SUFFIXES = (".svc.cluster.local", ".svc")

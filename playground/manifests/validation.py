@@ -337,7 +337,7 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
                     A + ("stepWeight",), "stepWeight is ignored when stepWeights is set", "remove stepWeight", WARNING
                 )
             )
-    if a.mirror and provider not in MIRROR_PROVIDERS:
+    if a.mirror and provider not in MIRROR_PROVIDERS and provider not in support.GATEWAYAPI_PROVIDERS:
         out.append(
             obj.finding(
                 A + ("mirror",),
@@ -505,6 +505,26 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
                     WARNING,
                 )
             )
+    if spec.provider in support.GATEWAYAPI_PROVIDERS:
+        for i, ref in enumerate(spec.service.gatewayRefs):
+            if not isinstance(ref, dict) or not ref.get("name"):
+                continue
+            gns, gname = str(ref.get("namespace") or c.namespace), str(ref["name"])
+            found = mset.get("Gateway", gns, gname)
+            if found is None or found.group != "gateway.networking.k8s.io":
+                gws = [o.qualified_name for o in mset.of_kind("Gateway") if o.group == "gateway.networking.k8s.io"]
+                out.append(
+                    obj.finding(
+                        ("spec", "service", "gatewayRefs", i),
+                        f"Gateway {gns}/{gname} (gateway.networking.k8s.io) is not in the manifests: the HTTPRoute "
+                        "would attach to nothing, and the local playground refuses the release",
+                        _suggest(f"{gns}/{gname}", gws, "Gateway")
+                        if gws
+                        else "add the Gateway (gateway.networking.k8s.io/v1, an HTTP listener) to the manifests, "
+                        "or check the name",
+                        WARNING,
+                    )
+                )
     return out
 
 

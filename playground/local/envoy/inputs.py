@@ -1,5 +1,6 @@
 """The object model of the Envoy renderer: the Istio and Kubernetes objects it reads (Services, VirtualServices,
-DestinationRules, Gateways) collected into :class:`_Inputs`, and host / gateway reference parsing
+DestinationRules, Gateways; Gateway API Gateways and HTTPRoutes, translated by
+:mod:`~playground.local.envoy.gatewayapi`) collected into :class:`_Inputs`, and host / gateway reference parsing
 (``svc``, ``svc.ns``, ``svc.ns.svc.cluster.local``, ``ns/gateway``). Pure.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from playground.local.envoy import gatewayapi
 from playground.local.envoy.common import ISTIO_GROUP, RenderError
 from playground.local.envoy.helpers import _label, _meta
 
@@ -35,6 +37,8 @@ def _is_istio(obj: dict[str, Any], kind: str) -> bool:
 def _collect(objects: list[dict[str, Any]]) -> _Inputs:
     services: dict[tuple[str, str], _Service] = {}
     vss, drs, gateways = [], [], set()
+    gw_api_gateways: dict[tuple[str, str], dict[str, Any]] = {}
+    http_routes: list[dict[str, Any]] = []
     for obj in objects:
         if not isinstance(obj, dict):
             continue
@@ -54,6 +58,13 @@ def _collect(objects: list[dict[str, Any]]) -> _Inputs:
             drs.append(obj)
         elif _is_istio(obj, "Gateway"):
             gateways.add(_meta(obj))
+        elif gatewayapi.is_gateway_api(obj, "Gateway"):
+            gw_api_gateways[_meta(obj)] = obj
+        elif gatewayapi.is_gateway_api(obj, "HTTPRoute"):
+            http_routes.append(obj)
+    # Gateway API: HTTPRoutes join the gateway-bound VirtualServices in the same route model (one renderer).
+    vss.extend(gatewayapi.as_virtual_services(http_routes, gw_api_gateways))
+    gateways.update(gw_api_gateways)
     return _Inputs(services, vss, drs, gateways)
 
 
