@@ -3,7 +3,8 @@
     p = subparsers.add_parser("release", ...)
     add_backend_args(p)
     ...
-    rt = runtime_from_args(args)        # a playground.runtime.Runtime
+    rt = runtime_from_args(args)        # a playground.runtime.Runtime; bad options raise BackendArgsError,
+                                        # which cli.main prints as one line, exit status 2
 
 Options left unset fall back to the environment (``PLAYGROUND_BACKEND``, ``KUBECONFIG``, ``PLAYGROUND_CONTEXT``,
 ``PLAYGROUND_HOME``; see ``playground.runtime``), so the CLI, the Dagster resources and a pod's environment
@@ -26,7 +27,10 @@ BACKENDS = ("local", "kubernetes")
 
 
 class BackendArgsError(PlaygroundError, ValueError):
-    """Contradictory or invalid backend options; the message says which and what to do."""
+    """Contradictory or invalid backend options; the message says which and what to do. Commands let it reach
+    ``playground.cli.main``, the one place that prints it (``playground COMMAND: message``) and exits 2."""
+
+    exit_code = 2
 
 
 def add_backend_args(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from playground.backend_args import BackendArgsError, add_backend_args, runtime_from_args
+from playground.backend_args import add_backend_args, runtime_from_args
 
 __all__ = ["add_cli", "cmd_canaries", "cmd_release", "format_tick"]
 
@@ -107,11 +107,7 @@ def cmd_release(
     if args.max_ticks is not None and args.max_ticks < 1:
         _err("--max-ticks must be at least 1")
         return EXIT_ERROR
-    try:
-        rt = runtime_from_args(args)
-    except BackendArgsError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
+    rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     started = clock()
     ctl = None
     try:
@@ -176,11 +172,7 @@ def cmd_canaries(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from playground.cluster.base import ClusterError
 
     out = out or sys.stdout
-    try:
-        rt = runtime_from_args(args)
-    except BackendArgsError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
+    rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     try:
         cluster = rt.cluster()
         rows = []

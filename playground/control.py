@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from playground.backend_args import BackendArgsError, add_backend_args, runtime_from_args
+from playground.backend_args import add_backend_args, runtime_from_args
 from playground.errors import PlaygroundError
 
 if TYPE_CHECKING:
@@ -264,11 +264,7 @@ def cmd_control(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     action = ControlAction.promote_full if args.action == "promote" and args.full else ControlAction(args.action)
-    try:
-        rt = runtime_from_args(args)
-    except BackendArgsError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
+    rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     try:
         res = control(
             rt,
@@ -304,11 +300,7 @@ def cmd_sync(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from playground.gitops import GitError, SyncError
 
     out = out or sys.stdout
-    try:
-        rt = runtime_from_args(args)
-    except BackendArgsError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
+    rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     try:
         outcome = pipeline.sync(rt, purpose="cli-sync")
     except SyncError as exc:
@@ -440,11 +432,7 @@ def cmd_watch(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from playground.models import Phase
 
     out = out or sys.stdout
-    try:
-        rt = runtime_from_args(args)
-    except BackendArgsError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
+    rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     tty = out.isatty()
     started = time.monotonic()
     try:

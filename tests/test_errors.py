@@ -70,3 +70,36 @@ def test_the_cli_prints_a_playground_error_as_one_line_with_its_exit_status(tmp_
         f"playground history: no Dagster instance at {tmp_path / 'none'}: run releases first (`playground up`), "
         "or set DAGSTER_HOME / --dagster-home"
     ]
+
+
+@pytest.mark.integration  # runs the console script
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["release", "prod/backend"],
+        ["canaries"],
+        ["status"],
+        ["sync"],
+        ["pause", "prod/backend"],
+        ["watch", "prod/backend", "--once"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_bad_backend_options_are_one_line_and_exit_2_in_every_command(tmp_path: Path, argv: list[str]) -> None:
+    """Every command that builds the runtime from its options reports contradictory ones the same way (one
+    place, cli.main): one line naming the command and the fix, exit status 2, nothing started."""
+    out = subprocess.run(
+        [PLAYGROUND, *argv, "--backend", "local", "--context", "prod-cluster"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    assert out.stderr.splitlines() == [
+        f"playground {argv[0]}: --context only applies to the kubernetes backend, but the backend is local "
+        "(--backend or PLAYGROUND_BACKEND); drop it or pass --backend kubernetes"
+    ]
+    assert not (tmp_path / ".playground").exists()

@@ -1176,13 +1176,10 @@ def _cli_down(args: argparse.Namespace) -> int:
 
 
 def _cli_status(args: argparse.Namespace) -> int:
-    from playground.backend_args import BackendArgsError, runtime_from_args
+    from playground.backend_args import runtime_from_args
 
-    try:
-        backend = runtime_from_args(args).config.backend
-    except BackendArgsError as exc:
-        print(f"playground status: {exc}", file=sys.stderr)
-        return 2
+    with runtime_from_args(args) as rt:  # bad options: BackendArgsError, one line and exit 2 from cli.main
+        backend = rt.config.backend
     if backend == "kubernetes":
         from playground.commands import cmd_canaries
 
