@@ -18,11 +18,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from playground.backend_args import add_backend_args, runtime_from_args
 
-__all__ = ["add_cli", "cmd_canaries", "cmd_release", "format_tick"]
+__all__ = ["add_cli", "cmd_canaries", "cmd_release", "format_tick", "interrupted", "printers"]
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -64,6 +64,34 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
+
+
+def printers(out: TextIO) -> tuple[Callable[[str], None], Callable[[Any], None]]:
+    """``(log, on_tick)`` of a release driven in the foreground (``release``, and the control commands when no
+    process drives the release): each controller line, and each tick's :func:`format_tick` line, on ``out``."""
+
+    def log(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    def on_tick(rec: Any) -> None:
+        log(format_tick(rec))
+
+    return log, on_tick
+
+
+def interrupted(target: str, make_safe: Callable[[str], None] | None, out: TextIO) -> int:
+    """Ctrl-C in a release driven in the foreground: all traffic back to the primary (``make_safe``, None when
+    nothing was routed yet), one line saying where the traffic is; a failure to route is reported, but the
+    interrupt wins. Returns ``EXIT_INTERRUPTED``."""
+    safe = False
+    if make_safe is not None:
+        try:
+            make_safe(target)
+            safe = True
+        except Exception as exc:  # report, but the interrupt wins
+            _err(f"{target}: could not route traffic back to the primary: {exc}")
+    print(f"{target}: interrupted{', all traffic on the primary' if safe else ''}", file=out, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def format_tick(rec) -> str:
@@ -109,6 +137,7 @@ def cmd_release(
         return EXIT_ERROR
     rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     started = clock()
+    log, print_tick = printers(out)
     ctl = None
     try:
         if args.image:
@@ -120,7 +149,7 @@ def cmd_release(
             print(f"{target}: committed image {args.image} ({sha[:12]}); syncing", file=out, flush=True)
             outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
             print(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}", file=out, flush=True)
-        ctl = rt.controller(log=lambda line: print(line, file=out, flush=True), interval=interval)
+        ctl = rt.controller(log=log, interval=interval)
         canary = ctl.canary(target)
         from playground import analysis
 
@@ -135,17 +164,11 @@ def cmd_release(
         def on_tick(rec) -> None:
             nonlocal ticks
             ticks += 1
-            print(format_tick(rec), file=out, flush=True)
+            print_tick(rec)
 
         final = ctl.run(target, on_tick=on_tick, max_ticks=args.max_ticks)
     except KeyboardInterrupt:
-        if ctl is not None:
-            try:
-                ctl.make_safe(target)
-            except Exception as exc:  # report, but the interrupt wins
-                _err(f"{target}: could not route traffic back to the primary: {exc}")
-        print(f"{target}: interrupted", file=out, flush=True)
-        return EXIT_INTERRUPTED
+        return interrupted(target, ctl.make_safe if ctl is not None else None, out)
     except (ControllerError, ClusterError, ValueError) as exc:
         _err(str(exc))
         return EXIT_ERROR

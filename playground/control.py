@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from playground.backend_args import add_backend_args, runtime_from_args
+from playground.commands import _err, interrupted, printers
 from playground.errors import PlaygroundError
 
 if TYPE_CHECKING:
@@ -252,17 +253,13 @@ _DRIVE_NOTE = (
 )
 
 
-def _err(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-
-
 def cmd_control(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     from playground.cluster.base import ClusterError
-    from playground.commands import format_tick
     from playground.controller import ControllerError
     from playground.models import ControlAction
 
     out = out or sys.stdout
+    log, on_tick = printers(out)
     action = ControlAction.promote_full if args.action == "promote" and args.full else ControlAction(args.action)
     rt = runtime_from_args(args)  # bad options: BackendArgsError, one line and exit 2 from cli.main
     try:
@@ -271,20 +268,15 @@ def cmd_control(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             args.target,
             action,
             by=default_user(),
-            log=lambda line: print(line, file=out, flush=True),
-            on_tick=lambda rec: print(format_tick(rec), file=out, flush=True),
+            log=log,
+            on_tick=on_tick,
             wait=args.wait,
         )
     except ControlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD
     except KeyboardInterrupt:
-        try:
-            rt.controller(log=lambda _l: None).make_safe(args.target)
-        except Exception as exc:
-            _err(f"{args.target}: could not route traffic back to the primary: {exc}")
-        print(f"{args.target}: interrupted, all traffic on the primary", file=out, flush=True)
-        return EXIT_INTERRUPTED
+        return interrupted(args.target, lambda target: rt.controller(log=lambda _l: None).make_safe(target), out)
     except (ControllerError, ClusterError) as exc:
         _err(str(exc))
         return EXIT_ERROR

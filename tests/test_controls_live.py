@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -181,6 +182,28 @@ def test_pause_resume_and_promote_full_of_a_release_driven_elsewhere_with_watch(
         if term is not None:
             term.close()
         stop_process(rel)
+
+
+# ------------------------------------------------------------------------------------------------ Ctrl-C
+
+
+def test_ctrl_c_routes_all_traffic_to_the_primary_and_the_release_resumes(playground, tmp_path) -> None:
+    env = playground
+    rel = start_release(env, tmp_path, "release", "--image", new_podinfo_image())
+    try:
+        wait_until("the release at weight 10", progressing_at(env, 10), proc=rel)
+        rel.send_signal(signal.SIGINT)
+        assert rel.wait(timeout=60) == 130, log_tail(rel)
+        lines = Path(rel.log_path).read_text(errors="replace").splitlines()
+        assert lines[-1] == "prod/backend: interrupted, all traffic on the primary", lines[-5:]
+        st = status(env)
+        assert routes(env) == (100, 0) and st.canaryWeight == 0 and st.driver is None
+        assert st.phase.value == "Progressing"  # the release is not over: the next run resumes it
+    finally:
+        stop_process(rel)
+    r = cli(env, tmp_path, "release", "prod/backend")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert status(env).phase.value == "Succeeded", r.stdout
 
 
 # ---------------------------------------------------------------------------------------- abort, retry
