@@ -152,6 +152,24 @@ class LiveProbe:
         )
 
 
+def _service_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether a stored Service differs from the desired one in what the controller manages."""
+    cur_spec, spec = current.get("spec") or {}, desired.get("spec") or {}
+    keys = ("name", "port", "targetPort", "protocol", "appProtocol")
+
+    def ports(s: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted(tuple(str(p.get(k)) for k in keys) for p in s.get("ports") or [])
+
+    cur_meta, meta = current.get("metadata") or {}, desired.get("metadata") or {}
+    return (
+        ports(cur_spec) != ports(spec)
+        or (cur_spec.get("selector") or {}) != (spec.get("selector") or {})
+        or cur_spec.get("trafficDistribution") != spec.get("trafficDistribution")
+        or (cur_meta.get("labels") or {}) != (meta.get("labels") or {})
+        or (cur_meta.get("annotations") or {}) != (meta.get("annotations") or {})
+    )
+
+
 class Controller:
     def __init__(
         self,
@@ -348,6 +366,7 @@ class Controller:
         state = self.load_state(canary)
         primary = routing.primary_name(canary.spec.targetRef.name)
         if state is not None and self.cluster.get("apps/v1", "Deployment", canary.namespace, primary) is not None:
+            self._reconcile_services(canary)
             return state
         target = self._target(canary)
         configs = self._configs(canary, target)
@@ -364,6 +383,28 @@ class Controller:
             state = analysis.CanaryState.initial()
             self.save_state(canary, state)
         return state
+
+    def _reconcile_services(self, canary: Canary) -> None:
+        """Flagger's router Reconcile on every run: the apex/primary/canary Services follow the Canary's service
+        spec (ports, appProtocol, selector, metadata), written only when they differ; a VirtualService whose kind
+        of route no longer matches the Canary (HTTP <-> TCP, ``service.appProtocol``) is rewritten with the routes
+        in force."""
+        target = self.cluster.get("apps/v1", "Deployment", canary.namespace, canary.spec.targetRef.name)
+        if target is None:
+            return
+        for svc in routing.services(canary, target):
+            meta = svc["metadata"]
+            cur = self.cluster.get("v1", "Service", canary.namespace, meta["name"])
+            if cur is None or _service_differs(cur, svc):
+                self.cluster.apply(svc)
+        if routing.mesh_routed(canary) and routing.route_key(canary)[1] == "VirtualService":
+            vs = self.cluster.get(*routing.route_key(canary))
+            if vs is not None and routing.is_tcp(canary) != bool((vs.get("spec") or {}).get("tcp")):
+                # the weights in force, read as the route's own kind (the Canary now says the other one)
+                before = canary.model_copy(deep=True)
+                before.spec.service.appProtocol = None if routing.is_tcp(canary) else "TCP"
+                primary_weight, canary_weight, _ = routing.routes_of(before, vs)
+                self.cluster.apply(routing.virtual_service(canary, primary_weight, canary_weight, False))
 
     # ------------------------------------------------------------------------------------ acting
     def _canary_replicas(self, canary: Canary) -> int:

@@ -847,3 +847,30 @@ def test_gatewayapi_provider_golden_objects_and_weight_change_touches_only_the_h
     _check_golden("httproute-backend-90-10.yaml", [route])
     assert ctl.load_state(canary).routes == analysis.Routes(90, 10, False)
     assert kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend") is None
+
+
+def test_switching_a_released_canary_to_tcp_reconciles_services_and_routes(kube, cluster, manifests):
+    """Flagger's router Reconcile: a Canary changed to appProtocol: TCP after its bootstrap gets Services with the
+    TCP port and a VirtualService with a tcp route carrying the weights in force; nothing is written again when
+    nothing changed."""
+    from playground import analysis
+    from playground.controller import Controller
+
+    _seed(kube, manifests)
+    ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+    canary = ctl.canary("prod/backend")
+    ctl.bootstrap(canary)
+    ctl._set_routes(canary, analysis.Routes(80, 20, False))
+    stored = kube.object("flagger.app/v1beta1", "Canary", "prod", "backend")
+    stored["spec"] = _tcp_service(manifests)["canary"]["spec"]
+    kube.seed(stored)
+    canary = ctl.canary("prod/backend")
+    ctl.bootstrap(canary)
+    for name in ("backend", "backend-primary", "backend-canary"):
+        port = kube.object("v1", "Service", "prod", name)["spec"]["ports"][0]
+        assert port["appProtocol"] == "TCP" and port["name"] == "tcp-backend", name
+    vs = kube.object("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
+    assert "http" not in vs["spec"] and routing.routes_of(canary, vs) == (80, 20, False)
+    kube.clear_requests()
+    ctl.bootstrap(canary)
+    assert [r for r in kube.requests if r.method != "GET"] == []
