@@ -61,6 +61,7 @@ from playground.local.cluster import (
     pod_revision,
     render_envoy,
 )
+from playground.local.procinfo import process_alive, start_ticks
 from playground.local.store import Home, ReplicaInfo, Store, WorkloadRow
 from playground.secrets import decode_secret
 
@@ -93,18 +94,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def proc_start_ticks(pid: int) -> int | None:
-    """The process start time (clock ticks since boot) from /proc: with the pid it identifies a process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def image_tag(image: str) -> str | None:
@@ -264,7 +253,7 @@ class Replica:
     @property
     def alive(self) -> bool:
         if self.adopted and self.proc is None:
-            return _same_process(self.pid, self.ticks)
+            return process_alive(self.pid, self.ticks, reap=False)
         return self.proc is not None and self.proc.poll() is None
 
     @property
@@ -287,7 +276,7 @@ class Replica:
                 start_new_session=True,
             )
         self.pid = self.proc.pid
-        self.ticks = proc_start_ticks(self.pid)
+        self.ticks = start_ticks(self.pid)
         self.started = time.monotonic()
         self.start_time = time.time()
         self.state, self.ready, self.ready_since = "starting", False, None
@@ -760,7 +749,9 @@ class Agent:
         n = 0
         for row in self.store.list_workload_status():
             alive = [
-                i for i in row.replicas if i.pid and i.proc_start_ticks and _same_process(i.pid, i.proc_start_ticks)
+                i
+                for i in row.replicas
+                if i.pid and i.proc_start_ticks and process_alive(i.pid, i.proc_start_ticks, reap=False)
             ]
             if not alive:
                 continue
@@ -847,17 +838,6 @@ def _last_line(path: Path) -> str:
         return lines[-1][:300] if lines else ""
     except OSError:
         return ""
-
-
-def _same_process(pid: int | None, ticks: int | None) -> bool:
-    """Whether ``pid`` still runs (not a zombie) and is the process that started at ``ticks``."""
-    if not pid:
-        return False
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != "Z" and (ticks is None or int(fields[19]) == int(ticks))
 
 
 def _not_buildable(_port: int) -> tuple[list[str], dict[str, str]]:

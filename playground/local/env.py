@@ -67,6 +67,7 @@ from typing import Any
 
 from playground.cluster.base import ClusterError
 from playground.errors import PlaygroundError
+from playground.local.procinfo import process_alive, start_ticks
 from playground.local.store import Home, default_home
 
 __all__ = ["EnvError", "Ports", "up", "down", "status", "status_text", "add_cli", "COMPONENTS", "DEFAULT_PORTS"]
@@ -153,32 +154,6 @@ class Ports:
 # ------------------------------------------------------------------------------------------ processes
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start ticks) of a process from /proc, or None when there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[19])
-
-
-def process_alive(pid: int | None, ticks: int | None = None) -> bool:
-    """True when ``pid`` runs (not a zombie) and, if given, started at ``ticks`` (so a reused pid is not ours)."""
-    if not pid:
-        return False
-    st = _stat(int(pid))
-    if st is None:
-        return False
-    if st[0] == "Z":
-        try:
-            os.waitpid(int(pid), os.WNOHANG)  # our child (in-process use): reap it
-        except ChildProcessError:
-            pass
-        return False
-    return ticks is None or st[1] == int(ticks)
-
-
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, int(port)), timeout=0.5):
@@ -214,10 +189,9 @@ def _start(
             env=full_env,
             start_new_session=True,
         )
-    st = _stat(proc.pid)
     return {
         "pid": proc.pid,
-        "ticks": st[1] if st else None,
+        "ticks": start_ticks(proc.pid),
         "argv": argv,
         "log": str(log_path),
         "cwd": str(cwd) if cwd else None,

@@ -36,7 +36,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from playground.local.env import ALL_COMPONENTS, env_lock, process_alive, record_components, start_component
+from playground.local.env import ALL_COMPONENTS, env_lock, record_components, start_component
+from playground.local.procinfo import process_alive, start_ticks
 from playground.local.store import Home
 
 log = logging.getLogger("playground.supervisor")
@@ -170,13 +171,8 @@ class Supervisor:
                 traceback.print_exc()
             finally:
                 os._exit(code or 0)
-        ticks = None
-        try:
-            ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (OSError, IndexError, ValueError):
-            pass
         new = {k: v for k, v in comp.items() if not k.startswith("_")}
-        new.update(pid=pid, ticks=ticks, forked=True)
+        new.update(pid=pid, ticks=start_ticks(pid), forked=True)
         return new
 
 
