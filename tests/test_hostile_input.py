@@ -274,19 +274,10 @@ def test_sync_of_a_hostile_commit_reports_one_finding_per_file_and_applies_nothi
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    from playground.local.registry import registry_args, write_config
-    from tests.support.procs import free_port, start_process, stop_process, wait_for_http
+    from tests.support.registry import docker_registry
 
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
-    d = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    proc = start_process(registry_args(write_config(d, port)), log_path=d / "registry.log")
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
+    with docker_registry(tmp_path_factory.mktemp("registry")) as url:
+        yield url
 
 
 @pytest.mark.integration

@@ -4,7 +4,6 @@ real Debian docker-registry and a small paginating/token-protected fake), and sc
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,8 +28,9 @@ from playground.images import (
     scan_and_update,
 )
 from playground.local import gitorigin
-from playground.local.registry import push_tag, registry_args, write_config
-from tests.support.procs import free_port, start_process, stop_process, wait_for_http
+from playground.local.registry import push_tag
+from tests.support.procs import free_port
+from tests.support.registry import docker_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -399,16 +399,8 @@ def test_registry_errors_name_registry_and_repository(fake_registry):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """The Debian docker-registry on a free port; yields its base URL (http://127.0.0.1:PORT)."""
-    if shutil.which("docker-registry") is None:
-        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
-    d = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    proc = start_process(registry_args(write_config(d, port)), log_path=d / "registry.log")
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
+    with docker_registry(tmp_path_factory.mktemp("registry")) as url:
+        yield url
 
 
 @pytest.mark.integration
