@@ -367,6 +367,13 @@ class Controller:
         primary = routing.primary_name(canary.spec.targetRef.name)
         if state is not None and self.cluster.get("apps/v1", "Deployment", canary.namespace, primary) is not None:
             self._reconcile_services(canary)
+            if routing.mesh_routed(canary) and self.cluster.get(*routing.route_key(canary)) is None:
+                # As Flagger's router Reconcile: a missing route object is created (e.g. the provider changed to
+                # gatewayapi, whose HTTPRoute did not exist yet), with the split read back (all to the primary).
+                self.log(
+                    f"{canary.key}: creating the missing {routing.route_key(canary)[1]} (all traffic to the primary)"
+                )
+                self._set_routes(canary, state.routes)
             return state
         target = self._target(canary)
         configs = self._configs(canary, target)
