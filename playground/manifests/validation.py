@@ -506,10 +506,10 @@ def _check_canary(obj: ManifestObject, mset: ManifestSet) -> list[Finding]:
                 )
             )
     if spec.provider in support.GATEWAYAPI_PROVIDERS:
-        for i, ref in enumerate(spec.service.gatewayRefs):
-            if not isinstance(ref, dict) or not ref.get("name"):
+        for i, gref in enumerate(spec.service.gatewayRefs):
+            if not isinstance(gref, dict) or not gref.get("name"):
                 continue
-            gns, gname = str(ref.get("namespace") or c.namespace), str(ref["name"])
+            gns, gname = str(gref.get("namespace") or c.namespace), str(gref["name"])
             found = mset.get("Gateway", gns, gname)
             if found is None or found.group != "gateway.networking.k8s.io":
                 gws = [o.qualified_name for o in mset.of_kind("Gateway") if o.group == "gateway.networking.k8s.io"]
