@@ -10,14 +10,15 @@ For each storage (SQLite, PostgreSQL) and each N, in a fresh temporary home:
 2. the real ``dagster-daemon`` initializes the N canaries through its sensors (git_commit_sensor ->
    gitops_sync -> release_on_sync -> N canary_release runs) and the bench waits until all are Initialized;
 3. ONE commit changes the image of all N targets; the daemon syncs it and starts N canary_release runs, each a
-   run worker process launched by Dagster's default run launcher, recording each tick in the instance.
+   run worker process forked by the run launcher of the instance (launcher.ZygoteRunLauncher), recording
+   each tick in the instance.
 
 It prints, per release: request (sync run end -> run enqueued by the release_on_sync sensor), queue wait
 (enqueued -> dequeued), start (sync run end -> run started: request + queue + worker process launch), first tick
 (run started -> first tick recorded), peak RSS of the run worker process (VmHWM, sampled from /proc every
-0.25 s), ticks, wall / (ticks x interval) with wall = first tick -> last tick + one interval (1.0 = every tick
+0.25 s), its CPU-seconds up to its first tick and in all (load-independent costs), ticks, wall / (ticks x interval) with wall = first tick -> last tick + one interval (1.0 = every tick
 exactly on time), max tick lateness (the longest gap between two ticks minus the interval) and the outcome;
-then one summary line per run and the same N side by side for both storages.
+then one summary line per run (with the 1-minute load average while the releases ran) and the same N side by side for both storages.
 
 The instance is read (run records, event log) through Dagster's API from DAGSTER_HOME, as the UI reads it; the
 bench never executes anything in-process.
@@ -91,15 +92,30 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
-class RssSampler:
-    """Peak RSS (VmHWM) of every process below the given root (the code server), sampled until stopped: the run
-    workers are the code server's descendants; their own children (if any) are kept apart."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, daemon_pid: int, period: float = 0.25):
-        self.daemon_pid = daemon_pid
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU-seconds (user + system) the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class RssSampler:
+    """Peak RSS (VmHWM) and CPU-seconds of every process below the given roots (the daemon: its zygote forks the
+    run workers; the code server: run workers launched through it), sampled until stopped; the workers' own
+    children (if any) are kept apart. Also samples the machine's 1-minute load average."""
+
+    def __init__(self, roots: list[int], period: float = 0.25):
+        self.roots = roots
         self.period = period
         self.peak_kb: dict[int, int] = {}
+        self.cpu: dict[int, list[tuple[float, float]]] = {}  # pid -> [(time, CPU-seconds so far)]
         self.parent: dict[int, int] = {}
+        self.load: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -114,7 +130,8 @@ class RssSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             kids = _proc_children()
-            stack = list(kids.get(self.daemon_pid, []))
+            stack = [k for root in self.roots for k in kids.get(root, [])]
+            now = time.time()
             while stack:
                 pid = stack.pop()
                 for child in kids.get(pid, []):
@@ -123,10 +140,19 @@ class RssSampler:
                 hwm = _vm_hwm_kb(pid)
                 if hwm is not None and hwm > self.peak_kb.get(pid, 0):
                     self.peak_kb[pid] = hwm
+                cpu = _cpu_s(pid)
+                if cpu is not None:
+                    self.cpu.setdefault(pid, []).append((now, cpu))
+            self.load.append(os.getloadavg()[0])
             self._stop.wait(self.period)
 
     def children_peak_mb(self, pid: int) -> float:
         return max((self.peak_kb.get(c, 0) for c, p in self.parent.items() if p == pid), default=0) / 1024
+
+    def cpu_at(self, pid: int, when: float | None = None) -> float | None:
+        """CPU-seconds of ``pid`` at the last sample before ``when`` (None: its last sample)."""
+        samples = [c for t, c in self.cpu.get(pid, []) if when is None or t <= when]
+        return samples[-1] if samples else None
 
 
 # ------------------------------------------------------------------------------------------- one scenario
@@ -143,6 +169,8 @@ class Release:
     first_tick: float | None = None
     peak_rss_mb: float | None = None
     child_rss_mb: float = 0.0
+    cpu_first_tick: float | None = None
+    cpu_total: float | None = None
     ticks: int = 0
     ratio: float | None = None
     max_late: float | None = None
@@ -157,6 +185,7 @@ class Scenario:
     releases: list[Release] = field(default_factory=list)
     sync_s: float | None = None
     setup_s: float = 0.0
+    load: tuple[float, float] | None = None  # 1-minute load average (min, max) while the releases ran
     error: str = ""
 
     def summary(self) -> dict[str, object]:
@@ -176,6 +205,8 @@ class Scenario:
         ratios = [r.ratio for r in rs if r.ratio is not None]
         rss = [r.peak_rss_mb for r in rs if r.peak_rss_mb]
         late = [r.max_late for r in rs if r.max_late is not None]
+        cpu1 = [r.cpu_first_tick for r in rs if r.cpu_first_tick is not None]
+        per_tick = [r.cpu_total / r.ticks for r in rs if r.cpu_total is not None and r.ticks]
         return {
             "targets / runs": f"{len(by_target)} / {len(rs)}",
             "all started after sync (max s)": round(max(started), 1) if started and len(started) == self.n else None,
@@ -183,6 +214,9 @@ class Scenario:
             "max ratio": round(max(ratios), 3) if ratios else None,
             "max lateness s": round(max(late), 2) if late else None,
             "peak worker RSS MB (max)": round(max(rss)) if rss else None,
+            "worker CPU s to 1st tick (median)": round(statistics.median(cpu1), 2) if cpu1 else None,
+            "worker CPU s per tick (median)": round(statistics.median(per_tick), 3) if per_tick else None,
+            "load 1-min (min-max)": f"{self.load[0]:.1f}-{self.load[1]:.1f}" if self.load else None,
             "outcomes": ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
         }
 
@@ -259,9 +293,9 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
         if res.returncode != 0:
             raise RuntimeError(f"playground up failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         env = json.loads((home / "env.json").read_text())
-        # run workers are children of the code server the daemon launches them through (shared with the UI)
+        # run workers are forked by the daemon's zygote (or children of the code server, the fallback launch)
         comps = env["components"]
-        daemon_pid = int((comps.get("dagster-code-server") or comps["dagster-daemon"])["pid"])
+        roots = [int(comps[c]["pid"]) for c in ("dagster-daemon", "dagster-code-server") if c in comps]
         instance = _instance(home)
         try:
             # the daemon initializes every canary (primary, routes) through its sensors
@@ -277,7 +311,7 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
                 timeout=120,
             )
             sc.setup_s = time.monotonic() - t0
-            with RssSampler(daemon_pid) as sampler:
+            with RssSampler(roots) as sampler:
                 t_commit = time.time()
                 sha = commit_new_image(home, targets, work)
 
@@ -303,6 +337,8 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
 
                 max_wait = 600 + 20 * n * sc.interval
                 runs = _wait(f"{n} canary_release runs to end", release_runs, timeout=max_wait, period=2.0)
+                if sampler.load:
+                    sc.load = (min(sampler.load), max(sampler.load))
             for rec in sorted(runs, key=lambda r: (_target(r.dagster_run), r.create_timestamp)):
                 sc.releases.append(_measure(instance, rec, sync.end_time, sc.interval, sampler))
         finally:
@@ -368,6 +404,10 @@ def _measure(instance, rec, sync_end: float, interval: float, sampler: RssSample
     if pid is not None and pid in sampler.peak_kb:
         r.peak_rss_mb = sampler.peak_kb[pid] / 1024
         r.child_rss_mb = sampler.children_peak_mb(pid)
+    if pid is not None:
+        r.cpu_total = sampler.cpu_at(pid)
+        if ticks:
+            r.cpu_first_tick = sampler.cpu_at(pid, ticks[0])
     r.ticks = len(ticks)
     if len(ticks) >= 2:
         r.ratio = (ticks[-1] - ticks[0] + interval) / (len(ticks) * interval)
@@ -397,14 +437,14 @@ def print_scenario(sc: Scenario) -> None:
         return
     print(
         f"   {'target':<14} {'request s':>9} {'queue s':>8} {'start s':>8} {'1st tick s':>10} {'RSS MB':>7} {'ticks':>5} "
-        f"{'ratio':>6} {'late s':>7}  outcome"
+        f"{'ratio':>6} {'late s':>7} {'CPU@1st':>7} {'CPU s':>6}  outcome"
     )
     for r in sc.releases:
         child = f" (+child {r.child_rss_mb:.0f})" if r.child_rss_mb else ""
         print(
             f"   {r.target:<14} {_f(r.requested):>9} {_f(r.queue_wait):>8} {_f(r.start_after_sync):>8} {_f(r.first_tick):>10} "
             f"{_f(r.peak_rss_mb, '{:.0f}'):>7} {r.ticks:>5} {_f(r.ratio, '{:.3f}'):>6} {_f(r.max_late, '{:.2f}'):>7}"
-            f"  {r.outcome}{child}"
+            f" {_f(r.cpu_first_tick, '{:.2f}'):>7} {_f(r.cpu_total, '{:.1f}'):>6}  {r.outcome}{child}"
         )
     s = sc.summary()
     print("   summary: " + "; ".join(f"{k} {v}" for k, v in s.items()))

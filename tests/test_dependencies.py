@@ -8,7 +8,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ["playground", "assets", "jobs", "sensors", "definitions.py"]
+CODE = ["playground", "assets", "jobs", "sensors", "launcher", "definitions.py"]
 #: Dependencies that are not imported: distribution -> where they are used.
 NOT_IMPORTED = {
     "dagster-webserver": "the dagster-webserver program started by `playground up`",

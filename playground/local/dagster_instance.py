@@ -8,6 +8,10 @@ Storage (``playground up --storage``):
 ``postgresql://...``        an existing PostgreSQL server (a DSN; the database must exist)
 ==========================  ============================================================================
 
+Run launcher: ``launcher.ZygoteRunLauncher`` forks each run worker from a pre-imported zygote process (a launch
+returns in milliseconds and costs no import), with Dagster's default launcher (through the code server) as its
+fallback.
+
 Run queue: the daemon's QueuedRunCoordinator starts queued runs from a pool of threads (``dequeue_use_threads``),
 so that N releases requested by one sync start together instead of one launch after another; one
 ``canary_release`` per target at a time and one ``gitops_sync`` at a time (tag concurrency limits).
@@ -90,6 +94,12 @@ def parse_storage(value: str | None) -> Storage:
 
 
 _QUEUE = f"""\
+# every run worker is forked from a process that imported Dagster and the code location once (launcher.zygote):
+# a launch costs a fork, not a fresh interpreter's imports; launcher.ZygoteRunLauncher falls back to Dagster's
+# default launcher (through the code server) when the zygote cannot start
+run_launcher:
+  module: launcher
+  class: ZygoteRunLauncher
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
