@@ -633,6 +633,9 @@ def dagster_env(h: Home, settings: dict[str, Any], port: int | None = None) -> d
     """Environment of the Dagster processes (and of the runs they launch). ``PLAYGROUND_DAGSTER_URL`` is the
     webserver, through whose GraphQL API a sync reloads the code location when the canary targets change."""
     env = {"DAGSTER_HOME": str(dagster_home(h)), "PLAYGROUND_HOME": str(h.root), "PLAYGROUND_BACKEND": "local"}
+    # the Dagster layer of this checkout (the run launcher dagster.yaml names: ``launcher``) is importable even from
+    # a venv whose editable install predates one of its packages
+    env["PYTHONPATH"] = str(REPO_ROOT)
     if port:
         env["PLAYGROUND_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
     if settings.get("interval"):
