@@ -88,25 +88,22 @@ def attach_release_history(context, target, rec, outcome: dict) -> dict:
         meta["started"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
         meta["worst_metric"] = worst or "-"
         rt = context.resources.playground.runtime()
-        try:
-            canary = rt.controller(log=lambda _l: None).canary(target.key, supported=False)
-            url = canary.spec.metricsServer or DEFAULT_PROMETHEUS
-            interval = canary.spec.analysis.interval or "60s"
-            window = history.ReleaseWindow(
-                target.namespace,
-                target.name,
-                rec.revision,
-                start - timedelta(minutes=1),
-                end,
-                step=_step(end - start),
-                rate_window=_rate_window(interval),
-            )
-            # in a child process: the release worker stays small (no pandas, pyarrow, matplotlib)
-            rel = history.record_release_isolated(
-                rt.home, url, window, ticks, proxy=rt.http_proxy(), result=outcome["phase"]
-            )
-        finally:
-            rt.close()
+        canary = rt.controller(log=lambda _l: None).canary(target.key, supported=False)
+        url = canary.spec.metricsServer or DEFAULT_PROMETHEUS
+        interval = canary.spec.analysis.interval or "60s"
+        window = history.ReleaseWindow(
+            target.namespace,
+            target.name,
+            rec.revision,
+            start - timedelta(minutes=1),
+            end,
+            step=_step(end - start),
+            rate_window=_rate_window(interval),
+        )
+        # in a child process: the release worker stays small (no pandas, pyarrow, matplotlib)
+        rel = history.record_release_isolated(
+            rt.home, url, window, ticks, proxy=rt.http_proxy(), result=outcome["phase"]
+        )
         png = rel.chart.read_bytes()
         meta.update(
             {

@@ -40,8 +40,6 @@ def sync_manifests(context: dg.OpExecutionContext, config: SyncConfig, playgroun
             description=str(e).splitlines()[0],
             metadata={"validation report": dg.MetadataValue.md("```\n" + str(e) + "\n```")},
         ) from e
-    finally:
-        rt.close()
     result = outcome.result
     targets = outcome.targets()
     context.log.info(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}")
@@ -341,42 +339,39 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
 
     rt = playground.runtime()
     ns, _, name = config.target.partition("/")
-    try:
-        ctl = rt.controller(log=context.log.info, interval=parse_duration(config.interval) if config.interval else None)
-        _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
-        if config.image:
-            from playground.images import set_workload_image
+    ctl = rt.controller(log=context.log.info, interval=parse_duration(config.interval) if config.interval else None)
+    _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
+    if config.image:
+        from playground.images import set_workload_image
 
-            sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
-            context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
-            synced = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
-            context.log.info(f"synced {synced.sha[:12]}: {synced.plan.summary()}")
-        canary = ctl.canary(config.target)
-        target = pipeline.target_of(canary)
-        recorder = ReleaseRecorder(context, target)
-        context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
-        ctl.log = recorder.controller_log
-        ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
-        try:
-            final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            recorder.flush()
-            context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
-            ctl.make_safe(config.target)
-            recorder.flush()
-            raise
-        except Exception:
-            recorder.flush()  # what the controller said before it failed
-            raise
+        sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
+        context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
+        synced = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
+        context.log.info(f"synced {synced.sha[:12]}: {synced.plan.summary()}")
+    canary = ctl.canary(config.target)
+    target = pipeline.target_of(canary)
+    recorder = ReleaseRecorder(context, target)
+    context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
+    ctl.log = recorder.controller_log
+    ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
+    try:
+        final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         recorder.flush()
-        outcome = recorder.finish(final, _reason(final))
-        context.log.info(
-            f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "
-            f"({outcome['duration_s']}s, {outcome['failed_checks']} failed checks)"
-        )
-        return outcome
-    finally:
-        rt.close()
+        context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
+        ctl.make_safe(config.target)
+        recorder.flush()
+        raise
+    except Exception:
+        recorder.flush()  # what the controller said before it failed
+        raise
+    recorder.flush()
+    outcome = recorder.finish(final, _reason(final))
+    context.log.info(
+        f"{config.target}: {outcome['phase']} after {outcome['ticks']} ticks "
+        f"({outcome['duration_s']}s, {outcome['failed_checks']} failed checks)"
+    )
+    return outcome
 
 
 @dg.job(
@@ -414,63 +409,60 @@ def control_release(context: dg.OpExecutionContext, config: ControlConfig, playg
     action = ControlAction.promote_full if config.action == "promote" and config.full else ControlAction(config.action)
     by = config.by or f"dagster run {context.run_id[:8]}"
     rt = playground.runtime()
+    interval = parse_duration(config.interval) if config.interval else None
+    recorder: list[ReleaseRecorder] = []
+
+    def on_tick(rec: TickRecord) -> None:
+        if not recorder:
+            ctl = rt.controller(log=context.log.info, interval=interval)
+            recorder.append(ReleaseRecorder(context, pipeline.target_of(ctl.canary(config.target))))
+        recorder[0].on_tick(rec)
+
     try:
-        interval = parse_duration(config.interval) if config.interval else None
-        recorder: list[ReleaseRecorder] = []
-
-        def on_tick(rec: TickRecord) -> None:
-            if not recorder:
-                ctl = rt.controller(log=context.log.info, interval=interval)
-                recorder.append(ReleaseRecorder(context, pipeline.target_of(ctl.canary(config.target))))
-            recorder[0].on_tick(rec)
-
-        try:
-            res = control(
-                rt,
-                config.target,
-                action,
-                by=by,
-                log=context.log.info,
-                on_tick=on_tick,
-                driver=f"dagster run {context.run_id}",
-                wait=config.wait_seconds,
-                interval=interval,
-            )
-        except ControlError as e:
-            raise dg.Failure(description=str(e)) from e
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
-            rt.controller(log=context.log.info).make_safe(config.target)
-            raise
-        context.log.info(res.line())
-        ns, name = config.target.split("/")
-        revision = (res.status.lastAppliedSpec if res.status else None) or "unknown"
-        part = ReleaseRecorder(context, Target(ns, name))._partition(revision)
-        if not res.records:  # applied by another run (its ticks record it too) or still queued
-            record_intervention(
-                context,
-                dg.AssetKey(["releases", ns, name]),
-                part,
-                res.request,
-                applied=res.applied,
-                outcome=res.outcome,
-                applied_by=res.applied_by,
-            )
-        if res.records:
-            final = res.records[-1]
-            if final.phase in (Phase.Succeeded, Phase.Failed):
-                recorder[0].finish(final, _reason(final))
-        return {
-            "target": config.target,
-            "action": action.value,
-            "by": by,
-            "applied": res.applied,
-            "outcome": res.outcome,
-            "applied_by": res.applied_by,
-            "phase": res.status.phase.value if res.status else None,
-        }
-    finally:
-        rt.close()
+        res = control(
+            rt,
+            config.target,
+            action,
+            by=by,
+            log=context.log.info,
+            on_tick=on_tick,
+            driver=f"dagster run {context.run_id}",
+            wait=config.wait_seconds,
+            interval=interval,
+        )
+    except ControlError as e:
+        raise dg.Failure(description=str(e)) from e
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
+        rt.controller(log=context.log.info).make_safe(config.target)
+        raise
+    context.log.info(res.line())
+    ns, name = config.target.split("/")
+    revision = (res.status.lastAppliedSpec if res.status else None) or "unknown"
+    part = ReleaseRecorder(context, Target(ns, name))._partition(revision)
+    if not res.records:  # applied by another run (its ticks record it too) or still queued
+        record_intervention(
+            context,
+            dg.AssetKey(["releases", ns, name]),
+            part,
+            res.request,
+            applied=res.applied,
+            outcome=res.outcome,
+            applied_by=res.applied_by,
+        )
+    if res.records:
+        final = res.records[-1]
+        if final.phase in (Phase.Succeeded, Phase.Failed):
+            recorder[0].finish(final, _reason(final))
+    return {
+        "target": config.target,
+        "action": action.value,
+        "by": by,
+        "applied": res.applied,
+        "outcome": res.outcome,
+        "applied_by": res.applied_by,
+        "phase": res.status.phase.value if res.status else None,
+    }
 
 
 @dg.job(
