@@ -4,8 +4,8 @@ The shared playground's origin gets a Gateway API Gateway (``gateway/public``, o
 ``*.example.com``, routes from all namespaces) and its prod/backend canary switched to ``provider: gatewayapi:v1``
 (``gatewayRefs`` to that Gateway, host ``backend.example.com``, the Istio-only ``service.retries`` removed, plus
 Flagger's built-in ``request-success-rate`` metric, which Flagger computes with its default observer's queries).
-Two releases then run with the controller while a client calls ``http://backend.example.com/`` through the
-local gateway the whole time:
+Two releases then run with the controller while a load test (``hey``, 20 requests/s) and a client that checks
+which workload answers call ``http://backend.example.com/`` through the local gateway the whole time:
 
 - a slow revision (1 s added to every request): the latency check fails until the threshold and the release is
   rolled back (every request still succeeds, slowly);
@@ -20,6 +20,7 @@ afterwards (the Gateway stays, unused).
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -30,6 +31,7 @@ import yaml
 
 from playground import pipeline, routing
 from playground.models import Phase
+from tests.support import procs
 from tests.support.playground_env import (
     BACKEND_DEPLOYMENT,
     PlaygroundEnv,
@@ -192,6 +194,7 @@ def test_gatewayapi_canary_rolls_back_and_promotes_under_load_through_the_gatewa
             answers = [served_by(c, env) for _ in range(300)]
         split["answers"] = answers
 
+    hey = None
     try:
         env.commit({GATEWAY: GATEWAY_OBJECTS, CANARY: gatewayapi_provider}, "backend: provider gatewayapi:v1 (test)")
         rt = env.runtime()
@@ -206,6 +209,10 @@ def test_gatewayapi_canary_rolls_back_and_promotes_under_load_through_the_gatewa
         assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateway"}]
         wait_for(lambda: envoy_gateway_weights(env) == {"prod_backend-primary": 100}, "Envoy serving the HTTPRoute")
 
+        # The load test through the gateway: hey (20 requests/s, 2 workers) until both releases are over.
+        hey = procs.start_hey(
+            f"{env.gateway_url}/", duration=900, concurrency=2, rate_per_worker=10, timeout=15, extra=["-host", HOST]
+        )
         with GatewayClient(env) as client:
             env.commit(
                 {
@@ -226,6 +233,9 @@ def test_gatewayapi_canary_rolls_back_and_promotes_under_load_through_the_gatewa
             clean = release(env, on_tick=at_max_weight)
             assert clean[-1].phase == Phase.Succeeded, [r.phase for r in clean]
             time.sleep(1.0)
+        hey.send_signal(signal.SIGINT)  # hey stops and prints its summary
+        load = procs.finish_hey(hey, timeout=60)
+        assert load.responses > 0 and load.lost == 0, load.raw
 
         assert client.ok > 0 and client.failures == [], client.failures[:5]
         # Rolled back by the latency check; the built-in request-success-rate (Flagger's default observer query)
@@ -247,12 +257,16 @@ def test_gatewayapi_canary_rolls_back_and_promotes_under_load_through_the_gatewa
         assert routing.routes_in(_canary(env), final) == (100, 0, False)
         wait_for(lambda: envoy_gateway_weights(env) == {"prod_backend-primary": 100}, "all traffic back on the primary")
         print(
-            f"gatewayapi provider: {client.ok} gateway requests, {len(client.failures)} failed; slow revision rolled "
+            f"gatewayapi provider: hey through the gateway {load.responses} responses {load.status_counts}, "
+            f"{load.lost} lost; client {client.ok} gateway requests, {len(client.failures)} failed; slow revision rolled "
             f"back after {len(slow)} ticks, clean promoted after {len(clean)} ticks; at weight 50 Envoy's gateway "
             f"route {split['envoy']}, {answers.count('canary')}/{len(answers)} requests served by the canary; "
             f"{len(builtin)} request-success-rate checks passed (min {min(c.value for c in builtin):.1f}%)"
         )
     finally:
+        if hey is not None and hey.poll() is None:
+            hey.kill()
+            hey.wait(timeout=10)
         env.commit({CANARY: lambda _t: original}, "backend: back to istio (test)")
         rt = env.runtime()
         try:
