@@ -550,17 +550,21 @@ def bootstrap_objects(
     configs: Iterable[dict[str, Any]] = (),
     replicas: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Everything Flagger creates when it first sees a Canary, with all traffic on the primary."""
+    """Everything Flagger creates when it first sees a Canary, with all traffic on the primary.
+
+    For gatewayapi the HTTPRoute comes first: a backend that refuses it (the local gateway, when no Gateway
+    listener takes the route) refuses the canary before anything else is created."""
     configs = list(configs)
     objs: list[dict[str, Any]] = []
+    if mesh_routed(canary) and _gatewayapi(canary):
+        objs.append(route_object(canary, 100, 0, False))
     objs.extend(primary_configs(target, configs))
     objs.append(primary_deployment(canary, target, configs, replicas=replicas))
     if hpa is not None:
         objs.append(primary_hpa(canary, hpa))
     objs.extend(services(canary, target))
-    if mesh_routed(canary):
-        if not _gatewayapi(canary):  # Flagger's Gateway API router writes the HTTPRoute only
-            objs.extend(destination_rules(canary))
+    if mesh_routed(canary) and not _gatewayapi(canary):  # Flagger's Gateway API router writes the HTTPRoute only
+        objs.extend(destination_rules(canary))
         objs.append(route_object(canary, 100, 0, False))
     return objs
 

@@ -67,8 +67,8 @@ def test_bootstrap_writes_services_and_http_route_without_destination_rules():
     c = canary_of(gatewayapi_raw())
     target = yaml.safe_load((ROOT / "manifests" / "prod" / "backend" / "deployment.yaml").read_text())
     kinds = [o["kind"] for o in routing.bootstrap_objects(c, target)]
-    assert kinds == ["Deployment", "Service", "Service", "Service", "HTTPRoute"]
-    route = routing.bootstrap_objects(c, target)[-1]
+    assert kinds == ["HTTPRoute", "Deployment", "Service", "Service", "Service"]
+    route = routing.bootstrap_objects(c, target)[0]
     assert routing.routes_in(c, route) == (100, 0, False)
 
 
@@ -233,3 +233,35 @@ def test_validate_checks_the_gateway_of_gatewayrefs(tmp_path, with_gateway):
     else:
         [f] = findings
         assert f.severity == m.WARNING and "Gateway gateway/public (gateway.networking.k8s.io) is not in" in str(f)
+
+
+def test_local_backend_refuses_a_gatewayapi_canary_without_its_gateway_before_creating_anything(tmp_path):
+    """On the local backend (its store, no processes), bootstrapping a gatewayapi canary whose Gateway is not there
+    fails on the HTTPRoute, naming the Gateway and the fix, with nothing created; once the Gateway is applied the
+    same bootstrap creates the HTTPRoute, the primary and the Services."""
+    from playground.cluster.base import ClusterError
+    from playground.controller import Controller
+    from playground.local.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path / "home")
+    try:
+        for name in ("deployment.yaml", "hpa.yaml"):
+            cluster.apply(yaml.safe_load((ROOT / "manifests" / "prod" / "backend" / name).read_text()))
+        cluster.apply(gatewayapi_raw())
+        ctl = Controller(cluster, log=lambda _l: None, sleep=lambda _s: None)
+        canary = ctl.canary("prod/backend")
+        with pytest.raises(ClusterError) as err:
+            ctl.bootstrap(canary)
+        text = str(err.value)
+        assert "HTTPRoute prod/backend not applied" in text and "Gateway gateway/public" in text, text
+        assert "add the Gateway to the manifests" in text
+        assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is None
+        assert cluster.get(*routing.route_key(canary)) is None
+
+        for doc in yaml.safe_load_all("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway}\n---" + GATEWAY_YAML):
+            cluster.apply(doc)
+        ctl.bootstrap(canary)
+        assert cluster.get("apps/v1", "Deployment", "prod", "backend-primary") is not None
+        assert routing.routes_in(canary, cluster.get(*routing.route_key(canary))) == (100, 0, False)
+    finally:
+        cluster.close()
