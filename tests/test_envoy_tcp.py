@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from playground import routing
-from playground.local import envoy
+from playground.local import envoy, prometheus
 from playground.local.envoy import RenderError, ServiceEndpoints
 from playground.models import Canary
 from tests.support import procs
@@ -153,8 +156,10 @@ def split(port: int, n: int) -> dict[str, int]:
     return counts
 
 
-def test_tcp_connections_are_split_by_the_tcp_route_weights(tcp_mesh: Any) -> None:
-    listen, set_weights, *_ = tcp_mesh
+def test_tcp_connections_are_split_by_the_tcp_route_weights(tcp_mesh: Any, tmp_path: Path) -> None:
+    """Connections split by weight; Prometheus (the playground's scrape config) counts each of them as Istio's
+    istio_tcp_connections_opened_total of its destination workload."""
+    listen, set_weights, _objects, _endpoints, ports = tcp_mesh
     assert split(listen, 40) == {"primary": 40}
     held, conn = ask(listen)  # an open connection on the primary
     set_weights(70, 30)
@@ -165,6 +170,38 @@ def test_tcp_connections_are_split_by_the_tcp_route_weights(tcp_mesh: Any) -> No
     set_weights(100, 0)  # rollback
     assert split(listen, 60) == {"primary": 60}
     conn.close()
+
+    try:
+        prometheus.prometheus_binary()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    prom_port = procs.free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            prometheus.render_config(
+                envoy_admin=f"127.0.0.1:{ports['admin_port']}", workload_targets=None, file_sd_path=None
+            )
+        )
+    )
+    prom = procs.start_process(
+        prometheus.prometheus_args(cfg, tmp_path / "data", prom_port), log_path=tmp_path / "prometheus.log"
+    )
+    try:
+        url = f"http://127.0.0.1:{prom_port}"
+        procs.wait_for_http(f"{url}/-/ready", proc=prom, ok=lambda s, _b: s == 200, timeout=30)
+        expected = {"db-primary": 40 + 1 + counts["primary"] + 60, "db": counts["canary"]}
+        query = 'sum by (destination_workload) (istio_tcp_connections_opened_total{reporter="destination",destination_workload_namespace="prod"})'
+        got: dict[str, int] = {}
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and got != expected:
+                res = c.get(f"{url}/api/v1/query", params={"query": query}).json()["data"]["result"]
+                got = {r["metric"]["destination_workload"]: int(float(r["value"][1])) for r in res}
+                time.sleep(0.5)
+        assert got == expected
+    finally:
+        procs.stop_process(prom)
 
 
 def test_tcp_listener_rendering_and_what_is_refused(tcp_mesh: Any) -> None:
@@ -179,7 +216,7 @@ def test_tcp_listener_rendering_and_what_is_refused(tcp_mesh: Any) -> None:
     lst = cfg.listeners()["tcp_prod_db_5432"]
     proxy = lst["filter_chains"][0]["filters"][0]["typed_config"]
     assert proxy["weighted_clusters"] == {
-        "clusters": [{"name": "prod_db-primary", "weight": 60}, {"name": "prod_db", "weight": 40}]
+        "clusters": [{"name": "tcp_prod_db-primary", "weight": 60}, {"name": "tcp_prod_db", "weight": 40}]
     }
     assert envoy.tcp_service_ports(objects) == [
         ("prod", "db", 5432),

@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 KEY = "prod/backend"
 CANARY = "prod/backend/canary.yaml"
-PRIMARY, CANARY_CLUSTER = "prod_backend-primary", "prod_backend"
+PRIMARY, CANARY_CLUSTER = "tcp_prod_backend-primary", "tcp_prod_backend"
 
 
 def tcp_service(text: str) -> str:
@@ -64,12 +65,13 @@ class TcpClient:
     def __init__(self, address: tuple[str, int]):
         self.address = address
         self.conns: list[tuple[int, float]] = []  # (local port, monotonic time opened)
+        self.wall: dict[tuple[int, float], float] = {}  # (local port, monotonic) -> wall-clock time opened
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _one(self) -> None:
-        opened = time.monotonic()
+        opened, wall = time.monotonic(), time.time()
         with socket.create_connection(self.address, timeout=10) as s:
             port = s.getsockname()[1]
             s.sendall(b"GET /version HTTP/1.0\r\nHost: backend.prod:9898\r\n\r\n")
@@ -79,6 +81,7 @@ class TcpClient:
         if not data.startswith(b"HTTP/1."):
             raise ConnectionError(f"no HTTP answer over the connection: {data[:60]!r}")
         self.conns.append((port, opened))
+        self.wall[(port, opened)] = wall
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -97,24 +100,29 @@ class TcpClient:
         self._thread.join(timeout=15)
 
 
-_LOG = re.compile(r" tcp tcp_prod_backend_9898 127\.0\.0\.1:(\d+) (\S+) ")
+_LOG = re.compile(r"^\[(\S+)\] tcp tcp_prod_backend_9898 127\.0\.0\.1:(\d+) (\S+) ", re.M)
 
 
-def upstreams(env: PlaygroundEnv, ports: set[int], timeout: float = 20.0) -> dict[int, str]:
-    """The upstream cluster of each connection (by client port) from Envoy's access log (flushed every 1 s)."""
+def upstreams(env: PlaygroundEnv, client: TcpClient, timeout: float = 20.0) -> dict[tuple[int, float], str]:
+    """The upstream cluster of each connection of ``client`` from Envoy's TCP access log (flushed every 1 s),
+    matched by client port and start time (ports are reused over the test)."""
     path = env.home / "logs" / "envoy-access.log"
     deadline = time.monotonic() + timeout
-    found: dict[int, str] = {}
+    out: dict[tuple[int, float], str] = {}
     while time.monotonic() < deadline:
-        found = {}
+        lines: dict[int, list[tuple[float, str]]] = {}
         for m in _LOG.finditer(path.read_text(errors="replace")):
-            if int(m.group(1)) in ports:
-                found[int(m.group(1))] = m.group(2)  # a reused client port: the latest line wins
-        if set(found) >= ports:
-            return found
+            started = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+            lines.setdefault(int(m.group(2)), []).append((started, m.group(3)))
+        out = {}
+        for key, wall in client.wall.items():
+            near = [(abs(t - wall), cluster) for t, cluster in lines.get(key[0], []) if abs(t - wall) < 2.0]
+            if near:
+                out[key] = min(near)[1]
+        if len(out) == len(client.wall):
+            return out
         time.sleep(0.5)
-    missing = sorted(ports - set(found))[:5]
-    raise AssertionError(f"{len(ports) - len(found)} connections missing from the access log, e.g. ports {missing}")
+    raise AssertionError(f"{len(client.wall) - len(out)} of {len(client.wall)} connections missing from the access log")
 
 
 def release(env: PlaygroundEnv, weights: list[tuple[float, int, str]]):
@@ -171,8 +179,8 @@ def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(pla
             assert faulty[-1].phase == Phase.Failed, [r.phase for r in faulty]
             failed_at = time.monotonic()
             time.sleep(3.0)  # connections after the rollback
-            after_rollback = [p for p, t in client.conns if t > failed_at + 0.5]
-            during_faulty = [p for p, t in client.conns if weights and weights[0][0] < t < failed_at]
+            after_rollback = [(p, t) for p, t in client.conns if t > failed_at + 0.5]
+            during_faulty = [(p, t) for p, t in client.conns if weights and weights[0][0] < t < failed_at]
 
             # 2. clean revision: promoted, connections split by weight on the way
             weights2: list[tuple[float, int, str]] = []
@@ -184,8 +192,7 @@ def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(pla
             assert clean[-1].phase == Phase.Succeeded, [r.phase for r in clean]
             time.sleep(1.0)
         assert client.failures == [], client.failures[:5]
-        conns = dict(client.conns)
-        where = upstreams(env, set(conns))
+        where = upstreams(env, client)
 
         faulty_canary = sum(1 for p in during_faulty if where[p] == CANARY_CLUSTER)
         assert faulty_canary > 0, "the faulty canary never got a connection"
@@ -194,12 +201,12 @@ def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(pla
         )
 
         split: dict[int, list[int]] = {}  # canary weight -> [connections, to the canary]
-        for port, opened in client.conns:
-            w, phase = weight_at(weights2, opened)
+        for key in client.conns:
+            w, phase = weight_at(weights2, key[1])
             if phase == "Progressing" and w > 0:
                 bucket = split.setdefault(w, [0, 0])
                 bucket[0] += 1
-                bucket[1] += where[port] == CANARY_CLUSTER
+                bucket[1] += where[key] == CANARY_CLUSTER
         total = sum(n for n, _ in split.values())
         expected = sum(w * n for w, (n, _) in split.items()) / 100 / total
         observed = sum(c for _, c in split.values()) / total
@@ -208,7 +215,7 @@ def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(pla
             + ", ".join(f"{w}%: {n}/{c}" for w, (n, c) in sorted(split.items()))
             + f"; expected canary share {expected:.2f}, observed {observed:.2f}; after rollback "
             f"{len(after_rollback)} connections, all on the primary; faulty canary took {faulty_canary} of "
-            f"{len(during_faulty)}; {len(conns)} connections, {len(client.failures)} failed"
+            f"{len(during_faulty)}; {len(client.conns)} connections, {len(client.failures)} failed"
         )
         assert total >= 100, split
         assert abs(observed - expected) <= 0.12, (observed, expected, split)

@@ -18,6 +18,11 @@ Flagger's MetricTemplates run unchanged. The series stay counters (only their na
 useful for debugging is kept (upstream/downstream request counters, connections, membership, server
 liveness); the thousands of others are dropped at scrape time.
 
+TCP: the local mesh's tcp_proxy destinations are clusters ``tcp_<namespace>_<workload>``; their connection and
+byte counters become Istio's ``istio_tcp_connections_opened_total``, ``istio_tcp_connections_closed_total``,
+``istio_tcp_sent_bytes_total`` and ``istio_tcp_received_bytes_total`` (reporter destination, same workload labels),
+the metrics a TCP canary's MetricTemplates query on Istio.
+
 Workloads' own ``/metrics`` are scraped through ``file_sd`` (a JSON targets file the node agent rewrites with
 ``write_targets``), each target labelled ``namespace``, ``workload`` and ``pod``.
 """
@@ -55,13 +60,47 @@ _ISTIO_SOURCES = r"envoy_cluster_upstream_rq(_time_bucket|_time_sum|_time_count)
 _KEPT_ENVOY = (
     "envoy_cluster_upstream_rq(_time_bucket|_time_sum|_time_count)?"
     "|envoy_cluster_upstream_rq_(total|xx|retry|retry_success|timeout|active|pending_active|per_try_timeout)"
-    "|envoy_cluster_upstream_cx_(active|total|connect_fail|destroy_remote_with_active_rq)"
+    "|envoy_cluster_upstream_cx_(active|total|connect_fail|destroy_remote_with_active_rq|destroy|rx_bytes_total"
+    "|tx_bytes_total)"
     "|envoy_cluster_membership_(healthy|total)"
     "|envoy_http_downstream_rq_(total|xx|active)"
     "|envoy_http_downstream_cx_active"
     "|envoy_listener_downstream_cx_active"
     "|envoy_server_(live|uptime|memory_allocated|total_connections)"
 )
+
+
+_TCP_METRICS = {
+    "envoy_cluster_upstream_cx_total": "istio_tcp_connections_opened_total",
+    "envoy_cluster_upstream_cx_destroy": "istio_tcp_connections_closed_total",
+    "envoy_cluster_upstream_cx_rx_bytes_total": "istio_tcp_sent_bytes_total",
+    "envoy_cluster_upstream_cx_tx_bytes_total": "istio_tcp_received_bytes_total",
+}
+
+
+def _tcp_relabels() -> list[dict[str, Any]]:
+    names = "|".join(_TCP_METRICS)
+    tcp_series = {
+        "source_labels": ["__name__", "envoy_cluster_name"],
+        "separator": ";",
+        "regex": f"({names});tcp_{_WORKLOAD_CLUSTER}",
+    }
+    out: list[dict[str, Any]] = [
+        {**tcp_series, "target_label": "destination_workload_namespace", "replacement": "$2"},
+        {**tcp_series, "target_label": "destination_workload", "replacement": "$3"},
+        {**tcp_series, "target_label": "reporter", "replacement": "destination"},
+    ]
+    for envoy_name, istio_name in _TCP_METRICS.items():
+        out.append(
+            {
+                "source_labels": ["__name__", "envoy_cluster_name"],
+                "separator": ";",
+                "regex": f"{envoy_name};tcp_{_WORKLOAD_CLUSTER}",
+                "target_label": "__name__",
+                "replacement": istio_name,
+            }
+        )
+    return out
 
 
 def relabel_envoy_to_istio() -> list[dict[str, Any]]:
@@ -102,7 +141,11 @@ def relabel_envoy_to_istio() -> list[dict[str, Any]]:
             "target_label": "__name__",
             "replacement": "istio_request_duration_milliseconds_$1",
         },
-        # 5. The Envoy labels are now redundant on Istio series (an empty value removes a label).
+        # 5. TCP clusters (tcp_<namespace>_<workload>, the local mesh's tcp_proxy destinations): Istio's TCP
+        #    metrics, reporter destination. Sent/received are the destination's view: what the upstream
+        #    connection received from it is what it sent.
+        *_tcp_relabels(),
+        # 6. The Envoy labels are now redundant on Istio series (an empty value removes a label).
         {"source_labels": ["__name__"], "regex": "istio_.+", "target_label": "envoy_cluster_name", "replacement": ""},
         {"source_labels": ["__name__"], "regex": "istio_.+", "target_label": "envoy_response_code", "replacement": ""},
     ]

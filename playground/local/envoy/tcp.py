@@ -7,12 +7,15 @@ A Service port is TCP as Istio's protocol selection says: ``appProtocol: tcp`` (
 ``127.0.0.1:<local port>``, assigned per Service port by the local backend (``LocalCluster.tcp_address``), so a
 client opens a plain TCP connection there and each connection goes to one workload, chosen by weight. A weight
 change replaces the listener's filter: new connections follow the new weights, open ones stay where they are
-(Envoy drains the old filter chain), as with Istio. The clusters are the renderer's workload clusters, so the
-connection counts are per destination workload (``envoy_cluster_upstream_cx_total``).
+(Envoy drains the old filter chain), as with Istio. Each destination workload gets a TCP cluster of its own,
+``tcp_<namespace>_<workload>`` (a copy of its workload cluster: same endpoints, same DestinationRule policies), so
+its connection and byte counters are the TCP traffic alone; Prometheus renames them to Istio's TCP metrics
+(``istio_tcp_connections_opened_total`` ..., see ``prometheus.py``), which MetricTemplates of a TCP canary query.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from playground.local.envoy.common import _FILE_LOG_TYPE, _LISTENER_TYPE, RenderError
@@ -97,6 +100,21 @@ def _mesh_tcp_vs(r: _Renderer) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return out
 
 
+TCP_CLUSTER_PREFIX = "tcp_"
+
+
+def _tcp_cluster(r: _Renderer, cluster: str) -> str:
+    """The TCP twin of a renderer cluster (its copy under ``tcp_<name>``), created once."""
+    name = TCP_CLUSTER_PREFIX + cluster
+    if name not in r.clusters:
+        twin = copy.deepcopy(r.clusters[cluster])
+        twin["name"] = name
+        twin["load_assignment"]["cluster_name"] = name
+        twin.pop("typed_extension_protocol_options", None)  # HTTP connection pool options: not for tcp_proxy
+        r.clusters[name] = twin
+    return name
+
+
 def _proxy(r: _Renderer, ns: str, svc: str, port: int, vss: list[dict[str, Any]], stat: str) -> dict[str, Any]:
     proxy: dict[str, Any] = {"@type": _TCP_PROXY_TYPE, "stat_prefix": stat}
     for vs in vss:
@@ -112,8 +130,11 @@ def _proxy(r: _Renderer, ns: str, svc: str, port: int, vss: list[dict[str, Any]]
         for j, d in enumerate(dests):
             _check_keys(d, ("destination", "weight"), f"{where}.route[{j}]")
             weight = int(d.get("weight", 100 if len(dests) == 1 else 0))
+            # every destination keeps its cluster (and its counters) whatever its weight, as istiod's clusters
+            cluster = _tcp_cluster(
+                r, r.destination_cluster(d.get("destination"), vs_ns, f"{where}.route[{j}].destination")
+            )
             if weight > 0:  # istiod leaves out zero-weight destinations (Envoy needs weights >= 1)
-                cluster = r.destination_cluster(d.get("destination"), vs_ns, f"{where}.route[{j}].destination")
                 weighted[cluster] = weighted.get(cluster, 0) + weight
         if len(weighted) == 1:
             proxy["cluster"] = next(iter(weighted))
@@ -122,7 +143,7 @@ def _proxy(r: _Renderer, ns: str, svc: str, port: int, vss: list[dict[str, Any]]
         else:
             raise RenderError(f"{where}: every destination has weight 0")
         return proxy
-    proxy["cluster"] = r.service_cluster(ns, svc, port, f"Service {ns}/{svc}")
+    proxy["cluster"] = _tcp_cluster(r, r.service_cluster(ns, svc, port, f"Service {ns}/{svc}"))
     return proxy
 
 
