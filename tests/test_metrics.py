@@ -492,3 +492,13 @@ def test_proxy_receives_in_cluster_prometheus_url():
         )
         assert mv.error is None and mv.value == 99.5
         assert proxy.requests[0].path.startswith("http://prometheus.istio-system:9090/api/v1/query?query=")
+
+
+@pytest.mark.parametrize("provider", ["gatewayapi:v1", "gatewayapi:v1beta1"])
+def test_gatewayapi_builtins_are_flaggers_default_observer_queries(provider):
+    """Flagger's observer factory has no Gateway API observer: a gatewayapi canary's built-in metrics are the
+    default (Istio) observer's queries, identical to an istio canary's."""
+    for name in ("request-success-rate", "request-duration"):
+        gw = resolve_query(make_canary(provider=provider), CanaryMetric(name=name), {}, default_prometheus=IN_CLUSTER)
+        istio = resolve_query(make_canary(), CanaryMetric(name=name), {}, default_prometheus=IN_CLUSTER)
+        assert gw.query == istio.query and "istio_request" in gw.query and gw.source == f"built-in {name}"
