@@ -580,7 +580,14 @@ def test_prometheus_config(tmp_path: Path) -> None:
     assert envoy_job["metrics_path"] == "/stats/prometheus"
     assert envoy_job["static_configs"][0]["targets"] == ["127.0.0.1:18082"]
     renames = [r["replacement"] for r in envoy_job["metric_relabel_configs"] if r.get("target_label") == "__name__"]
-    assert renames == ["istio_requests_total", "istio_request_duration_milliseconds_$1"]
+    assert renames == [
+        "istio_requests_total",
+        "istio_request_duration_milliseconds_$1",
+        "istio_tcp_connections_opened_total",
+        "istio_tcp_connections_closed_total",
+        "istio_tcp_sent_bytes_total",
+        "istio_tcp_received_bytes_total",
+    ]
     assert workloads["static_configs"][0]["labels"] == {"namespace": NS, "workload": "backend", "pod": "backend-abc"}
     assert workloads["file_sd_configs"][0]["files"] == [str((tmp_path / "targets.json").resolve())]
     assert cfg["global"]["scrape_interval"] == "1s"
