@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -152,7 +155,7 @@ def weight_at(weights: list[tuple[float, int, str]], t: float) -> tuple[int, str
     return w, phase
 
 
-def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(playground) -> None:
+def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(playground, tmp_path) -> None:
     env = playground
     original = env.read(CANARY)
     try:
@@ -167,6 +170,17 @@ def test_tcp_canary_rolls_back_and_promotes_with_connections_split_by_weight(pla
         assert address is not None, "the TCP Service port got no listener"
         vs = env.cluster().get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
         assert "tcp" in vs["spec"] and "http" not in vs["spec"]
+        # `playground status` (the console script, outside the repository) tells where to connect
+        st = subprocess.run(
+            [str(Path(sys.executable).parent / "playground"), "status"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env.subprocess_env(),
+            timeout=120,
+        )
+        assert st.returncode == 0, st.stderr
+        assert re.search(rf"prod/backend:9898\s+127\.0\.0\.1:{address[1]}\b", st.stdout), st.stdout
 
         with TcpClient(address) as client:
             # 1. faulty revision: rolled back; every connection after that goes to the primary

@@ -954,10 +954,29 @@ def status(home: Path | str | None = None) -> dict[str, Any]:
             "address": str(h.git_origin),
         }
     )
-    workloads = []
+    workloads: list[dict[str, Any]] = []
+    tcp: list[dict[str, Any]] = []
     if h.db.exists():
         workloads = _workloads(h)
-    return {"home": str(h.root), "components": components, "workloads": workloads}
+        tcp = _tcp_services(h)
+    return {"home": str(h.root), "components": components, "workloads": workloads, "tcp_services": tcp}
+
+
+def _tcp_services(h: Home) -> list[dict[str, Any]]:
+    """TCP Service ports and the local listener a client connects to (the stand-in for ClusterIP:port)."""
+    from playground.local.cluster import LocalCluster
+    from playground.local.envoy import tcp_service_ports
+
+    cluster = LocalCluster(h.root)
+    try:
+        out = []
+        for ns, svc, port in tcp_service_ports(cluster.store.list("v1", "Service")):
+            addr = cluster.tcp_address(ns, svc, port)
+            if addr is not None:
+                out.append({"service": f"{ns}/{svc}:{port}", "address": f"{addr[0]}:{addr[1]}"})
+        return out
+    finally:
+        cluster.close()
 
 
 def _workloads(h: Home) -> list[dict[str, Any]]:
@@ -1039,6 +1058,9 @@ def status_text(home: Path | str | None = None) -> str:
             for w in st["workloads"]
         ]
         lines += _table(rows)
+    if st.get("tcp_services"):
+        lines += ["", "TCP SERVICES (connect here instead of the Service's ClusterIP:port)"]
+        lines += _table([["SERVICE", "ADDRESS"]] + [[t["service"], t["address"]] for t in st["tcp_services"]])
     return "\n".join(lines)
 
 
