@@ -366,7 +366,8 @@ class Controller:
         state = self.load_state(canary)
         primary = routing.primary_name(canary.spec.targetRef.name)
         if state is not None and self.cluster.get("apps/v1", "Deployment", canary.namespace, primary) is not None:
-            self._reconcile_services(canary)
+            if self._reconcile_services(canary):
+                state = self.load_state(canary) or state  # the routes in force, read as the new kind of route
             if routing.mesh_routed(canary) and self.cluster.get(*routing.route_key(canary)) is None:
                 # As Flagger's router Reconcile: a missing route object is created (e.g. the provider changed to
                 # gatewayapi, whose HTTPRoute did not exist yet), with the split read back (all to the primary).
@@ -391,14 +392,14 @@ class Controller:
             self.save_state(canary, state)
         return state
 
-    def _reconcile_services(self, canary: Canary) -> None:
+    def _reconcile_services(self, canary: Canary) -> bool:
         """Flagger's router Reconcile on every run: the apex/primary/canary Services follow the Canary's service
         spec (ports, appProtocol, selector, metadata), written only when they differ; a VirtualService whose kind
         of route no longer matches the Canary (HTTP <-> TCP, ``service.appProtocol``) is rewritten with the routes
-        in force."""
+        in force (then True)."""
         target = self.cluster.get("apps/v1", "Deployment", canary.namespace, canary.spec.targetRef.name)
         if target is None:
-            return
+            return False
         for svc in routing.services(canary, target):
             meta = svc["metadata"]
             cur = self.cluster.get("v1", "Service", canary.namespace, meta["name"])
@@ -412,6 +413,8 @@ class Controller:
                 before.spec.service.appProtocol = None if routing.is_tcp(canary) else "TCP"
                 primary_weight, canary_weight, _ = routing.routes_of(before, vs)
                 self.cluster.apply(routing.virtual_service(canary, primary_weight, canary_weight, False))
+                return True
+        return False
 
     # ------------------------------------------------------------------------------------ acting
     def _canary_replicas(self, canary: Canary) -> int:

@@ -865,7 +865,7 @@ def test_switching_a_released_canary_to_tcp_reconciles_services_and_routes(kube,
     stored["spec"] = _tcp_service(manifests)["canary"]["spec"]
     kube.seed(stored)
     canary = ctl.canary("prod/backend")
-    ctl.bootstrap(canary)
+    assert ctl.bootstrap(canary).routes == analysis.Routes(80, 20, False)  # the tick sees the weights in force
     for name in ("backend", "backend-primary", "backend-canary"):
         port = kube.object("v1", "Service", "prod", name)["spec"]["ports"][0]
         assert port["appProtocol"] == "TCP" and port["name"] == "tcp-backend", name
