@@ -440,14 +440,31 @@ def test_unsupported_template_functions_and_variables_are_named(tmp_path):
     assert all("unknown" not in line for line in lines)
 
 
-def test_kustomize_directory_is_refused_in_one_line_not_as_broken_objects():
-    """gitops-istio's apps/backend kustomization (resources, images, a JSON6902 patch file): the playground does
-    not render Kustomize, so validate says exactly that, once, with the fix; the kustomization and its patch
-    file are not reported as broken objects (no "missing metadata.name", no "document is a list")."""
-    tree = ROOT / "tests" / "data" / "gitops-istio-kustomize"
+def test_gitops_istio_kustomize_tree_is_rendered_and_only_its_real_errors_remain():
+    """gitops-istio's apps/ (two kustomizations: resources, images, a JSON 6902 patch file adding the Istio
+    sidecar) and its metric templates, verbatim: validate renders them as Flux would and reports only what is
+    really wrong: the HPAs are autoscaling/v2beta1, an API Kubernetes removed in 1.25 (no "broken object" from
+    the kustomization or the patch file, no "unknown" anything)."""
+    tree = ROOT / "tests" / "data" / "gitops-istio"
     mset = m.load_tree(tree)
-    assert mset.objects == [] and mset.files == []
-    (f,) = m.validate_set(mset)
-    assert f.file.endswith("apps/backend/kustomization.yaml") and f.is_error
-    assert "does not render Kustomize (images, patchesJson6902, resources)" in f.message
-    assert "kubectl kustomize" in f.fix and "deployment.patch.yaml" in f.fix
+    errors = [f for f in m.validate_set(mset) if f.is_error]
+    assert [(f.file.removeprefix(str(tree) + "/"), f.kind, f.name, f.field) for f in errors] == [
+        ("apps/backend/hpa.yaml", "HorizontalPodAutoscaler", "prod/backend", "apiVersion"),
+        ("apps/frontend/hpa.yaml", "HorizontalPodAutoscaler", "prod/frontend", "apiVersion"),
+    ]
+    assert all("autoscaling/v2beta1" in f.message and "autoscaling/v2" in f.fix for f in errors)
+    backend = mset.get("Deployment", "prod", "backend")
+    assert backend is not None and backend.file == "apps/backend/deployment.yaml"
+    spec = backend.raw["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["containers"]] == ["backend", "istio-proxy"]  # the patch's sidecar
+    assert spec["containers"][0]["image"] == "ghcr.io/stefanprodan/podinfo:6.1.0"  # images: newTag
+    assert spec["containers"][0]["resources"]["limits"]["cpu"] == "2"  # the patch's replace
+    assert [c["name"] for c in spec["initContainers"]] == ["istio-init"]
+    # a field the kustomization wrote points at it; one the patch wrote, at the patch file
+    image = backend.finding(("spec", "template", "spec", "containers", 0, "image"), "x")
+    assert (image.file, image.line) == (str(tree / "apps/backend/kustomization.yaml"), 8)
+    sidecar = backend.finding(("spec", "template", "spec", "containers", 1, "image"), "x")
+    assert sidecar.file == str(tree / "apps/backend/deployment.patch.yaml")
+    command = backend.finding(("spec", "template", "spec", "containers", 0, "command"), "x")
+    assert (command.file, command.line) == (str(tree / "apps/backend/deployment.yaml"), 34)
+    assert "apps/backend/deployment.patch.yaml" in mset.files and "apps/frontend/kustomization.yaml" in mset.files

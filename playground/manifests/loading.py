@@ -1,7 +1,8 @@
 """Loading: :func:`load_tree` reads every ``*.yaml``/``*.yml`` file under a directory (or one file), all YAML
 documents of each, through :mod:`playground.yamlload` and its limits, and keeps where every object came from.
 Kinds of :data:`playground.models.MODELS` are parsed into their pydantic models (schema errors become
-findings through :mod:`playground.manifests.pydantic_errors`); kustomize overlays are skipped. Never raises for
+findings through :mod:`playground.manifests.pydantic_errors`). A directory holding a kustomization is rendered by
+:mod:`playground.kustomize` (as Flux's kustomize-controller builds it) instead of read file by file. Never raises for
 bad content: problems are collected in ``ManifestSet.problems``. Reads files, nothing else.
 """
 
@@ -15,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from playground import support, yamlload
+from playground import kustomize, support, yamlload
+from playground.kustomize import KUSTOMIZATION_FILES as KUSTOMIZATION_FILES
 from playground.manifests.findings import FieldPath, Finding, format_field
 from playground.manifests.objects import ManifestObject, ManifestSet
 from playground.manifests.pydantic_errors import _translate_error
@@ -47,7 +49,8 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 
 def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     """Load every ``*.yaml``/``*.yml`` file under ``path`` (a directory, searched recursively, hidden entries
-    skipped) or the single file ``path``.
+    skipped) or the single file ``path``. A directory holding a kustomization (``path`` itself or one below it)
+    is built with :mod:`playground.kustomize` and not descended into, as Flux's kustomize-controller does.
 
     Never raises for bad content: YAML and schema problems are collected in ``ManifestSet.problems`` and the
     objects that could be read are kept. Files are read through :mod:`playground.yamlload`, with its limits:
@@ -65,8 +68,14 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     if p.is_dir():
         tree = root
         files = []
+        kustomized: list[str] = []
         real_root = os.path.realpath(root)
         for dirpath, dirnames, filenames in os.walk(p):  # symlinked directories are not followed
+            if kustomize.kustomization_file(dirpath) is not None:
+                # Flux builds a directory that has a kustomization, and does not descend into it
+                kustomized.append(Path(dirpath).relative_to(p).as_posix() if Path(dirpath) != p else "")
+                dirnames[:] = []
+                continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for d in dirnames:
                 link = Path(dirpath) / d
@@ -88,9 +97,13 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     else:
         files = [(p, p.name, root)]  # a single file (read_text refuses a FIFO, a device, a dangling link)
         tree = None
+        kustomized = []
     read: list[str] = []
-    files, kustomize_problems = _without_kustomize(files, tree)
-    problems.extend(kustomize_problems)
+    if kustomized and tree is not None:
+        k_objects, k_problems, k_files = _load_kustomizations(tree, sorted(kustomized))
+        objects.extend(k_objects)
+        problems.extend(k_problems)
+        read.extend(f for f in dict.fromkeys(k_files) if f not in read)
     for full, rel, display in files:
         objs, probs, ok = _load_file(full, rel, display, tree)
         objects.extend(objs)
@@ -100,53 +113,50 @@ def load_tree(path: str | os.PathLike[str]) -> ManifestSet:
     return ManifestSet(root, objects, problems, read)
 
 
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+def _load_kustomizations(root: str, dirs: list[str]) -> tuple[list[ManifestObject], list[Finding], list[str]]:
+    """Render each Kustomize directory ``dirs`` (relative to ``root``) with :mod:`playground.kustomize`, as
+    Flux's kustomize-controller runs ``kustomize build`` on it: (objects, findings, files read).
 
+    Each resource file is read as any manifest file (its YAML problems and duplicate keys are findings, its
+    field lines are kept); the rendered objects are then checked and parsed like read ones, with the fields
+    the kustomization wrote (patches, images, namespace, name prefix) attributed to the kustomization or patch
+    file. A kustomization the renderer refuses gives one finding naming its file, line and field, and none of
+    its objects (``kustomize build`` fails as a whole)."""
+    objects: list[ManifestObject] = []
+    problems: list[Finding] = []
+    files: list[str] = []
 
-def _without_kustomize(
-    files: list[tuple[Path, str, str]], tree: str | None
-) -> tuple[list[tuple[Path, str, str]], list[Finding]]:
-    """Kustomize directories are not rendered by the playground (the supported layout is plain manifests): each
-    ``kustomization.yaml`` gives one finding saying so, and its own file and the patch files it names are not read
-    as objects (they are not objects: reading them would only give misleading "broken object" findings)."""
-    out: list[Finding] = []
-    skip: set[str] = set()
-    for full, rel, display in files:
-        if full.name not in KUSTOMIZATION_FILES:
-            continue
-        skip.add(rel)
-        try:
-            docs = yamlload.load_file(full, root=tree)
-        except (OSError, yaml.YAMLError, ValueError, yamlload.Refused):
-            docs = []  # the file itself is refused above all else: the finding below still names it
-        k = docs[0] if docs and isinstance(docs[0], dict) else {}
-        base = rel.rpartition("/")[0]
-        names: list[str] = []
-        for key in ("patches", "patchesJson6902", "patchesStrategicMerge"):
-            for item in k.get(key) or []:
-                name = item.get("path") if isinstance(item, dict) else item if isinstance(item, str) else None
-                if isinstance(name, str) and not name.startswith(("/", "..")) and "\n" not in name:
-                    skip.add(os.path.normpath(f"{base}/{name}" if base else name).replace(os.sep, "/"))
-                    names.append(name)
-        used = sorted({key for key in k if key not in ("apiVersion", "kind")})
-        out.append(
-            Finding(
-                display,
-                1,
-                "Kustomize directory: the playground does not render Kustomize "
-                f"({', '.join(used) or 'empty kustomization'}), so its objects would be applied unpatched",
-                "commit the rendered manifests instead (kubectl kustomize "
-                f"{os.path.dirname(display) or '.'} > rendered.yaml) and remove the kustomization"
-                + (f" and its patch files ({', '.join(names)})" if names else ""),
-                kind="Kustomization",
-            )
-        )
-    return [f for f in files if f[1] not in skip], out
+    def display(rel: str) -> str:
+        return os.path.join(root, *rel.split("/")) if rel else root
+
+    def reader(rel: str) -> tuple[list[kustomize.Doc], list[kustomize.Problem]]:
+        objs, probs, _ = _load_file(Path(display(rel)), rel, display(rel), root, check=False)
+        problems.extend(probs)
+        return [kustomize.Doc(o.raw, o.file, o.document, o.line, o.lines) for o in objs], []
+
+    for directory in dirs:
+        built = kustomize.build(root, directory, reader)
+        files.extend(built.files)
+        for p in built.problems:
+            problems.append(Finding(display(p.file), p.line, p.message, p.fix, kind="Kustomization", field=p.field))
+        for d in built.objects:
+            obj = ManifestObject(
+                raw=d.raw, file=d.file, path=display(d.file), document=d.document, line=d.line, lines=d.lines,
+                sources={path: (display(f), line) for path, (f, line) in d.sources.items()},
+            )  # fmt: skip
+            identity = _check_identity(obj)
+            problems.extend(identity)
+            if not identity:
+                _parse_model(obj, problems)
+            objects.append(obj)
+    return objects, problems, files
 
 
 def _load_file(
-    full: Path, rel: str, display: str, tree: str | None
+    full: Path, rel: str, display: str, tree: str | None, *, check: bool = True
 ) -> tuple[list[ManifestObject], list[Finding], bool]:
+    """The objects of one file, its problems, and whether it could be read. Without ``check``, objects are
+    not checked nor parsed into models (a Kustomize resource: it is checked once rendered)."""
     try:
         text = yamlload.read_text(full, root=tree)
     except yamlload.Refused as e:
@@ -176,9 +186,9 @@ def _load_file(
                     name=obj.qualified_name, field=format_field(dpath), document=doc,
                     fix="remove or merge the duplicated key",
                 ))  # fmt: skip
-            identity = _check_identity(obj)
+            identity = _check_identity(obj) if check else []
             problems.extend(identity)
-            if not identity:  # a typed model needs apiVersion, kind and a name
+            if check and not identity:  # a typed model needs apiVersion, kind and a name
                 _parse_model(obj, problems)
             objects.append(obj)
     except yaml.YAMLError as e:

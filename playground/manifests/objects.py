@@ -44,6 +44,10 @@ class ManifestObject:
     line: int  # 1-based line where the document's content starts
     model: BaseModel | None = None
     lines: dict[FieldPath, int] = field(default_factory=dict, repr=False)
+    #: fields written by a kustomization (rendered by :mod:`playground.kustomize`): field path -> (path for
+    #: messages, line) of the kustomization field or patch file that wrote it; a finding about such a field
+    #: names that file instead of the resource file
+    sources: dict[FieldPath, tuple[str, int]] = field(default_factory=dict, repr=False)
 
     @property
     def api_version(self) -> str:
@@ -106,10 +110,23 @@ class ManifestObject:
     def finding(self, path: Iterable[str | int], message: str, fix: str = "", severity: str = ERROR) -> Finding:
         """A :class:`Finding` about the field at ``path`` of this object."""
         p = tuple(path)
+        file, line = self.source_of(p)
         return Finding(
-            file=self.path, line=self.line_of(p), message=message, fix=fix, kind=self.kind,
+            file=file, line=line, message=message, fix=fix, kind=self.kind,
             name=self.qualified_name, field=format_field(p), document=self.document, severity=severity,
         )  # fmt: skip
+
+    def source_of(self, path: Iterable[str | int]) -> tuple[str, int]:
+        """(file for messages, line) of the field at ``path``: the kustomization or patch that wrote it (see
+        :attr:`sources`), else this object's file at the line of the field or its nearest ancestor."""
+        p = tuple(path)
+        while p and self.sources:
+            if p in self.sources:
+                return self.sources[p]
+            if p in self.lines:
+                break
+            p = p[:-1]
+        return self.path, self.line_of(path)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.qualified_name} ({self.location})"
