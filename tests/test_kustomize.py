@@ -606,3 +606,14 @@ def test_validate_console_script_on_gitops_istio(tmp_path):
     assert backend.startswith(f"{tree}/apps/backend/hpa.yaml:1: HorizontalPodAutoscaler prod/backend: apiVersion:")
     assert frontend.startswith(f"{tree}/apps/frontend/hpa.yaml:1: HorizontalPodAutoscaler prod/frontend: apiVersion:")
     assert summary.endswith("2 errors, 0 warnings") or "2 errors" in summary
+
+
+def test_corrected_gitops_istio_validates_clean(tmp_path):
+    """gitops-istio with the fixes validate gives (autoscaling/v2 HPAs) and the playground's gateway, metric
+    templates and loadtester: no finding at all (the live sync is tests/test_gitops_istio_live.py)."""
+    from tests.support.gitops_istio import corrected_gitops_istio
+
+    tree = corrected_gitops_istio(tmp_path / "gitops-istio")
+    mset = m.load_tree(tree)
+    assert m.validate_set(mset) == []
+    assert sorted(f"{c.namespace}/{c.name}" for c in mset.canaries()) == ["prod/backend", "prod/frontend"]
