@@ -32,6 +32,7 @@ valid for a real cluster and the local image catalog maps both names to the same
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -515,7 +516,15 @@ def set_workload_image(
         raise ValueError(f"{obj.location}: Deployment {ns}/{dep_name} has no container {container!r}")
     if containers[index].get("image") == image:
         return head
-    line_no = obj.line_of(["spec", "template", "spec", "containers", index, "image"])
+    field = ("spec", "template", "spec", "containers", index, "image")
+    if field in obj.sources:  # rendered from a Kustomize directory whose kustomization sets this image
+        kfile, kline = obj.sources[field]
+        raise ValueError(
+            f"{os.path.relpath(kfile, git_source.path)}:{kline}: the image of Deployment {ns}/{dep_name} is set by "
+            "this kustomization (images or a patch), so editing the Deployment's file would change nothing: set "
+            f"the new tag there (images: newTag), or put an $imagepolicy marker on it for the image automation"
+        )
+    line_no = obj.line_of(field)
     path = Path(git_source.path) / obj.file
     lines = yamlload.read_text(path, root=git_source.path).splitlines(keepends=True)
     m = _IMAGE_LINE.match(lines[line_no - 1].rstrip("\r\n")) if 0 < line_no <= len(lines) else None

@@ -222,6 +222,7 @@ class Problem:
     message: str
     fix: str
     field: str = ""
+    severity: str = "error"  #: or "warning" (the build still succeeds)
 
 
 @dataclass
@@ -814,6 +815,7 @@ class _Builder:
                         "not applied",
                         f"write {hit.name} in the Canary's spec.{ref_field}.name, or drop {key}",
                         key,
+                        "warning",  # kustomize build succeeds; validate reports the dangling reference itself
                     ))  # fmt: skip
 
 

@@ -359,6 +359,7 @@ def test_canary_not_rewritten_by_name_prefix_is_reported_on_the_kustomization(tm
     )
     canary = next(d for d in b.objects if d.kind == "Canary")
     assert canary.name == "dev-backend" and canary.raw["spec"]["targetRef"]["name"] == "backend"
+    assert {p.severity for p in b.problems} == {"warning"}
     assert [(p.file, p.line, p.field) for p in b.problems] == [
         ("overlay/kustomization.yaml", 3, "namePrefix"),
         ("overlay/kustomization.yaml", 3, "namePrefix"),
@@ -617,3 +618,97 @@ def test_corrected_gitops_istio_validates_clean(tmp_path):
     mset = m.load_tree(tree)
     assert m.validate_set(mset) == []
     assert sorted(f"{c.namespace}/{c.name}" for c in mset.canaries()) == ["prod/backend", "prod/frontend"]
+
+
+# ============================================================================ GitOps sync and image release
+def _origin_with(tmp_path: Path, files: dict[str, str]):
+    """A bare GitOps origin holding ``files`` (and a checkout of it through GitSource)."""
+    from playground.gitops import GitSource
+    from playground.local import gitorigin
+
+    seed = write(tmp_path / "seed", files)
+    origin = tmp_path / "origin.git"
+    gitorigin.ensure_origin(origin, seed=seed)
+    src = GitSource(str(origin), tmp_path / "checkout")
+    src.fetch()
+    return src
+
+
+@pytest.mark.integration
+def test_sync_of_a_refused_kustomization_applies_nothing_and_names_it(tmp_path):
+    """The GitOps sync reads the tree through the renderer: a kustomization using helmCharts is refused with its
+    file, line and field, and nothing of the commit is applied (not even the valid plain files next to it)."""
+    from playground.gitops import SyncError, apply_sync, plan_sync
+    from playground.local.cluster import LocalCluster
+
+    src = _origin_with(
+        tmp_path,
+        {
+            "namespace.yaml": NAMESPACE,
+            **{f"apps/{rel}": text for rel, text in BASE.items()},
+            "apps/overlay/kustomization.yaml": "resources: [../base]\nnamespace: prod\nhelmCharts:\n- name: podinfo\n",
+        },
+    )
+    cluster = LocalCluster(tmp_path / "home")
+    try:
+        plan = plan_sync(cluster, src.path)
+        assert not plan.items
+        (error,) = plan.errors
+        assert str(error).startswith(f"{src.path}/apps/overlay/kustomization.yaml:3: Kustomization: helmCharts: ")
+        with pytest.raises(SyncError):
+            apply_sync(cluster, plan)
+        assert cluster.get("v1", "Namespace", "", "prod") is None
+    finally:
+        cluster.close()
+
+
+@pytest.mark.integration
+def test_sync_applies_the_rendered_objects(tmp_path):
+    from playground.gitops import apply_sync, plan_sync
+    from playground.local.cluster import LocalCluster
+
+    src = _origin_with(
+        tmp_path,
+        {
+            "namespace.yaml": NAMESPACE,
+            **{f"apps/{rel}": text for rel, text in BASE.items()},
+            "apps/base/kustomization.yaml": "resources: [deployment.yaml, configmap.yaml]\nnamespace: prod\n"
+            "namePrefix: dev-\nimages: [{name: ghcr.io/stefanprodan/podinfo, newTag: 6.1.0}]\n",
+        },
+    )
+    cluster = LocalCluster(tmp_path / "home")
+    try:
+        plan = plan_sync(cluster, src.path)
+        assert plan.ok, plan.report()
+        apply_sync(cluster, plan)
+        dep = cluster.get("apps/v1", "Deployment", "prod", "dev-backend")
+        assert dep is not None
+        spec = dep["spec"]["template"]["spec"]["containers"][0]
+        assert spec["image"] == "ghcr.io/stefanprodan/podinfo:6.1.0"
+        assert spec["envFrom"] == [{"configMapRef": {"name": "dev-settings"}}]
+        assert cluster.get("v1", "ConfigMap", "prod", "dev-settings") is not None
+        assert cluster.get("apps/v1", "Deployment", "prod", "backend") is None
+    finally:
+        cluster.close()
+
+
+@pytest.mark.integration
+def test_image_release_refuses_an_image_a_kustomization_sets(tmp_path):
+    """Releasing a new image writes the Deployment's image line; when the kustomization's images transformer
+    sets that image, the edit would change nothing: refused, naming the kustomization line, nothing pushed."""
+    from playground.images import set_workload_image
+
+    src = _origin_with(
+        tmp_path,
+        {
+            **BASE,
+            "base/kustomization.yaml": "resources: [deployment.yaml]\nnamespace: prod\n"
+            "images: [{name: ghcr.io/stefanprodan/podinfo, newTag: 6.1.0}]\n",
+        },
+    )
+    head = src.fetch()
+    with pytest.raises(ValueError) as e:
+        set_workload_image(src, "prod/backend", "ghcr.io/stefanprodan/podinfo:6.2.0")
+    assert str(e.value).startswith("base/kustomization.yaml:3: the image of Deployment prod/backend is set by")
+    assert "images: newTag" in str(e.value)
+    assert src.fetch() == head

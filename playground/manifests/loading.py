@@ -138,7 +138,9 @@ def _load_kustomizations(root: str, dirs: list[str]) -> tuple[list[ManifestObjec
         built = kustomize.build(root, directory, reader)
         files.extend(built.files)
         for p in built.problems:
-            problems.append(Finding(display(p.file), p.line, p.message, p.fix, kind="Kustomization", field=p.field))
+            problems.append(Finding(
+                display(p.file), p.line, p.message, p.fix, kind="Kustomization", field=p.field, severity=p.severity,
+            ))  # fmt: skip
         for d in built.objects:
             obj = ManifestObject(
                 raw=d.raw, file=d.file, path=display(d.file), document=d.document, line=d.line, lines=d.lines,
