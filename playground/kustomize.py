@@ -58,6 +58,12 @@ __all__ = [
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
+#: Limits against hostile trees (each refusal is one finding): kustomizations nested deeper than MAX_DEPTH, more
+#: than MAX_BUILDS kustomization builds in one tree, more than MAX_OBJECTS objects in one kustomization.
+MAX_DEPTH = 20
+MAX_BUILDS = 500
+MAX_OBJECTS = 20_000
+
 #: Fields of a kustomization the renderer implements.
 SUPPORTED = (
     "apiVersion", "kind", "metadata", "resources", "bases", "namespace", "namePrefix", "nameSuffix", "commonLabels",
@@ -306,6 +312,7 @@ class _Builder:
         self.reader: Reader = reader or (lambda rel: read_docs(self.root, rel))
         self.problems: list[Problem] = []
         self.files: set[str] = set()
+        self.builds = 0  # kustomizations built so far (a shared base counts once per use)
 
     # -- files ------------------------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -373,6 +380,12 @@ class _Builder:
 
     # -- one kustomization ------------------------------------------------------------------------------
     def build(self, directory: str, stack: tuple[str, ...]) -> list[Doc]:
+        self.builds += 1
+        if len(stack) >= MAX_DEPTH or self.builds > MAX_BUILDS:
+            what = f"nested more than {MAX_DEPTH} levels" if len(stack) >= MAX_DEPTH else f"over {MAX_BUILDS} builds"
+            raise _Refuse(Problem(_join(stack[-1], kustomization_file(self._abs(stack[-1])) or "kustomization.yaml"),
+                                  1, f"resources: kustomizations {what} (through {directory})",
+                                  "flatten the layout: a base included by many overlays is built once per use"))  # fmt: skip
         kfile, k, lines = self._load_kustomization(directory)
 
         def at(key: str, index: int | None = None) -> int:
@@ -413,6 +426,9 @@ class _Builder:
                     docs, probs = self.reader(rel)
                     self.problems.extend(probs)
                     objects.extend(d for d in docs if not _is_kustomization_doc(d.raw))
+        if len(objects) > MAX_OBJECTS:
+            raise _Refuse(Problem(kfile, at("resources"), f"resources: over {MAX_OBJECTS:,} objects",
+                                  "split the tree: no GitOps repository of the playground needs this many", "resources"))  # fmt: skip
         seen: dict[tuple[str, str, str, str], Doc] = {}
         for d in objects:
             key4 = (d.group, d.kind, d.namespace, d.name)

@@ -712,3 +712,24 @@ def test_image_release_refuses_an_image_a_kustomization_sets(tmp_path):
     assert str(e.value).startswith("base/kustomization.yaml:3: the image of Deployment prod/backend is set by")
     assert "images: newTag" in str(e.value)
     assert src.fetch() == head
+
+
+def test_hostile_layouts_are_refused_in_one_finding(tmp_path):
+    """25 nested kustomizations, and a fan-out (each level includes the next twice under two prefixes, 9 levels: about 1,500
+    builds): each is one finding, quickly, never a recursion error or an exponential build."""
+    deep = {f"d{i}/kustomization.yaml": f"resources: [../d{i + 1}]\n" for i in range(25)}
+    deep["d25/kustomization.yaml"] = "resources: [s.yaml]\n"
+    deep["d25/s.yaml"] = SERVICE
+    b = render(tmp_path / "deep", deep, "d0")
+    (p,) = b.problems
+    assert "nested more than 20 levels" in p.message and b.objects == []
+    fan = {}
+    for i in range(9):
+        fan[f"f{i}/kustomization.yaml"] = f"resources: [../f{i}a, ../f{i}b]\n"
+        for half in "ab":
+            fan[f"f{i}{half}/kustomization.yaml"] = f"resources: [../f{i + 1}]\nnamePrefix: {half}-\n"
+    fan["f9/kustomization.yaml"] = "resources: [s.yaml]\n"
+    fan["f9/s.yaml"] = SERVICE
+    b = render(tmp_path / "fan", fan, "f0")
+    (p,) = b.problems
+    assert "over 500 builds" in p.message and b.objects == []
