@@ -109,8 +109,14 @@ class RssSampler:
     run workers; the code server: run workers launched through it), sampled until stopped; the workers' own
     children (if any) are kept apart. Also samples the machine's 1-minute load average."""
 
-    def __init__(self, roots: list[int], period: float = 0.25):
+    def __init__(self, roots: list[int], components: dict[str, int] | None = None, period: float = 0.25):
         self.roots = roots
+        self.components = components or {}  # name -> pid: CPU-seconds of each component's process tree
+        self.first_cpu: dict[int, float] = {}
+        self.last_cpu: dict[int, float] = {}
+        self.owner: dict[int, str] = {}
+        self._seen_once = False
+        self.machine_busy: list[tuple[float, float]] = []  # (time, busy CPU-seconds of the whole machine)
         self.period = period
         self.peak_kb: dict[int, int] = {}
         self.cpu: dict[int, list[tuple[float, float]]] = {}  # pid -> [(time, CPU-seconds so far)]
@@ -144,7 +150,49 @@ class RssSampler:
                 if cpu is not None:
                     self.cpu.setdefault(pid, []).append((now, cpu))
             self.load.append(os.getloadavg()[0])
+            self._sample_components(kids)
             self._stop.wait(self.period)
+
+    def _sample_components(self, kids: dict[int, list[int]]) -> None:
+        for name, root in self.components.items():
+            stack = [(root, name)]
+            while stack:
+                pid, owner = stack.pop()
+                cpu = _cpu_s(pid)
+                if cpu is None:
+                    continue
+                if pid not in self.first_cpu:
+                    # a process already there at the first sample counts from then, a new one from its start
+                    self.first_cpu[pid] = cpu if not self._seen_once else 0.0
+                    self.owner[pid] = owner
+                self.last_cpu[pid] = cpu
+                for child in kids.get(pid, []):
+                    stack.append((child, self._child_owner(owner, pid, child)))
+        self._seen_once = True
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4)) / CLK_TCK  # all but idle, iowait
+        self.machine_busy.append((time.time(), busy))
+
+    def _child_owner(self, owner: str, pid: int, child: int) -> str:
+        if owner == "dagster-daemon" and self.owner.get(pid) == "dagster-daemon" and pid != self.components[owner]:
+            return "run workers"  # children of the daemon's zygote
+        if owner == "run workers" and pid in self.owner and self.owner[pid] == "run workers":
+            return "workers' children (history)"
+        return owner
+
+    def cpu_by_component(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, last in self.last_cpu.items():
+            name = self.owner[pid]
+            out[name] = out.get(name, 0.0) + last - self.first_cpu[pid]
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def machine_cpu(self) -> tuple[float, float] | None:
+        """(busy CPU-seconds of the whole machine, wall seconds) over the sampling."""
+        if len(self.machine_busy) < 2:
+            return None
+        (t0, b0), (t1, b1) = self.machine_busy[0], self.machine_busy[-1]
+        return b1 - b0, t1 - t0
 
     def children_peak_mb(self, pid: int) -> float:
         return max((self.peak_kb.get(c, 0) for c, p in self.parent.items() if p == pid), default=0) / 1024
@@ -186,6 +234,8 @@ class Scenario:
     sync_s: float | None = None
     setup_s: float = 0.0
     load: tuple[float, float] | None = None  # 1-minute load average (min, max) while the releases ran
+    cpu_by_component: dict[str, float] = field(default_factory=dict)  # CPU-seconds from commit to the last run end
+    machine_cpu: tuple[float, float] | None = None  # (busy CPU-seconds of the machine, wall seconds), same span
     error: str = ""
 
     def summary(self) -> dict[str, object]:
@@ -311,7 +361,8 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
                 timeout=120,
             )
             sc.setup_s = time.monotonic() - t0
-            with RssSampler(roots) as sampler:
+            components = {c: int(v["pid"]) for c, v in comps.items() if v.get("pid")}
+            with RssSampler(roots, components) as sampler:
                 t_commit = time.time()
                 sha = commit_new_image(home, targets, work)
 
@@ -339,6 +390,8 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
                 runs = _wait(f"{n} canary_release runs to end", release_runs, timeout=max_wait, period=2.0)
                 if sampler.load:
                     sc.load = (min(sampler.load), max(sampler.load))
+                sc.cpu_by_component = sampler.cpu_by_component()
+                sc.machine_cpu = sampler.machine_cpu()
             for rec in sorted(runs, key=lambda r: (_target(r.dagster_run), r.create_timestamp)):
                 sc.releases.append(_measure(instance, rec, sync.end_time, sc.interval, sampler))
         finally:
@@ -448,6 +501,15 @@ def print_scenario(sc: Scenario) -> None:
         )
     s = sc.summary()
     print("   summary: " + "; ".join(f"{k} {v}" for k, v in s.items()))
+    if sc.cpu_by_component:
+        own = sum(sc.cpu_by_component.values())
+        line = ", ".join(f"{k} {v:.1f}" for k, v in sc.cpu_by_component.items() if v >= 0.05)
+        print(f"   CPU-seconds from the commit to the last run end: {line}; playground total {own:.1f}")
+    if sc.machine_cpu:
+        busy, wall = sc.machine_cpu
+        print(
+            f"   machine: {busy:.0f} busy CPU-seconds in {wall:.0f} s on {os.cpu_count()} CPUs (every process, other users too)"
+        )
 
 
 def print_side_by_side(scenarios: list[Scenario]) -> None:

@@ -27,6 +27,7 @@ from playground.errors import PlaygroundError
 __all__ = [
     "DEQUEUE_WORKERS",
     "MAX_CONCURRENT_RUNS",
+    "PRELOAD_MODULES",
     "Storage",
     "StorageError",
     "dagster_yaml",
@@ -38,6 +39,17 @@ __all__ = [
 MAX_CONCURRENT_RUNS = 64
 #: Threads of the run queue that start runs concurrently (each launch waits for its worker process to load).
 DEQUEUE_WORKERS = 16
+
+
+#: Modules the run worker zygote imports before forking (besides Dagster and the code location).
+PRELOAD_MODULES = (
+    "playground.local.cluster",
+    "playground.local.envoy",
+    "playground.metrics",
+    "prometheus_api_client",
+    "requests",
+    "upath",
+)
 
 
 class StorageError(PlaygroundError, ValueError):
@@ -100,6 +112,10 @@ _QUEUE = f"""\
 run_launcher:
   module: launcher
   class: ZygoteRunLauncher
+  config:
+    # imported by the zygote too: what a release run imports on its first tick (the local backend, its Envoy
+    # renderer, the Prometheus client), so that no worker pays for it
+    preload_modules: {json.dumps(list(PRELOAD_MODULES))}
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
