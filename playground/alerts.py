@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from playground.errors import PlaygroundError
+from playground.hooks import verified_tls
 from playground.models import AlertProvider, AlertProviderType, AlertSeverity, Canary, CanaryAlert, Phase
 from playground.secrets import lookup_secret
 
@@ -299,7 +300,7 @@ def notify(
             for e in entries
         ]
     own = client is None
-    http = client or httpx.Client(proxy=proxy or None)
+    http = client or httpx.Client(proxy=proxy or None, verify=verified_tls())
     try:
         for entry in entries:
             if not accepts(entry.severity, severity):
@@ -339,7 +340,7 @@ def _deliver(canary, entry, severity, message, fields, providers, secrets, env, 
     try:
         kwargs: dict[str, Any] = {"json": body, "timeout": timeout}
         if provider.spec.proxy:
-            with httpx.Client(proxy=provider.spec.proxy) as proxied:
+            with httpx.Client(proxy=provider.spec.proxy, verify=verified_tls()) as proxied:
                 r = proxied.post(url, **kwargs)
         else:
             r = http.post(url, **kwargs)

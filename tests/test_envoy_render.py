@@ -545,8 +545,10 @@ def test_write_config_is_atomic_and_idempotent(tmp_path: Path) -> None:
 def test_validate_config_reports_envoy_output(tmp_path: Path, envoy_bin: str) -> None:
     d = tmp_path / "cfg"
     envoy.write_config(render(all_objects(), ENDPOINTS, **PORTS), d)
-    text = (d / "cds.yaml").read_text().replace("lb_policy: ROUND_ROBIN", "lb_policy: SIDEWAYS", 1)
-    (d / "cds.yaml").write_text(text)
+    cds = yaml.safe_load((d / "cds.yaml").read_text())
+    assert cds["resources"][0]["lb_policy"] == "ROUND_ROBIN"
+    cds["resources"][0]["lb_policy"] = "SIDEWAYS"
+    (d / "cds.yaml").write_text(yaml.safe_dump(cds))
     with pytest.raises(RenderError, match="SIDEWAYS"):
         envoy.validate_config(d, envoy_bin)
 
