@@ -1,17 +1,20 @@
 """The Dagster code location: wires the engine (playground/) into assets, jobs and sensors.
 
 The asset graph is built from the canary targets of the GitOps revision the last sync applied (see
-``assets/graph.py``): a ``StateBackedDefinitionsLoader`` fetches that state when a code server loads the
-location and hands it to run workers as reconstruction metadata, so a run executes against the graph it was
-launched from; ``gitops_sync`` reloads the location through the webserver when the targets change.
+``assets/graph.py``) by a state-backed component (Dagster's public ``StateBackedComponent``) whose state is a
+code-server snapshot: fetched when a code server loads the location, handed to its run workers as reconstruction
+metadata, so a run executes against the graph it was launched from; ``gitops_sync`` reloads the location through
+the webserver when the targets change.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.definitions_load_context import StateBackedDefinitionsLoader
+from dagster.components import DefsStateConfig, DefsStateConfigArgs
 
 from assets import build_assets
 from assets.graph import GraphState, fetch_state
@@ -36,14 +39,20 @@ def build_definitions(state: GraphState) -> dg.Definitions:
     )
 
 
-class GitOpsGraph(StateBackedDefinitionsLoader[str]):
-    """State = the JSON of a ``GraphState``: fetched once per code server load, reused by its run workers."""
+class GitOpsGraph(dg.StateBackedComponent):
+    """State = the JSON of a ``GraphState``, kept by Dagster as a code-server snapshot
+    (``LEGACY_CODE_SERVER_SNAPSHOTS``): fetched each time a code server loads the location, handed to that code
+    server's run workers as reconstruction metadata, never fetched by them."""
 
     @property
-    def defs_key(self) -> str:
-        return "gitops_playground/graph"
+    def defs_state_config(self) -> DefsStateConfig:
+        return DefsStateConfig.from_args(
+            DefsStateConfigArgs.legacy_code_server_snapshots(), default_key="gitops_playground/graph"
+        )
 
-    def fetch_state(self) -> str:
+    _fetched: str | None = None  # the state this process fetched last (for a load outside a code server)
+
+    def write_state_to_path(self, state_path: Path) -> None:
         state = fetch_state(lambda: Runtime(RuntimeConfig.from_env()))
         if state.error:
             log.warning(f"gitops-playground: no canary targets in the asset graph: {state.error}")
@@ -52,12 +61,29 @@ class GitOpsGraph(StateBackedDefinitionsLoader[str]):
                 f"gitops-playground: asset graph of {len(state.targets)} canary target(s) from {state.source} "
                 f"{(state.sha or '')[:12]}: {', '.join(t.key for t in state.targets) or 'none'}"
             )
-        return state.to_json()
+        self._fetched = state.to_json()
+        state_path.write_text(self._fetched)
 
-    def defs_from_state(self, state: str) -> dg.Definitions:
-        return build_definitions(GraphState.from_json(state))
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        try:
+            return super().build_defs(context)
+        except KeyError:
+            # Loaded outside a code server and its run workers (a direct call of ``defs()``, ``dagster job execute
+            # -f definitions.py``): Dagster has no load context to keep the snapshot in; use the state just
+            # fetched, or fetch it now.
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "state"
+                if self._fetched is None:
+                    self.write_state_to_path(path)
+                else:
+                    path.write_text(self._fetched)
+                return self.build_defs_from_state(context, path)
+
+    def build_defs_from_state(self, context: dg.ComponentLoadContext, state_path: Path | None) -> dg.Definitions:
+        state = GraphState.from_json(state_path.read_text()) if state_path is not None else GraphState()
+        return build_definitions(state)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return GitOpsGraph().build_defs()
+    return dg.build_defs_for_component(GitOpsGraph())

@@ -8,9 +8,10 @@ instance; Postgres on a cluster). Before any sync has recorded them, the targets
 are read from a checkout of its own (the local playground's bare repository, or ``PLAYGROUND_GITOPS_URL`` on
 a real cluster).
 
-Loading: ``definitions.py`` builds the definitions with a ``StateBackedDefinitionsLoader``: the state above is
-fetched when a code server loads the location, and carried to run workers as reconstruction metadata, so a
-run is executed against exactly the graph it was launched from (never a graph changed in between).
+Loading: ``definitions.py`` builds the definitions with a state-backed component (``dg.StateBackedComponent``,
+state kept as a code-server snapshot): the state above is fetched when a code server loads the location, and
+carried to run workers as reconstruction metadata, so a run is executed against exactly the graph it was
+launched from (never a graph changed in between).
 
 Change: after recording new targets, the sync asks the webserver to reload the code location through Dagster's
 GraphQL API (``DagsterGraphQLClient.reload_repository_location``: the UI's "Reload" button), waits until the
