@@ -165,3 +165,42 @@ def test_up_with_a_port_taken_starts_nothing_and_names_the_port(tmp_path: Path, 
             assert not ((Home(home).read_env() or {}).get("components") or {})
         finally:
             stop_environment(home)
+
+
+def _ignored_signals(pid: int) -> set[int]:
+    mask = int(Path(f"/proc/{pid}/status").read_text().split("SigIgn:")[1].split()[0], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_down_stops_the_dagster_processes_with_sigterm_even_when_up_ran_with_sigint_ignored(tmp_path: Path) -> None:
+    """``playground up &`` from a script (or a CI runner) starts with SIGINT ignored, and Dagster's CLIs map SIGTERM
+    to SIGINT's handler: the code server, daemon and webserver would then ignore SIGTERM and ``down`` could only
+    SIGKILL them. The components start with both signals at their default, so each stops on SIGTERM, cleanly."""
+    home = tmp_path / "home"
+
+    try:
+        done = subprocess.run(  # as `playground up &` in a script: SIGINT ignored, inherited through exec
+            ["bash", "-c", 'trap "" INT; exec "$0" "$@"', str(PLAYGROUND), *up_args(home)],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        comps = (Home(home).read_env() or {})["components"]
+        dagster = {n: comps[n]["pid"] for n in ("dagster-code-server", "dagster-daemon", "dagster-webserver")}
+        for name, pid in dagster.items():
+            assert not {signal.SIGINT, signal.SIGTERM} & _ignored_signals(pid), f"{name} ignores SIGINT/SIGTERM"
+        pids = processes_of(home)
+        down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=200)
+        assert down.returncode == 0, down.stderr
+        for name, pid in dagster.items():
+            assert f"{name} stopped (pid {pid})" in down.stdout, down.stdout
+        assert "SIGKILL" not in down.stdout, down.stdout
+        assert wait_gone(pids) == [], "left running after down"
+        # the code server went through its own shutdown (a SIGKILLed one logs nothing more)
+        log = (home / "logs" / "dagster-code-server.log").read_text(errors="replace")
+        assert "Shutting down Dagster code proxy server" in log, log[-2000:]
+    finally:
+        stop_environment(home)

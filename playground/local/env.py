@@ -35,9 +35,11 @@ left alone. Pids, process start times, command lines and ports are recorded in `
 soon as its process exists. Before anything starts, every port needed is checked: if one is taken (or given
 twice) ``up`` starts nothing and names the port and the flag that changes it.
 
-``down`` stops exactly the processes ``up`` started (SIGTERM to each process group, SIGKILL after a timeout;
-the supervisor first, so that it restarts nothing, then the Dagster processes and the node agent, so that it
-stops the replicas), plus replicas left behind by an agent that was killed.
+``down`` stops exactly the processes ``up`` started (SIGTERM to each process group, SIGKILL after a timeout,
+and it says which needed SIGKILL; the supervisor first, so that it restarts nothing, then the Dagster processes
+and the node agent, so that it stops the replicas), plus replicas left behind by an agent that was killed. Every
+component starts with SIGINT and SIGTERM at their default disposition, whatever ``up`` inherited, so each one
+(the Dagster code server, daemon and webserver included) stops on SIGTERM through its own shutdown.
 State stays unless ``--purge`` (which deletes ``$PLAYGROUND_HOME``).
 
 Every port is configurable, so two environments (two homes) can run side by side.
@@ -171,6 +173,14 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+#: Every component starts with SIGINT and SIGTERM at their default disposition (coreutils ``env`` resets them,
+#: then execs the component: same pid, nothing left in between). An ``up`` started with SIGINT ignored (``playground
+#: up &`` in a script, a CI runner) would otherwise pass SIG_IGN on, and Dagster's CLIs map SIGTERM to SIGINT's
+#: disposition (``dagster._utils.interrupts.setup_interrupt_handlers``): the code server, daemon and webserver
+#: would ignore SIGTERM and ``down`` could only SIGKILL them.
+_DEFAULT_SIGNALS = [shutil.which("env") or "/usr/bin/env", "--default-signal=INT,TERM"]
+
+
 def _start(
     argv: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -181,7 +191,7 @@ def _start(
         out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            argv,
+            _DEFAULT_SIGNALS + argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -240,23 +250,30 @@ def record_components(h: Home, comps: dict[str, Any], names: Iterable[str]) -> N
     h.write_env(env)
 
 
-def _stop_pid(pid: int, ticks: int | None, timeout: float) -> bool:
-    """SIGTERM the process group of ``pid``, SIGKILL after ``timeout``; True if something was stopped."""
+def _stop_pid(pid: int, ticks: int | None, timeout: float) -> str | None:
+    """SIGTERM the process group of ``pid``, SIGKILL after ``timeout``: the name of the signal that stopped it
+    (``"SIGTERM"``, or ``"SIGKILL"`` when it ignored SIGTERM that long), None when it was not running."""
     if not process_alive(pid, ticks):
-        return False
+        return None
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
-            return True
+            return sig.name
         except PermissionError:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if not process_alive(pid, ticks):
-                return True
+                return sig.name
             time.sleep(0.05)
-    return not process_alive(pid, ticks)
+    return None if process_alive(pid, ticks) else signal.SIGKILL.name
+
+
+def _stopped_line(what: str, pid: int, how: str, timeout: float) -> str:
+    if how == "SIGTERM":
+        return f"  {what:<12} stopped (pid {pid})"
+    return f"  {what:<12} killed (pid {pid}): it did not stop within {timeout:g} s of SIGTERM, so SIGKILL"
 
 
 def _wait_until(check: Callable[[], bool], timeout: float, what: str, comp: dict[str, Any] | None = None) -> None:
@@ -868,9 +885,10 @@ def down(home: Path | str | None = None, *, purge: bool = False, timeout: float 
                 comp = comps.pop(name, None)
                 if not comp:
                     continue
-                if _stop_pid(int(comp["pid"]), comp.get("ticks"), timeout):
+                how = _stop_pid(int(comp["pid"]), comp.get("ticks"), timeout)
+                if how:
                     stopped += 1
-                    out(f"  {name:<12} stopped (pid {comp['pid']})")
+                    out(_stopped_line(name, comp["pid"], how, timeout))
                 if not purge:
                     env["components"] = comps
                     h.write_env(env)
@@ -895,9 +913,12 @@ def _stop_leftover_replicas(h: Home, out: Out) -> int:
     try:
         for row in store.list_workload_status():
             for r in row.replicas:
-                if r.pid and r.proc_start_ticks and _stop_pid(r.pid, r.proc_start_ticks, 5.0):
+                if not (r.pid and r.proc_start_ticks):
+                    continue
+                how = _stop_pid(r.pid, r.proc_start_ticks, 5.0)
+                if how:
                     n += 1
-                    out(f"  replica      {row.namespace}/{row.name}-{r.index} stopped (pid {r.pid})")
+                    out(_stopped_line(f"replica      {row.namespace}/{row.name}-{r.index}", r.pid, how, 5.0))
     finally:
         store.close()
     return n
