@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from playground.analysis import CanaryState, analysis_interval, tick
 from playground.durations import parse_duration
@@ -33,6 +33,9 @@ from playground.errors import PlaygroundError
 from playground.models import Canary, CanaryMetric, CanaryWebhook, MetricTemplate, Phase
 from playground.observe import MetricSamples, MetricValue, Observation, Readiness, WebhookAnswer
 from playground.textsafe import one_line
+
+if TYPE_CHECKING:
+    from playground.metrics import ResolvedQuery
 
 DEFAULT_REVISION = "1"
 DEFAULT_WEBHOOK_STATUS = 200
@@ -521,10 +524,10 @@ class PrometheusHistory:
         self.start, self.end = start, end
         self._rows: list[TraceRow] = []
         self._prom = PrometheusProvider(url, timeout=timeout)
-        self._queries: dict[str, tuple[str, bool] | None] = {}
+        self._queries: dict[str, ResolvedQuery | None] = {}
         self._webhooks = {w.name: 404 for w in canary.spec.analysis.webhooks if w.type.value == "rollback"}
 
-    def _query_of(self, metric: CanaryMetric) -> tuple[str, bool] | None:
+    def _query_of(self, metric: CanaryMetric) -> ResolvedQuery | None:
         from playground.metrics import MetricError, resolve_query
 
         if metric.name not in self._queries:
@@ -536,21 +539,20 @@ class PrometheusHistory:
                 else:
                     raise InputError(f"{e} (MetricTemplates come from the canary file and --templates)") from None
             else:
-                self._queries[metric.name] = (rq.query, rq.truncate)
+                self._queries[metric.name] = rq
         return self._queries[metric.name]
 
     def _value(self, metric: CanaryMetric, at: datetime) -> float | None:
-        import math
 
         import requests
         from prometheus_api_client import PrometheusApiClientException
 
         from playground.metrics import MetricError, _reason, _value_of
 
-        q = self._query_of(metric)
-        if q is None:
+        rq = self._query_of(metric)
+        if rq is None:
             return None
-        query, truncate = q
+        query = rq.query
         try:
             result = self._prom._client.custom_query(" ".join(query.split()), params={"time": at.timestamp()})
             value = _value_of(result, self._prom.shown)
@@ -571,9 +573,7 @@ class PrometheusHistory:
                 f"metric {metric.name!r}: query to Prometheus at {self.url} failed at "
                 f"{at.isoformat()} ({type(e).__name__}: {str(e)[:300]}); query: {query}"
             ) from None
-        if value is not None and truncate and math.isfinite(value):
-            value = float(math.trunc(value))
-        return value
+        return rq.finish(value)
 
     def row(self, i: int) -> TraceRow:
         while len(self._rows) <= i:

@@ -18,9 +18,12 @@ Where the query comes from (``resolve_query``), in this order:
    address and (through ``spec.provider.secretRef``, read from the template's namespace) the credentials.
 2. ``query`` -> inline PromQL, sent as written (Flagger does not render inline queries either), to the
    canary's ``spec.metricsServer`` or the default Prometheus.
-3. a built-in name, ``request-success-rate`` or ``request-duration`` -> the Istio queries below, to the
-   canary's ``spec.metricsServer`` or the default Prometheus. ``request-duration`` is truncated to whole
-   milliseconds, as Flagger does (``time.Duration(int64(value)) * time.Millisecond``).
+3. a built-in name, ``request-success-rate`` or ``request-duration`` -> the queries of Flagger's observer for
+   the canary's provider (``builtin_query``: the Istio queries below for istio and gatewayapi, the HTTP
+   observer's ``http_request_duration_seconds`` queries for kubernetes), to the canary's
+   ``spec.metricsServer`` or the default Prometheus. ``request-duration`` is truncated to whole milliseconds,
+   as Flagger does (Istio: ``time.Duration(int64(value)) * time.Millisecond``; HTTP, in seconds:
+   ``int64(value*1000)``).
 
 Template model -- checked against Flagger's source (``pkg/controller/scheduler_metrics.go`` ``toMetricModel``
 and ``pkg/apis/flagger/v1beta1/metric.go`` ``MetricTemplateModel``):
@@ -75,7 +78,9 @@ __all__ = [
     "BUILTIN_METRICS",
     "DEFAULT_INTERVAL",
     "DEFAULT_TIMEOUT",
+    "HTTP_QUERIES",
     "ISTIO_QUERIES",
+    "builtin_query",
     "MetricError",
     "PrometheusProvider",
     "TemplateError",
@@ -107,10 +112,46 @@ ISTIO_QUERIES: dict[str, str] = {
 }
 BUILTIN_METRICS = tuple(ISTIO_QUERIES)
 
-#: Mesh providers whose built-in metrics are the Istio queries (None = the playground's default mesh). Flagger's
-#: observer factory has no Gateway API observer: gatewayapi:v1(beta1) canaries get its default, the Istio one
-#: (``pkg/metrics/observers/factory.go``); the local playground's Prometheus serves these series from Envoy.
-_ISTIO_PROVIDERS = {None, "", "istio", "gatewayapi:v1", "gatewayapi:v1beta1"}
+#: Built-in metrics of the kubernetes provider: Flagger's HTTP observer (``pkg/metrics/observers/http.go``), which
+#: reads the app's own ``http_request_duration_seconds`` histogram as the classic ``kubernetes-pods`` scrape job
+#: labels it (``kubernetes_namespace``, ``kubernetes_pod_name``). The pod regex is fully anchored by PromQL: it
+#: matches ``<target>-<one segment>-<one segment>`` (``backend-7d9f8c6b5-x2x7q``, the target Deployment's pods,
+#: i.e. the canary during an analysis) and not ``backend-primary-7d9f8c6b5-x2x7q`` (three segments).
+#: ``request-duration`` is in seconds here: Flagger turns it into whole milliseconds (``int64(value*1000)``).
+HTTP_QUERIES: dict[str, str] = {
+    "request-success-rate": (
+        'sum(rate(http_request_duration_seconds_count{kubernetes_namespace="{{ namespace }}",'
+        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",status!~"5.*"}[{{ interval }}])) / '
+        'sum(rate(http_request_duration_seconds_count{kubernetes_namespace="{{ namespace }}",'
+        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}])) * 100'
+    ),
+    "request-duration": (
+        'histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{kubernetes_namespace="{{ namespace }}",'
+        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}])) by (le))'
+    ),
+}
+
+#: Flagger's observer factory (``pkg/metrics/observers/factory.go``) picks the built-in queries by provider: the
+#: HTTP observer for ``kubernetes``; its default, the Istio observer, for istio and for the Gateway API providers
+#: (it has no Gateway API observer; the local playground's Prometheus serves these series from Envoy). Value:
+#: (queries, factor turning ``request-duration``'s value into milliseconds).
+_BUILTIN_BY_PROVIDER: dict[str | None, tuple[dict[str, str], float]] = {
+    None: (ISTIO_QUERIES, 1.0),
+    "": (ISTIO_QUERIES, 1.0),
+    "istio": (ISTIO_QUERIES, 1.0),
+    "gatewayapi:v1": (ISTIO_QUERIES, 1.0),
+    "gatewayapi:v1beta1": (ISTIO_QUERIES, 1.0),
+    "kubernetes": (HTTP_QUERIES, 1000.0),
+}
+
+
+def builtin_query(provider: str | None, name: str) -> tuple[str, float] | None:
+    """The PromQL template of built-in metric ``name`` for a canary of ``provider`` and the factor to
+    milliseconds of its value (``request-duration``), or None when this provider has no such built-in here."""
+    entry = _BUILTIN_BY_PROVIDER.get(provider)
+    if entry is None or name not in entry[0]:
+        return None
+    return entry[0][name], entry[1]
 
 
 class MetricError(PlaygroundError):
@@ -266,6 +307,14 @@ class ResolvedQuery:
     credentials_source: str | None = None  # "secret prod/prom-auth"
     insecure_skip_verify: bool = False
     truncate: bool = False  # request-duration: whole milliseconds
+    scale: float = 1.0  # request-duration of the HTTP observer: seconds -> milliseconds (before truncating)
+
+    def finish(self, value: float | None) -> float | None:
+        """The value the analysis compares, from what Prometheus answered: built-in ``request-duration`` in
+        whole milliseconds, as Flagger's observers return it."""
+        if value is not None and self.truncate and math.isfinite(value):
+            return float(math.trunc(value * self.scale))
+        return value
 
 
 def _metric_interval(canary: Canary, metric: CanaryMetric) -> str:
@@ -356,19 +405,22 @@ def resolve_query(
         return ResolvedQuery(query=metric.query, address=address, source=f"inline query of {mname}")
 
     if metric.name in ISTIO_QUERIES:
-        if canary.spec.provider not in _ISTIO_PROVIDERS:
+        builtin = builtin_query(canary.spec.provider, metric.name)
+        if builtin is None:
             raise MetricError(
-                f"{mname}: built-in metrics are only available for the istio and gatewayapi providers "
+                f"{mname}: built-in metrics are only available for the istio, gatewayapi and kubernetes providers "
                 f"(canary provider is {canary.spec.provider!r}); use a MetricTemplate"
             )
         if not address:
             raise MetricError(f"{mname}: no Prometheus address (set spec.metricsServer or the default Prometheus)")
-        query = render(ISTIO_QUERIES[metric.name], **_model(canary, metric), template=f"built-in {metric.name}")
+        template, scale = builtin
+        query = render(template, **_model(canary, metric), template=f"built-in {metric.name}")
         return ResolvedQuery(
             query=query,
             address=address,
             source=f"built-in {metric.name}",
             truncate=metric.name == "request-duration",
+            scale=scale if metric.name == "request-duration" else 1.0,
         )
 
     raise MetricError(
@@ -645,9 +697,7 @@ def query_metric(
             proxy=proxy,
         ) as prom:
             value = prom.query(resolved.query, time=time)
-        if value is not None and resolved.truncate and math.isfinite(value):
-            value = float(math.trunc(value))
-        return MetricValue(name=metric.name, value=value, query=query)
+        return MetricValue(name=metric.name, value=resolved.finish(value), query=query)
     except MetricError as e:
         text = str(e)
         if not text.startswith("metric "):

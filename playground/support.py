@@ -284,18 +284,6 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                     "remove sessionAffinity, or use provider istio",
                 )
             )
-        metrics = analysis.get("metrics")
-        for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
-            metric = _dict(metric)
-            if metric.get("name") in _BUILTIN_METRICS and not metric.get("templateRef") and not metric.get("query"):
-                out.append(
-                    Gap(
-                        ("spec", "analysis", "metrics", i),
-                        f"the built-in metric {metric.get('name')} is only provided for the istio provider here "
-                        "(Flagger's kubernetes provider reads the app's own http_request_duration_seconds)",
-                        "add a templateRef to a MetricTemplate with the query of your app's metrics",
-                    )
-                )
     if _set(analysis.get("sessionAffinity")) and (_set(analysis.get("iterations")) or _set(analysis.get("match"))):
         out.append(
             Gap(

@@ -590,7 +590,14 @@ def test_prometheus_config(tmp_path: Path) -> None:
         "istio_tcp_sent_bytes_total",
         "istio_tcp_received_bytes_total",
     ]
-    assert workloads["static_configs"][0]["labels"] == {"namespace": NS, "workload": "backend", "pod": "backend-abc"}
+    assert workloads["static_configs"][0]["labels"] == {
+        "namespace": NS,
+        "workload": "backend",
+        "pod": "backend-abc",
+        # as the kubernetes-pods job of a cluster's Prometheus labels pods (the kubernetes provider's built-ins)
+        "kubernetes_namespace": NS,
+        "kubernetes_pod_name": "backend-abc",
+    }
     assert workloads["file_sd_configs"][0]["files"] == [str((tmp_path / "targets.json").resolve())]
     assert cfg["global"]["scrape_interval"] == "1s"
     assert prometheus.write_targets(tmp_path / "targets.json", workloads["static_configs"]) is True

@@ -459,7 +459,7 @@ def test_resolution_errors():
         resolve_query(canary, CanaryMetric(name="custom"), {}, default_prometheus="http://p:9090")
     with pytest.raises(MetricError, match="no Prometheus address"):
         resolve_query(canary, CanaryMetric(name="request-success-rate"), {})
-    with pytest.raises(MetricError, match="only available for the istio and gatewayapi providers"):
+    with pytest.raises(MetricError, match="only available for the istio, gatewayapi and kubernetes providers"):
         resolve_query(
             make_canary(provider="linkerd"),
             CanaryMetric(name="request-success-rate"),

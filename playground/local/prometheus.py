@@ -24,7 +24,9 @@ byte counters become Istio's ``istio_tcp_connections_opened_total``, ``istio_tcp
 the metrics a TCP canary's MetricTemplates query on Istio.
 
 Workloads' own ``/metrics`` are scraped through ``file_sd`` (a JSON targets file the node agent rewrites with
-``write_targets``), each target labelled ``namespace``, ``workload`` and ``pod``.
+``write_targets``), each target labelled ``namespace``, ``workload`` and ``pod``, and ``kubernetes_namespace`` /
+``kubernetes_pod_name`` as the ``kubernetes-pods`` job of a cluster's Prometheus labels them (the pod names are
+``<deployment>-<revision hash>-<index>``, shaped like Kubernetes' ``<deployment>-<replicaset hash>-<suffix>``).
 """
 
 from __future__ import annotations
@@ -195,8 +197,23 @@ def render_config(
 
 
 def workload_target(address: str, *, namespace: str, workload: str, pod: str) -> dict[str, Any]:
-    """One file_sd / static_configs entry for a workload replica serving ``/metrics`` at ``address``."""
-    return {"targets": [address], "labels": {"namespace": namespace, "workload": workload, "pod": pod}}
+    """One file_sd / static_configs entry for a workload replica serving ``/metrics`` at ``address``.
+
+    Besides the playground's own ``namespace``/``workload``/``pod`` labels, each target carries
+    ``kubernetes_namespace`` and ``kubernetes_pod_name``, the labels the classic ``kubernetes-pods`` scrape job
+    (and Flagger's bundled Prometheus) copies from ``__meta_kubernetes_namespace``/``__meta_kubernetes_pod_name``:
+    the built-in metrics of the kubernetes provider (``playground.metrics.HTTP_QUERIES``) select the pods by them.
+    """
+    return {
+        "targets": [address],
+        "labels": {
+            "namespace": namespace,
+            "workload": workload,
+            "pod": pod,
+            "kubernetes_namespace": namespace,
+            "kubernetes_pod_name": pod,
+        },
+    }
 
 
 def write_targets(path: Path, targets: Iterable[dict[str, Any]]) -> bool:

@@ -34,7 +34,8 @@ from playground.models import (
 )
 from playground.versions import SemverRange
 
-#: Metrics Flagger computes without a MetricTemplate (for the istio provider: success rate in %, p99 in ms).
+#: Metrics Flagger computes without a MetricTemplate (success rate in %, p99 in ms; the queries depend on the
+#: provider: playground.metrics.builtin_query).
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
 
 
