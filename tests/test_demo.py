@@ -1,4 +1,5 @@
-"""The README's main command, end to end: `playground demo` on free ports, then the Dagster UI in Chromium.
+"""The README's main command, end to end: `playground demo` (the installed console script, run from a directory
+outside the repository) on free ports, then the Dagster UI in Chromium.
 
 This is the slowest test (about three minutes): a fresh playground with Dagster's daemon and webserver, the
 bootstrap through the sensors, a tag push released to backend (canary) and frontend (A/B), a faulty commit
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: the installed console script, as `bash scripts/demo.sh` runs it (that script only adds the setup before it)
+PLAYGROUND = Path(sys.executable).with_name("playground")
 
 
 @pytest.mark.integration
@@ -20,8 +23,8 @@ def test_demo_runs_three_releases_and_the_ui_shows_them(tmp_path):
     home = tmp_path / "playground"
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "playground.cli", "demo", "--home", str(home), "--free-ports", "--timeout", "240"],
-            cwd=REPO,
+            [str(PLAYGROUND), "demo", "--home", str(home), "--free-ports", "--timeout", "240"],
+            cwd=tmp_path,  # outside the repository
             capture_output=True,
             text=True,
             timeout=900,
@@ -57,8 +60,8 @@ def test_demo_runs_three_releases_and_the_ui_shows_them(tmp_path):
         assert all(p.stat().st_size > 10_000 for p in (tmp_path / "screenshots").glob("*.png"))
     finally:
         subprocess.run(
-            [sys.executable, "-m", "playground.cli", "down", "--home", str(home), "--purge"],
-            cwd=REPO,
+            [str(PLAYGROUND), "down", "--home", str(home), "--purge"],
+            cwd=tmp_path,
             capture_output=True,
             timeout=120,
         )
