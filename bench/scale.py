@@ -16,7 +16,8 @@ For each storage (SQLite, PostgreSQL) and each N, in a fresh temporary home:
 It prints, per release: request (sync run end -> run enqueued by the release_on_sync sensor), queue wait
 (enqueued -> dequeued), start (sync run end -> run started: request + queue + worker process launch), first tick
 (run started -> first tick recorded), peak RSS of the run worker process (VmHWM, sampled from /proc every
-0.25 s), its CPU-seconds up to its first tick and in all (load-independent costs), ticks, wall / (ticks x interval) with wall = first tick -> last tick + one interval (1.0 = every tick
+0.25 s) and its peak PSS (its share of the pages it shares with the zygote and its siblings, once a second),
+its CPU-seconds up to its first tick and in all (load-independent costs), ticks, wall / (ticks x interval) with wall = first tick -> last tick + one interval (1.0 = every tick
 exactly on time), max tick lateness (the longest gap between two ticks minus the interval) and the outcome;
 then one summary line per run (with the 1-minute load average while the releases ran) and the same N side by side for both storages.
 
@@ -92,6 +93,18 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
+def _pss_kb(pid: int) -> int | None:
+    """Proportional set size: the process's own pages plus its share of the pages it shares (a worker forked
+    from the zygote shares the imported code with it and its siblings; VmHWM counts all of them as its own)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -119,6 +132,8 @@ class RssSampler:
         self.machine_busy: list[tuple[float, float]] = []  # (time, busy CPU-seconds of the whole machine)
         self.period = period
         self.peak_kb: dict[int, int] = {}
+        self.peak_pss_kb: dict[int, int] = {}
+        self._sweeps = 0
         self.cpu: dict[int, list[tuple[float, float]]] = {}  # pid -> [(time, CPU-seconds so far)]
         self.parent: dict[int, int] = {}
         self.load: list[float] = []
@@ -149,6 +164,11 @@ class RssSampler:
                 cpu = _cpu_s(pid)
                 if cpu is not None:
                     self.cpu.setdefault(pid, []).append((now, cpu))
+                if self._sweeps % 4 == 0:  # once a second: smaps_rollup walks the page tables
+                    pss = _pss_kb(pid)
+                    if pss is not None and pss > self.peak_pss_kb.get(pid, 0):
+                        self.peak_pss_kb[pid] = pss
+            self._sweeps += 1
             self.load.append(os.getloadavg()[0])
             self._sample_components(kids)
             self._stop.wait(self.period)
@@ -216,6 +236,7 @@ class Release:
     start_after_sync: float | None = None
     first_tick: float | None = None
     peak_rss_mb: float | None = None
+    peak_pss_mb: float | None = None
     child_rss_mb: float = 0.0
     cpu_first_tick: float | None = None
     cpu_total: float | None = None
@@ -254,6 +275,7 @@ class Scenario:
             outcomes[last] = outcomes.get(last, 0) + 1
         ratios = [r.ratio for r in rs if r.ratio is not None]
         rss = [r.peak_rss_mb for r in rs if r.peak_rss_mb]
+        pss = [r.peak_pss_mb for r in rs if r.peak_pss_mb]
         late = [r.max_late for r in rs if r.max_late is not None]
         cpu1 = [r.cpu_first_tick for r in rs if r.cpu_first_tick is not None]
         per_tick = [r.cpu_total / r.ticks for r in rs if r.cpu_total is not None and r.ticks]
@@ -264,6 +286,7 @@ class Scenario:
             "max ratio": round(max(ratios), 3) if ratios else None,
             "max lateness s": round(max(late), 2) if late else None,
             "peak worker RSS MB (max)": round(max(rss)) if rss else None,
+            "peak worker PSS MB (max)": round(max(pss)) if pss else None,
             "worker CPU s to 1st tick (median)": round(statistics.median(cpu1), 2) if cpu1 else None,
             "worker CPU s per tick (median)": round(statistics.median(per_tick), 3) if per_tick else None,
             "load 1-min (min-max)": f"{self.load[0]:.1f}-{self.load[1]:.1f}" if self.load else None,
@@ -457,6 +480,8 @@ def _measure(instance, rec, sync_end: float, interval: float, sampler: RssSample
     if pid is not None and pid in sampler.peak_kb:
         r.peak_rss_mb = sampler.peak_kb[pid] / 1024
         r.child_rss_mb = sampler.children_peak_mb(pid)
+        if pid in sampler.peak_pss_kb:
+            r.peak_pss_mb = sampler.peak_pss_kb[pid] / 1024
     if pid is not None:
         r.cpu_total = sampler.cpu_at(pid)
         if ticks:
@@ -489,14 +514,14 @@ def print_scenario(sc: Scenario) -> None:
     if not sc.releases:
         return
     print(
-        f"   {'target':<14} {'request s':>9} {'queue s':>8} {'start s':>8} {'1st tick s':>10} {'RSS MB':>7} {'ticks':>5} "
+        f"   {'target':<14} {'request s':>9} {'queue s':>8} {'start s':>8} {'1st tick s':>10} {'RSS MB':>7} {'PSS MB':>6} {'ticks':>5} "
         f"{'ratio':>6} {'late s':>7} {'CPU@1st':>7} {'CPU s':>6}  outcome"
     )
     for r in sc.releases:
         child = f" (+child {r.child_rss_mb:.0f})" if r.child_rss_mb else ""
         print(
             f"   {r.target:<14} {_f(r.requested):>9} {_f(r.queue_wait):>8} {_f(r.start_after_sync):>8} {_f(r.first_tick):>10} "
-            f"{_f(r.peak_rss_mb, '{:.0f}'):>7} {r.ticks:>5} {_f(r.ratio, '{:.3f}'):>6} {_f(r.max_late, '{:.2f}'):>7}"
+            f"{_f(r.peak_rss_mb, '{:.0f}'):>7} {_f(r.peak_pss_mb, '{:.0f}'):>6} {r.ticks:>5} {_f(r.ratio, '{:.3f}'):>6} {_f(r.max_late, '{:.2f}'):>7}"
             f" {_f(r.cpu_first_tick, '{:.2f}'):>7} {_f(r.cpu_total, '{:.1f}'):>6}  {r.outcome}{child}"
         )
     s = sc.summary()
