@@ -63,7 +63,7 @@ def cli(env: PlaygroundEnv, cwd: Path, *args: str, timeout: float = 180) -> subp
     )
 
 
-def wait_until(what: str, cond: Callable[[], Any], timeout: float = 90.0, proc=None) -> Any:
+def wait_until(what: str, cond: Callable[[], Any], timeout: float = 240.0, proc=None) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -193,9 +193,9 @@ def test_ctrl_c_routes_all_traffic_to_the_primary_and_the_release_resumes(playgr
     try:
         wait_until("the release at weight 10", progressing_at(env, 10), proc=rel)
         rel.send_signal(signal.SIGINT)
-        assert rel.wait(timeout=60) == 130, log_tail(rel)
+        assert rel.wait(timeout=120) == 130, log_tail(rel)
         lines = Path(rel.log_path).read_text(errors="replace").splitlines()
-        assert lines[-1] == "prod/backend: interrupted, all traffic on the primary", lines[-5:]
+        assert lines[-1] == "prod/backend: interrupted, all traffic on the primary", log_tail(rel)
         st = status(env)
         assert routes(env) == (100, 0) and st.canaryWeight == 0 and st.driver is None
         assert st.phase.value == "Progressing"  # the release is not over: the next run resumes it
