@@ -49,6 +49,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_process(
     args: Sequence[str],
     *,
@@ -59,7 +63,9 @@ def start_process(
     """Start ``args`` in a new session with stdout+stderr appended to ``log_path``.
 
     ``env`` entries are added to (not substituted for) the current environment. The log path is kept on the
-    returned object as ``proc.log_path`` for ``log_tail``.
+    returned object as ``proc.log_path`` for ``log_tail``. The process starts with SIGINT at its default, as a
+    command typed in a terminal does, even when the test run itself was started with SIGINT ignored (a
+    background job of a script, ``cmd &``, inherits SIG_IGN, and Python then never raises KeyboardInterrupt).
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,7 @@ def start_process(
             env=full_env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
