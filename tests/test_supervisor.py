@@ -14,12 +14,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from playground.local.env import process_alive
+from tests.support.dagster_playground import wait_for
 from tests.support.playground_env import container, deployment, new_podinfo_image, routes, status
 from tests.support.procs import finish_hey, start_hey, stop_process
 from tests.support.supervision import KILLABLE, kill_and_wait_healed, replica_pids
@@ -54,11 +54,15 @@ def test_kill9_of_each_component_during_a_release_under_load_is_healed(playgroun
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 180
-        while not ((st := status(env)) and st.phase.value == "Progressing" and routes(env)[1] > 0):
-            assert release.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the release did not start shifting traffic\n" + log.read_text()
-            time.sleep(0.1)
+
+        def shifting() -> bool:
+            if release.poll() is not None:
+                return True  # it ended before shifting: reported just below
+            st = status(env)
+            return bool(st and st.phase.value == "Progressing" and routes(env)[1] > 0)
+
+        wait_for(shifting, 180, f"the release to start shifting traffic (its log: {log})", poll=0.1)
+        assert release.poll() is None, log.read_text()
 
         healed: dict[str, float] = {}
         for name in KILLED:
