@@ -20,7 +20,6 @@ one is promoted.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ import pytest
 
 from playground import pipeline
 from playground.models import Phase
+from tests.support.mesh_client import MeshClient
 from tests.support.playground_env import (
     BACKEND_DEPLOYMENT,
     PlaygroundEnv,
@@ -62,34 +62,6 @@ def kubernetes_provider(text: str) -> str:
     return out
 
 
-class Client:
-    def __init__(self, env: PlaygroundEnv):
-        self.env, self.ok, self.failures = env, 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(proxy=self.env.mesh_proxy, trust_env=False, timeout=10) as c:
-            while not self._stop.is_set():
-                try:
-                    r = c.get("http://backend.prod:9898/")
-                    if r.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"HTTP {r.status_code}")
-                except httpx.HTTPError as e:
-                    self.failures.append(f"{type(e).__name__}: {e}")
-                self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-
 def release(env: PlaygroundEnv):
     rt = env.runtime()
     try:
@@ -108,7 +80,7 @@ def test_kubernetes_provider_blue_green_rolls_back_and_promotes_under_load(playg
     vs_before = env.cluster().get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
     try:
         env.commit({CANARY: kubernetes_provider}, "backend: provider kubernetes (test)")
-        with Client(env) as client:
+        with MeshClient(env, "http://backend.prod:9898/") as client:
             env.commit(
                 {BACKEND_DEPLOYMENT: both(with_env_var("PODINFO_ERROR_RATE", "0.5"), with_image(new_podinfo_image()))},
                 "backend: faulty revision (kubernetes provider test)",
@@ -212,7 +184,7 @@ def test_kubernetes_provider_builtin_metrics_promote_and_roll_back_under_load(pl
     ]
     try:
         env.commit({CANARY: builtin_metrics_only}, "backend: provider kubernetes, built-in metrics only (test)")
-        with Client(env) as client:
+        with MeshClient(env, "http://backend.prod:9898/") as client:
             for label, edit, expected, failing in revisions:
                 wait_until_no_target_series(env)
                 env.commit({BACKEND_DEPLOYMENT: edit}, f"backend: {label} revision (kubernetes built-in metrics test)")

@@ -11,15 +11,14 @@ and the target answers. The Canary is put back (without revertOnDeletion) and in
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from playground import finalizer, pipeline
 from playground.models import Phase
+from tests.support.mesh_client import MeshClient
 from tests.support.playground_env import PlaygroundEnv, deployment
 
 pytestmark = pytest.mark.integration
@@ -27,34 +26,6 @@ pytestmark = pytest.mark.integration
 KEY = "prod/backend"
 CANARY = "prod/backend/canary.yaml"
 CANARY_API = ("flagger.app/v1beta1", "Canary")
-
-
-class Client:
-    def __init__(self, env: PlaygroundEnv):
-        self.env, self.ok, self.failures = env, 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(proxy=self.env.mesh_proxy, trust_env=False, timeout=10) as c:
-            while not self._stop.is_set():
-                try:
-                    r = c.get("http://backend.prod:9898/version")
-                    if r.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"HTTP {r.status_code}")
-                except httpx.HTTPError as e:
-                    self.failures.append(f"{type(e).__name__}: {e}")
-                self._stop.wait(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 def remove_from_git(env: PlaygroundEnv, rel: str, message: str) -> None:
@@ -85,7 +56,7 @@ def test_canary_removed_from_git_reverts_the_target_with_no_failed_request(playg
         sync(env)
         assert env.cluster().get(*CANARY_API, "prod", "backend")["metadata"]["finalizers"] == [finalizer.FINALIZER]
 
-        with Client(env) as client:
+        with MeshClient(env, "http://backend.prod:9898/version", pause=0.02) as client:
             time.sleep(1.0)
             before = client.ok
             remove_from_git(env, CANARY, "backend: canary removed (test)")
