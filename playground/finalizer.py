@@ -97,21 +97,25 @@ def reconcile(
     sleep = sleep or time.sleep
     out = Reconciled()
     keys = None if in_git is None else {c.key for c in in_git}
+
+    def finalize_into(key: str, obj: dict[str, Any]) -> None:
+        """Finalize one Canary; a revert that cannot finish is an error of this pass, retried on the next."""
+        try:
+            finalize(cluster, obj, log=log, clock=clock, sleep=sleep, drain=drain)
+        except FinalizeError as e:
+            out.errors.append(str(e))
+            log(str(e))
+            return
+        out.finalized.append(key)
+
     for obj in cluster.list(*CANARY_API):
         key = _key(obj)
         meta = obj.get("metadata") or {}
         ns, name = key.split("/", 1)
         has = FINALIZER in _finalizers(obj)
         if meta.get("deletionTimestamp"):
-            if not has:
-                continue  # not ours to hold
-            try:
-                finalize(cluster, obj, log=log, clock=clock, sleep=sleep, drain=drain)
-            except FinalizeError as e:
-                out.errors.append(str(e))
-                log(str(e))
-                continue
-            out.finalized.append(key)
+            if has:  # else not ours to hold
+                finalize_into(key, obj)
             continue
         if keys is not None and key not in keys and _revert_on_deletion(obj):
             if not has:  # never synced with the finalizer (e.g. added and removed between two syncs): add it now
@@ -121,13 +125,7 @@ def reconcile(
             out.deleted.append(key)
             current = cluster.get(*CANARY_API, ns, name)
             if current is not None and FINALIZER in _finalizers(current):
-                try:
-                    finalize(cluster, current, log=log, clock=clock, sleep=sleep, drain=drain)
-                except FinalizeError as e:
-                    out.errors.append(str(e))
-                    log(str(e))
-                    continue
-                out.finalized.append(key)
+                finalize_into(key, current)
             continue
         if _revert_on_deletion(obj) and not has:
             cluster.apply(_with_finalizers(obj, [*_finalizers(obj), FINALIZER]))

@@ -181,21 +181,7 @@ def call_webhook(
     instance the local playground's service proxy); ``client`` reuses an ``httpx.Client`` (then ``proxy`` is
     the client's business).
     """
-    try:
-        timeout = hook_timeout(hook)
-    except ValueError as e:
-        return WebhookAnswer(name=hook.name, status=None, attempts=0, error=f"webhook {hook.name}: {e}")
-    return _post(
-        hook.name,
-        hook.url,
-        payload(canary, phase, checksum, hook.metadata),
-        timeout=timeout,
-        retries=hook.retries,
-        resolve=resolve,
-        client=client,
-        proxy=proxy,
-        insecure=hook.disableTLS,
-    )
+    return _call(hook, payload(canary, phase, checksum, hook.metadata), resolve=resolve, client=client, proxy=proxy)
 
 
 def call_event_webhook(
@@ -217,6 +203,18 @@ def call_event_webhook(
         "eventType": event_type,
         "timestamp": str(now_ms if now_ms is not None else int(time.time() * 1000)),
     }
+    return _call(hook, payload(canary, phase, checksum, metadata), resolve=resolve, client=client, proxy=proxy)
+
+
+def _call(
+    hook: CanaryWebhook,
+    body: dict,
+    *,
+    resolve: Resolver,
+    client: httpx.Client | None,
+    proxy: str | None,
+) -> WebhookAnswer:
+    """POST ``body`` to one hook with its timeout, retries and TLS setting; a bad timeout is the hook's answer."""
     try:
         timeout = hook_timeout(hook)
     except ValueError as e:
@@ -224,7 +222,7 @@ def call_event_webhook(
     return _post(
         hook.name,
         hook.url,
-        payload(canary, phase, checksum, metadata),
+        body,
         timeout=timeout,
         retries=hook.retries,
         resolve=resolve,
