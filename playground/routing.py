@@ -356,11 +356,19 @@ def _merge_matches(
     match's headers and sourceLabels replacing the service match's."""
     if not service_matches:
         return analysis_matches
+    return combine_matches(analysis_matches, service_matches, ("headers", "sourceLabels"))
+
+
+def combine_matches(
+    analysis: list[dict[str, Any]], service: list[dict[str, Any]], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The core of Flagger's mergeMatchConditions (Istio and Gateway API routers): each analysis match over each
+    service match, the analysis match's ``keys`` replacing the service match's (copies, never the inputs)."""
     merged = []
-    for am in analysis_matches:
-        for sm in service_matches:
+    for am in analysis:
+        for sm in service:
             m = copy.deepcopy(sm)
-            for k in ("headers", "sourceLabels"):
+            for k in keys:
                 if am.get(k):
                     m[k] = copy.deepcopy(am[k])
             merged.append(m)

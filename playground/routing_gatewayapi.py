@@ -96,15 +96,7 @@ def _merge(analysis: list[dict[str, Any]], service: list[dict[str, Any]]) -> lis
         return copy.deepcopy(service)
     if not service:
         return copy.deepcopy(analysis)
-    merged = []
-    for a in analysis:
-        for s in service:
-            m = copy.deepcopy(s)
-            for key in ("headers", "queryParams"):
-                if a.get(key):
-                    m[key] = copy.deepcopy(a[key])
-            merged.append(m)
-    return merged
+    return routing.combine_matches(analysis, service, ("headers", "queryParams"))
 
 
 def _service_matches(canary: Canary) -> list[dict[str, Any]]:
