@@ -40,13 +40,30 @@ GATEWAYAPI_PROVIDERS = ("gatewayapi:v1", "gatewayapi:v1beta1")
 
 #: service fields Flagger's Gateway API router does not read (Istio VirtualService/DestinationRule fields), with
 #: what to do instead.
-_GATEWAYAPI_IGNORED_SERVICE_FIELDS: dict[str, str] = {
-    "gateways": "name the Gateway in service.gatewayRefs",
-    "trafficPolicy": "remove trafficPolicy (configure the load balancing in your Gateway API implementation)",
-    "retries": "remove retries (the HTTPRoute has no retry policy in Flagger's Gateway API router)",
-    "corsPolicy": "remove corsPolicy (configure CORS in your Gateway API implementation)",
-    "delegation": "remove delegation",
-    "mirror": "remove mirror (request mirroring of the HTTPRoute is not implemented here)",
+_GATEWAYAPI_IGNORED_SERVICE_FIELDS: dict[str, tuple[str, str]] = {
+    field: (
+        f"service.{field} is an Istio route field that Flagger's Gateway API router does not write into the HTTPRoute",
+        fix + ", or use provider istio",
+    )
+    for field, fix in {
+        "gateways": "name the Gateway in service.gatewayRefs",
+        "trafficPolicy": "remove trafficPolicy (configure the load balancing in your Gateway API implementation)",
+        "retries": "remove retries (the HTTPRoute has no retry policy in Flagger's Gateway API router)",
+        "corsPolicy": "remove corsPolicy (configure CORS in your Gateway API implementation)",
+        "delegation": "remove delegation",
+        "mirror": "remove mirror (request mirroring of the HTTPRoute is not implemented here)",
+    }.items()
+}
+#: Service fields only the gatewayapi provider uses: refused for the other providers.
+_GATEWAYAPI_ONLY_SERVICE_FIELDS: dict[str, tuple[str, str]] = {
+    "gatewayRefs": (
+        "gatewayRefs attach an HTTPRoute to a Gateway API Gateway, which only the gatewayapi provider writes",
+        "remove gatewayRefs, or use provider gatewayapi:v1 (for Istio name the gateways in service.gateways)",
+    ),
+    "backendTimeout": (
+        "backendTimeout is only used by the gatewayapi provider, which this canary does not use",
+        "remove backendTimeout, or use service.timeout",
+    ),
 }
 
 _BUILTIN_METRICS = ("request-success-rate", "request-duration")
@@ -119,6 +136,11 @@ def _dict(v: Any) -> dict[str, Any]:
 def _set(v: Any) -> bool:
     """A value that changes Flagger's behaviour (not absent, false, empty or null)."""
     return v not in (None, False, "", [], {}, 0)
+
+
+def _field_gaps(obj: dict[str, Any], path: tuple[str | int, ...], table: dict[str, tuple[str, str]]) -> list[Gap]:
+    """One Gap per field of ``table`` (field -> (why, fix)) that is set in ``obj``, at ``path`` + field."""
+    return [Gap((*path, field), why, fix) for field, (why, fix) in table.items() if _set(obj.get(field))]
 
 
 def provider_of(raw: dict[str, Any]) -> str:
@@ -224,30 +246,13 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
                     f"remove {field}; the {providers} provider is not available here",
                 )
             )
-    for field, (why, fix) in _SPEC_FIELDS.items():
-        if _set(spec.get(field)):
-            out.append(Gap(("spec", field), why, fix))
+    out += _field_gaps(spec, ("spec",), _SPEC_FIELDS)
     service = _dict(spec.get("service"))
-    for field, (why, fix) in _SERVICE_FIELDS.items():
-        if _set(service.get(field)):
-            out.append(Gap(("spec", "service", field), why, fix))
+    out += _field_gaps(service, ("spec", "service"), _SERVICE_FIELDS)
     if provider in GATEWAYAPI_PROVIDERS:
         out.extend(_gatewayapi_gaps(spec, service))
     else:
-        for field, why, fix in (
-            (
-                "gatewayRefs",
-                "gatewayRefs attach an HTTPRoute to a Gateway API Gateway, which only the gatewayapi provider writes",
-                "remove gatewayRefs, or use provider gatewayapi:v1 (for Istio name the gateways in service.gateways)",
-            ),
-            (
-                "backendTimeout",
-                "backendTimeout is only used by the gatewayapi provider, which this canary does not use",
-                "remove backendTimeout, or use service.timeout",
-            ),
-        ):
-            if _set(service.get(field)):
-                out.append(Gap(("spec", "service", field), why, fix))
+        out += _field_gaps(service, ("spec", "service"), _GATEWAYAPI_ONLY_SERVICE_FIELDS)
     analysis = _dict(spec.get("analysis"))
     app_protocol = service.get("appProtocol")
     if (
@@ -257,14 +262,10 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
         and provider not in GATEWAYAPI_PROVIDERS
     ):
         out.extend(_tcp_gaps(service, analysis))
-    for field, (why, fix) in _ANALYSIS_FIELDS.items():
-        if _set(analysis.get(field)):
-            out.append(Gap(("spec", "analysis", field), why, fix))
+    out += _field_gaps(analysis, ("spec", "analysis"), _ANALYSIS_FIELDS)
     hooks = analysis.get("webhooks")
     for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
-        for field, (why, fix) in _WEBHOOK_FIELDS.items():
-            if _set(_dict(hook).get(field)):
-                out.append(Gap(("spec", "analysis", "webhooks", i, field), why, fix))
+        out += _field_gaps(_dict(hook), ("spec", "analysis", "webhooks", i), _WEBHOOK_FIELDS)
     if provider == "kubernetes":
         for field in _MESH_SERVICE_FIELDS:
             if _set(service.get(field)):
@@ -309,35 +310,38 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
     return out
 
 
-#: What Flagger's Istio router leaves out of a TCP route (``service.appProtocol: TCP``): field -> why.
+#: What Flagger's Istio router leaves out of a TCP route (``service.appProtocol: TCP``): field -> (why, fix).
 _TCP_IGNORED_SERVICE = {
-    "rewrite": "URI/authority rewrites are HTTP",
-    "retries": "retries are HTTP route settings",
-    "headers": "header operations are HTTP",
-    "corsPolicy": "CORS is HTTP",
-    "timeout": "the route timeout is an HTTP setting",
+    field: (
+        f"{why}: Flagger leaves service.{field} out of the tcp route of a TCP service (service.appProtocol: TCP), "
+        "so it would be ignored",
+        f"remove {field}, or remove appProtocol: TCP to route HTTP",
+    )
+    for field, why in {
+        "rewrite": "URI/authority rewrites are HTTP",
+        "retries": "retries are HTTP route settings",
+        "headers": "header operations are HTTP",
+        "corsPolicy": "CORS is HTTP",
+        "timeout": "the route timeout is an HTTP setting",
+    }.items()
 }
 _TCP_IGNORED_ANALYSIS = {
-    "match": "A/B testing matches HTTP headers, cookies or URIs; a TCP route can only split connections by weight",
-    "mirror": "Istio mirrors HTTP requests only; a TCP route cannot mirror",
-    "sessionAffinity": "session affinity is a cookie (HTTP); a TCP route splits connections by weight only",
+    field: (
+        f"{why} (service.appProtocol: TCP); Flagger would ignore analysis.{field}",
+        f"remove {field} and release by weight (stepWeight/maxWeight), or route HTTP",
+    )
+    for field, why in {
+        "match": "A/B testing matches HTTP headers, cookies or URIs; a TCP route can only split connections by weight",
+        "mirror": "Istio mirrors HTTP requests only; a TCP route cannot mirror",
+        "sessionAffinity": "session affinity is a cookie (HTTP); a TCP route splits connections by weight only",
+    }.items()
 }
 
 
 def _tcp_gaps(service: dict[str, Any], analysis: dict[str, Any]) -> list[Gap]:
     """A TCP canary gets a ``tcp`` route (Flagger's Istio router): everything HTTP that Flagger leaves out of it,
     and the built-in metrics (HTTP request metrics a TCP service never produces), refused by name."""
-    out: list[Gap] = []
-    for field, why in _TCP_IGNORED_SERVICE.items():
-        if _set(service.get(field)):
-            out.append(
-                Gap(
-                    ("spec", "service", field),
-                    f"{why}: Flagger leaves service.{field} out of the tcp route of a TCP service "
-                    "(service.appProtocol: TCP), so it would be ignored",
-                    f"remove {field}, or remove appProtocol: TCP to route HTTP",
-                )
-            )
+    out = _field_gaps(service, ("spec", "service"), _TCP_IGNORED_SERVICE)
     matches = service.get("match")
     for i, m in enumerate(matches if isinstance(matches, list) else []):
         extra = sorted(k for k, v in _dict(m).items() if k != "port" and _set(v))
@@ -349,15 +353,7 @@ def _tcp_gaps(service: dict[str, Any], analysis: dict[str, Any]) -> list[Gap]:
                     "keep only port in the match of a TCP service",
                 )
             )
-    for field, why in _TCP_IGNORED_ANALYSIS.items():
-        if _set(analysis.get(field)):
-            out.append(
-                Gap(
-                    ("spec", "analysis", field),
-                    f"{why} (service.appProtocol: TCP); Flagger would ignore analysis.{field}",
-                    f"remove {field} and release by weight (stepWeight/maxWeight), or route HTTP",
-                )
-            )
+    out += _field_gaps(analysis, ("spec", "analysis"), _TCP_IGNORED_ANALYSIS)
     metrics = analysis.get("metrics")
     for i, metric in enumerate(metrics if isinstance(metrics, list) else []):
         metric = _dict(metric)
@@ -388,16 +384,7 @@ def _gatewayapi_gaps(spec: dict[str, Any], service: dict[str, Any]) -> list[Gap]
                 "Gateway",
             )
         )
-    for field, fix in _GATEWAYAPI_IGNORED_SERVICE_FIELDS.items():
-        if _set(service.get(field)):
-            out.append(
-                Gap(
-                    ("spec", "service", field),
-                    f"service.{field} is an Istio route field that Flagger's Gateway API router does not write "
-                    "into the HTTPRoute",
-                    fix + ", or use provider istio",
-                )
-            )
+    out += _field_gaps(service, ("spec", "service"), _GATEWAYAPI_IGNORED_SERVICE_FIELDS)
     app_protocol = service.get("appProtocol")
     if isinstance(app_protocol, str) and app_protocol.lower() == "tcp":
         out.append(
