@@ -1,7 +1,7 @@
 """``playground up`` on a fresh home, as users run it (the installed console script, from a directory outside the
 repository, on free ports), with dagster-daemon and dagster-webserver:
 
-- ten times in a row on a new home it starts cleanly: the Dagster instance is created once before the daemon and
+- ten times on a new home (three homes at a time) it starts cleanly: the Dagster instance is created once before the daemon and
   the webserver start (no ``alembic_version already exists`` in their logs, the webserver answers), every
   component is recorded and running, one daemon per home; a second ``up`` starts nothing new; a killed daemon is
   restarted by the supervisor, once; ``down`` leaves no process behind;
@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ from tests.support.procs import free_port
 pytestmark = pytest.mark.integration
 
 RUNS = 10
+#: fresh homes started at the same time (each run's checks are those of a run alone)
+LANES = 3
 RACE = ("alembic_version already exists", "more than one head", "UNIQUE constraint failed: alembic_version")
 
 
@@ -60,10 +63,29 @@ def dagster_daemons(home: Path) -> list[int]:
     return pids
 
 
-def up_args(home: Path) -> list[str]:
+PORT_FLAGS = ("gateway", "mesh", "envoy-admin", "prometheus", "registry", "dagster")
+
+
+def distinct_free_ports(n: int) -> list[int]:
+    """``n`` ports free a moment ago, all different (held open together while they are picked): homes started at
+    the same time never get the same port from two separate picks."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def up_args(home: Path, ports: list[int] | None = None) -> list[str]:
+    ports = ports or [free_port() for _ in PORT_FLAGS]
     args = ["up", "--home", str(home), "--no-sync", "--timeout", "120"]
-    for flag in ("gateway", "mesh", "envoy-admin", "prometheus", "registry", "dagster"):
-        args += [f"--{flag}-port", str(free_port())]
+    for flag, port in zip(PORT_FLAGS, ports, strict=True):
+        args += [f"--{flag}-port", str(port)]
     return args
 
 
@@ -74,48 +96,60 @@ def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
     return [p for p in pids if process_alive(p)]
 
 
-def test_up_on_a_fresh_home_starts_cleanly_ten_times(tmp_path: Path) -> None:
-    clean = 0
-    for i in range(RUNS):
-        home = tmp_path / f"home{i}"
-        try:
-            done = run_cli(*up_args(home), cwd=tmp_path, timeout=400)
-            assert done.returncode == 0, f"run {i}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-            env = Home(home).read_env() or {}
-            comps = env["components"]
-            assert set(comps) == set(COMPONENTS), f"run {i}: recorded {sorted(comps)}"
-            assert all(process_alive(c["pid"], c.get("ticks")) for c in comps.values()), f"run {i}"
-            logs = "".join(
-                (home / "logs" / f"{n}.log").read_text(errors="replace")
-                for n in ("dagster-daemon", "dagster-webserver")
-            )
-            assert not [r for r in RACE if r in logs], f"run {i}: the instance was initialised twice"
+def fresh_up_and_down(tmp_path: Path, i: int, ports: list[int]) -> None:
+    """One fresh home: ``up`` starts cleanly (every component recorded and running, the instance initialised once,
+    one daemon), ``down`` leaves no process behind. Run 0 also checks that a second ``up`` starts nothing and that
+    the supervisor restarts a killed daemon, once."""
+    home = tmp_path / f"fresh-{i:02d}"  # same length for every run: no home's path is a prefix of another's
+    try:
+        done = run_cli(*up_args(home, ports), cwd=tmp_path, timeout=400)
+        assert done.returncode == 0, f"run {i}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        env = Home(home).read_env() or {}
+        comps = env["components"]
+        assert set(comps) == set(COMPONENTS), f"run {i}: recorded {sorted(comps)}"
+        assert all(process_alive(c["pid"], c.get("ticks")) for c in comps.values()), f"run {i}"
+        logs = "".join(
+            (home / "logs" / f"{n}.log").read_text(errors="replace") for n in ("dagster-daemon", "dagster-webserver")
+        )
+        assert not [r for r in RACE if r in logs], f"run {i}: the instance was initialised twice"
+        assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
+        if i == 0:  # a second `up` on the running home starts nothing
+            again = run_cli("up", "--home", str(home), "--no-sync", cwd=tmp_path, timeout=300)
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert again.stdout.count("already running") == len(COMPONENTS)
             assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
-            if i == 0:  # a second `up` on the running home starts nothing
-                again = run_cli("up", "--home", str(home), "--no-sync", cwd=tmp_path, timeout=300)
-                assert again.returncode == 0, again.stdout + again.stderr
-                assert again.stdout.count("already running") == len(COMPONENTS)
-                assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
-                # the supervisor restarts a killed daemon, once, and records it
-                os.kill(comps["dagster-daemon"]["pid"], signal.SIGKILL)
-                deadline = time.monotonic() + 60
-                while True:
-                    new = ((Home(home).read_env() or {}).get("components") or {}).get("dagster-daemon") or {}
-                    if new.get("pid") not in (None, comps["dagster-daemon"]["pid"]) and process_alive(new["pid"]):
-                        break
-                    assert time.monotonic() < deadline, "the supervisor did not restart dagster-daemon"
-                    time.sleep(0.05)
-                time.sleep(1.0)
-                assert dagster_daemons(home) == [new["pid"]]
-            pids = processes_of(home)
-            down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
-            assert down.returncode == 0, down.stderr
-            assert wait_gone(pids) == [], f"run {i}: left running after down"
-            clean += 1
-        finally:
-            stop_environment(home)
-    print(f"\nfresh `playground up` with Dagster: {clean}/{RUNS} clean starts")
-    assert clean == RUNS
+            # the supervisor restarts a killed daemon, once, and records it
+            os.kill(comps["dagster-daemon"]["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:
+                new = ((Home(home).read_env() or {}).get("components") or {}).get("dagster-daemon") or {}
+                if new.get("pid") not in (None, comps["dagster-daemon"]["pid"]) and process_alive(new["pid"]):
+                    break
+                assert time.monotonic() < deadline, "the supervisor did not restart dagster-daemon"
+                time.sleep(0.05)
+            time.sleep(1.0)
+            assert dagster_daemons(home) == [new["pid"]]
+        pids = processes_of(home)
+        down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert wait_gone(pids) == [], f"run {i}: left running after down"
+    finally:
+        stop_environment(home)
+
+
+def test_up_on_a_fresh_home_starts_cleanly_ten_times(tmp_path: Path) -> None:
+    """Ten fresh homes, ``LANES`` at a time (each on its own home and ports): the same checks as ten in a row, with
+    the machine busier while each instance is created (so a start-up race has more chances to show), in about a
+    third of the time."""
+    ports = distinct_free_ports(RUNS * len(PORT_FLAGS))
+    with ThreadPoolExecutor(max_workers=LANES) as pool:
+        runs = [
+            pool.submit(fresh_up_and_down, tmp_path, i, ports[i * len(PORT_FLAGS) : (i + 1) * len(PORT_FLAGS)])
+            for i in range(RUNS)
+        ]
+    failures = [f"run {i}: {type(e).__name__}: {e}" for i, r in enumerate(runs) if (e := r.exception()) is not None]
+    print(f"\nfresh `playground up` with Dagster: {RUNS - len(failures)}/{RUNS} clean starts ({LANES} at a time)")
+    assert not failures, "\n\n".join(failures)
 
 
 def test_up_killed_after_starting_the_daemon_leaves_nothing_down_cannot_stop(tmp_path: Path) -> None:
