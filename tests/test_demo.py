@@ -4,6 +4,11 @@ outside the repository) on free ports, then the Dagster UI in Chromium.
 This is the slowest test (about three minutes): a fresh playground with Dagster's daemon and webserver, the
 bootstrap through the sensors, a tag push released to backend (canary) and frontend (A/B), a faulty commit
 rolled back. It checks the demo's own verdict, its final table, and what the UI shows in headless Chromium.
+
+The analysis ticks every second (the demo's own ``--interval 1s``; its default is 2 s), as in the other live
+tests: the same releases, steps, thresholds and outcomes, each release in half the ticks' time. A first tick
+that finds no values yet (the canary's first scrape) counts a failed check either way, far below the
+Canaries' threshold of 10.
 """
 
 import re
@@ -23,7 +28,7 @@ def test_demo_runs_three_releases_and_the_ui_shows_them(tmp_path):
     home = tmp_path / "playground"
     try:
         proc = subprocess.run(
-            [str(PLAYGROUND), "demo", "--home", str(home), "--free-ports", "--timeout", "240"],
+            [str(PLAYGROUND), "demo", "--home", str(home), "--free-ports", "--interval", "1s", "--timeout", "240"],
             cwd=tmp_path,  # outside the repository
             capture_output=True,
             text=True,

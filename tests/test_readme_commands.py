@@ -52,7 +52,7 @@ PODINFO = "ghcr.io/stefanprodan/podinfo"
 # README command (normalised) -> how it is exercised. "here: ..." = a test of this module, run against the module's
 # playground; anything else names the test that covers it.
 COVERED: dict[str, str] = {
-    "bash scripts/demo.sh": "tests/test_demo.py (`playground demo`, what demo.sh runs after setup.sh); CI itself",
+    "bash scripts/demo.sh": "tests/test_demo.py (`playground demo`, as demo.sh runs it, at --interval 1s); CI itself",
     "bash scripts/test.sh": "CI itself (.ci/run runs the gates and the suite the way scripts/test.sh does)",
     "playground validate manifests/": "here: test_validate_and_backtest_a_trace",
     "playground validate manifests": "here: test_validate_and_backtest_a_trace",
