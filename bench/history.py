@@ -7,14 +7,24 @@
    * ``json``: the Prometheus JSON response parsing path only (``parse_range_result`` on already decoded
      ``data.result`` lists, as the client hands them over) + the same DataFrame build.
 2. Delivery metrics (``playground.delivery.weekly`` + ``summary``) over 10,000 releases of 20 targets.
+3. Recording one release's history the way a release worker does (``record_release_isolated``: 5 min of the
+   tests' synthetic Istio series from a real backfilled Prometheus, Parquet + PNG chart), CPU-seconds and wall:
+   * ``fresh child``: ``python -m playground.history`` per recording (the fallback; what it cost before the
+     recorder): CPU from the caller's ``RUSAGE_CHILDREN``;
+   * ``recorder, first``: the home's recorder is started by this recording (its own CPU at ready, from
+     /proc, plus the forked child's);
+   * ``recorder, warm``: later recordings, a fork of the running recorder (the child's CPU).
 
-    .venv/bin/python bench/history.py [--source both|prometheus|json] [--releases 10000]
+    .venv/bin/python bench/history.py [--source both|prometheus|json] [--releases 10000] [--recordings 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playground import delivery, history
+from playground import delivery, history, history_recorder
 
 SERIES = 20
 STEP = 15
@@ -119,10 +129,102 @@ def bench_delivery(n: int) -> tuple[int, float]:
     return n, elapsed
 
 
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of process ``pid`` itself (not its children), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_recording(n: int) -> None:
+    import importlib.util
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "history"
+    spec = importlib.util.spec_from_file_location("history_synthetic", data / "synthetic.py")
+    assert spec and spec.loader
+    synthetic = sys.modules.setdefault("history_synthetic", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(synthetic)
+    from tests.support.prometheus import PrometheusProcess
+
+    work = Path(tempfile.mkdtemp(prefix="bench-recording-"))
+    start = datetime.fromtimestamp(synthetic.RELEASES["B"], UTC)
+    ticks = [history.TickWeight(datetime.fromtimestamp(start.timestamp() + 60 * i, UTC), 80, 20) for i in range(6)]
+
+    def window(i: int) -> history.ReleaseWindow:
+        return history.ReleaseWindow(
+            "prod", "backend", f"r{i}", start, datetime.fromtimestamp(start.timestamp() + 300, UTC)
+        )
+
+    try:
+        synthetic.backfill(work / "data", work)
+        with PrometheusProcess(work, extra_args=synthetic.PROMETHEUS_ARGS) as prom:
+            # the fresh child: what every recording cost before the recorder (and the fallback now)
+            fresh = []
+            for i in range(n):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                req = {
+                    "home": str(work / "fresh"),
+                    "url": prom.url,
+                    "window": {
+                        "namespace": "prod",
+                        "name": "backend",
+                        "revision": f"r{i}",
+                        "start": start.isoformat(),
+                        "end": window(i).end.isoformat(),
+                        "step": "15s",
+                        "rate_window": "1m",
+                    },
+                    "ticks": [[t.time.isoformat(), t.primary, t.canary] for t in ticks],
+                    "proxy": None,
+                    "result": "Succeeded",
+                }
+                out = history._record_in_fresh_child(req, 300, history.HistoryError("timeout"))
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                assert "error" not in out, out
+                fresh.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall))
+            home = work / "recorder"
+            t0 = time.perf_counter()
+            first = history.record_release_isolated(home, prom.url, window(0), ticks, result="Succeeded")
+            first_wall = time.perf_counter() - t0
+            assert first.recorder is not None, "the recorder did not start"
+            server_cpu = _proc_cpu(first.recorder)
+            warm = []
+            for i in range(1, n + 1):
+                t0 = time.perf_counter()
+                rel = history.record_release_isolated(home, prom.url, window(i), ticks, result="Succeeded")
+                warm.append((rel.cpu_s or 0.0, time.perf_counter() - t0))
+                assert rel.recorder == first.recorder
+            rss = _rss_mb(first.recorder)
+            history_recorder.stop(home)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(rows: list[tuple[float, float]], k: int) -> float:
+        return statistics.median(r[k] for r in rows)
+
+    print(f"recording one release's history ({first.rows} rows, Parquet + PNG chart), median of {n}:")
+    print(f"  fresh child (python -m playground.history): {med(fresh, 0):.2f} CPU-s, {med(fresh, 1):.2f} s wall")
+    print(
+        f"  recorder, first (starts it): {server_cpu + (first.cpu_s or 0):.2f} CPU-s "
+        f"(recorder start {server_cpu:.2f} + recording {first.cpu_s or 0:.2f}), {first_wall:.2f} s wall"
+    )
+    print(f"  recorder, warm (a fork of it): {med(warm, 0):.2f} CPU-s, {med(warm, 1):.2f} s wall")
+    print(f"  recorder process RSS {rss:.0f} MB (once per playground home, exits when idle)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=("both", "prometheus", "json"), default="both")
     parser.add_argument("--releases", type=int, default=10_000)
+    parser.add_argument("--recordings", type=int, default=5, help="recordings per way (0: skip part 3)")
     args = parser.parse_args()
     print(f"history load: {SERIES} series x {POINTS} samples ({DAYS} days at {STEP}s)")
     if args.source in ("both", "json"):
@@ -142,6 +244,8 @@ def main() -> None:
         f"delivery metrics (weekly + summary incl. building the releases table): {n} releases in {s:.3f}s = "
         f"{n / s:,.0f} releases/s"
     )
+    if args.recordings > 0:
+        bench_recording(args.recordings)
 
 
 if __name__ == "__main__":

@@ -262,8 +262,11 @@ def load_history(home: str | Path, *, target: str | None = None) -> pd.DataFrame
         return pd.DataFrame(columns=COLUMNS + ["target", "revision"])
     import pyarrow.dataset as ds
 
-    part = ds.partitioning(flavor="hive") if not target else None
-    dataset = ds.dataset(root, format="parquet", partitioning=part or ds.partitioning(flavor="hive"))
+    # the Parquet files only: each partition also holds the release's chart.png
+    files = sorted(str(p) for p in root.rglob("*.parquet"))
+    dataset = ds.dataset(
+        files, format="parquet", partitioning=ds.partitioning(flavor="hive"), partition_base_dir=str(root)
+    )
     frame = dataset.to_table().to_pandas()
     if target:
         frame["target"] = target.replace("/", "_")
@@ -328,11 +331,14 @@ def record_release(
 
 @dataclass(frozen=True)
 class StoredRelease:
-    """What ``record_release_isolated`` stored (the rows stay on disk)."""
+    """What ``record_release_isolated`` stored (the rows stay on disk), with who recorded it: the pid of the
+    pre-imported recorder (None for a fresh child) and the recording process's CPU-seconds."""
 
     parquet: Path
     chart: Path
     rows: int
+    recorder: int | None = None
+    cpu_s: float | None = None
 
 
 def record_release_isolated(
@@ -345,9 +351,13 @@ def record_release_isolated(
     result: str = "",
     timeout: float = 300.0,
 ) -> StoredRelease:
-    """``record_release`` in a short-lived child process (``python -m playground.history``): the caller, a
-    release worker that lives for the whole release, never loads numpy, pandas, pyarrow and matplotlib (about
-    150 MB), which only this last step needs. Raises HistoryError with the child's reason."""
+    """``record_release`` in another process: the caller, a release worker that lives for the whole release,
+    never loads numpy, pandas, pyarrow and matplotlib (about 150 MB), which only this last step needs. The
+    recording is a fork of the home's pre-imported history recorder (``playground.history_recorder``, started
+    by the first caller), so it costs its own work, not the imports; when no recorder can be started, a fresh
+    child (``python -m playground.history``). Raises HistoryError with the recording's reason."""
+    from playground import history_recorder
+
     request = {
         "home": str(home),
         "url": url,
@@ -363,7 +373,25 @@ def record_release_isolated(
         "ticks": [[_utc(t.time).isoformat(), t.primary, t.canary] for t in ticks],
         "proxy": proxy,
         "result": result,
+        "timeout": timeout,
     }
+    late = HistoryError(f"recording the history of {window.key} took more than {timeout:.0f}s")
+    try:
+        out = history_recorder.request(home, request, timeout=timeout)
+    except TimeoutError:
+        raise late from None
+    except history_recorder.RecorderUnavailable:
+        out = _record_in_fresh_child(request, timeout, late)
+    except ConnectionError as e:
+        raise HistoryError(str(e)) from None
+    if "error" in out:
+        raise HistoryError(str(out["error"]))
+    return StoredRelease(
+        Path(out["parquet"]), Path(out["chart"]), int(out["rows"]), out.get("recorder"), out.get("cpu_s")
+    )
+
+
+def _record_in_fresh_child(request: dict[str, Any], timeout: float, late: HistoryError) -> dict[str, Any]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "playground.history"],
@@ -373,23 +401,18 @@ def record_release_isolated(
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise HistoryError(f"recording the history of {window.key} took more than {timeout:.0f}s") from None
+        raise late from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise HistoryError(lines[-1] if lines else f"history recorder exited with code {proc.returncode}")
-    out = json.loads(proc.stdout)
-    return StoredRelease(Path(out["parquet"]), Path(out["chart"]), int(out["rows"]))
+        return {"error": lines[-1] if lines else f"history recorder exited with code {proc.returncode}"}
+    return json.loads(proc.stdout)
 
 
-def _record_main() -> int:
-    """The child of ``record_release_isolated``: a JSON request on stdin, a JSON answer on stdout. It runs at a
-    lower CPU priority (nice 10): its 2 CPU-seconds of pandas/matplotlib at the end of a release must not delay
-    the ticks of the releases still running beside it."""
-    try:
-        os.nice(10)
-    except OSError:
-        pass
-    req = json.load(sys.stdin)
+def record_request(req: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one request of ``record_release_isolated`` (its JSON) in this process: the answer's ``parquet``,
+    ``chart``, ``rows`` and ``cpu_s`` (this process's CPU-seconds so far). Raises HistoryError."""
+    import resource
+
     w = req["window"]
     window = ReleaseWindow(
         w["namespace"],
@@ -401,12 +424,25 @@ def _record_main() -> int:
         rate_window=w["rate_window"],
     )
     ticks = [TickWeight(datetime.fromisoformat(t), int(p), int(c)) for t, p, c in req["ticks"]]
+    rel = record_release(req["home"], req["url"], window, ticks, proxy=req["proxy"], result=req["result"])
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"parquet": str(rel.parquet), "chart": str(rel.chart), "rows": rel.rows, "cpu_s": ru.ru_utime + ru.ru_stime}
+
+
+def _record_main() -> int:
+    """The fresh child of ``record_release_isolated`` (no recorder): a JSON request on stdin, a JSON answer on
+    stdout. It runs at a lower CPU priority (nice 10): its 2 CPU-seconds of imports and pandas/matplotlib at the
+    end of a release must not delay the ticks of the releases still running beside it."""
     try:
-        rel = record_release(req["home"], req["url"], window, ticks, proxy=req["proxy"], result=req["result"])
+        os.nice(10)
+    except OSError:
+        pass
+    try:
+        answer = record_request(json.load(sys.stdin))
     except HistoryError as e:
         print(str(e), file=sys.stderr)
         return 2
-    json.dump({"parquet": str(rel.parquet), "chart": str(rel.chart), "rows": rel.rows}, sys.stdout)
+    json.dump(answer, sys.stdout)
     return 0
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from playground import cli, history
+from playground import cli, history, history_recorder
 from playground.judge import judge
+from playground.local.procinfo import process_alive
 from playground.models import Canary, MetricJudge
+from tests.support.dagster_playground import wait_for
 from tests.support.prometheus import PrometheusProcess, prometheus_available
 
 DATA = Path(__file__).parent / "data" / "history"
@@ -74,19 +78,124 @@ def test_stored_parquet_rows_equal_the_known_data(prom, tmp_path):
     assert rel.chart.name == "chart.png" and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.integration  # runs the recording in a child process (python -m playground.history)
-def test_isolated_recording_stores_the_same_rows_and_a_bad_address_is_one_line(prom, tmp_path):
-    """A release worker records through a child process (it never loads pandas): same Parquet rows and chart as
-    in-process; a failure comes back as the child's HistoryError message."""
+@pytest.fixture
+def recorder_homes(monkeypatch):
+    """Homes whose history recorder a test started: stopped at the end (none outlives the test)."""
+    monkeypatch.setenv(history_recorder.IDLE_ENV, "120")
+    homes: list[Path] = []
+    yield homes
+    for home in homes:
+        pid = history_recorder.stop(home)
+        assert pid is None or not process_alive(pid), f"history recorder {pid} of {home} still runs"
+
+
+def _ready_lines(home: Path) -> list[dict]:
+    log = history_recorder.log_path(home).read_text()
+    return [json.loads(line.split("ready: ", 1)[1]) for line in log.splitlines() if "history recorder ready" in line]
+
+
+@pytest.mark.integration  # starts the pre-imported history recorder (python -m playground.history_recorder)
+def test_isolated_recording_stores_the_same_rows_and_a_bad_address_is_one_line(prom, tmp_path, recorder_homes):
+    """A release worker records through another process (it never loads pandas): same Parquet rows and chart as
+    in-process; a failure comes back as the recording's HistoryError message, and the recorder goes on."""
     p, _ = prom
     w = window("B")
-    rel = history.record_release_isolated(tmp_path / "child", p.url, w, TICKS, result="Failed")
+    home = tmp_path / "home"
+    recorder_homes.append(home)
+    rel = history.record_release_isolated(home, p.url, w, TICKS, result="Failed")
     here = history.record_release(tmp_path / "here", p.url, w, TICKS, result="Failed")
+    assert rel.recorder is not None and rel.recorder != os.getpid()
     assert rel.rows == here.rows == len(pd.read_parquet(rel.parquet))
     pd.testing.assert_frame_equal(pd.read_parquet(rel.parquet), pd.read_parquet(here.parquet))
     assert rel.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(history.HistoryError) as e:
-        history.record_release_isolated(tmp_path / "bad", "http://127.0.0.1:9", w, TICKS)
+        history.record_release_isolated(home, "http://127.0.0.1:9", w, TICKS)
+    assert "127.0.0.1:9" in str(e.value) and "range query to Prometheus" in str(e.value) and "\n" not in str(e.value)
+    assert history_recorder.ping(home)["pid"] == rel.recorder  # the failed recording was one child's, not its
+
+
+@pytest.mark.integration  # starts the pre-imported history recorder
+def test_consecutive_recordings_share_one_preimported_recorder(prom, tmp_path, recorder_homes):
+    """The second recording is a fork of the recorder the first one started (no second import of the stack),
+    and the recorder had a single thread when it forked."""
+    p, _ = prom
+    home = tmp_path / "home"
+    recorder_homes.append(home)
+    first = history.record_release_isolated(home, p.url, window("A"), result="Succeeded")
+    started = history_recorder.ping(home)
+    second = history.record_release_isolated(home, p.url, window("B"), TICKS, result="Failed")
+    assert first.recorder == second.recorder == started["pid"]
+    assert _ready_lines(home) == [{"ready": True, "pid": first.recorder, "threads": 1}]  # started once
+    assert process_alive(first.recorder)
+    stored = history.load_history(home)
+    assert sorted(set(stored.revision)) == ["rev-A", "rev-B"]
+    assert second.parquet.exists() and second.chart.exists() and first.parquet != second.parquet
+
+
+_CALLER = """
+import json, sys
+from datetime import datetime, UTC
+from playground import history
+home, url, name, start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+w = history.ReleaseWindow("prod", "backend", "rev-" + name, datetime.fromtimestamp(start, UTC),
+                          datetime.fromtimestamp(start + 300, UTC))
+rel = history.record_release_isolated(home, url, w, result="Succeeded")
+print(json.dumps({"recorder": rel.recorder, "rows": rel.rows}))
+"""
+
+
+@pytest.mark.integration  # several caller processes and the recorder they start
+def test_concurrent_callers_start_exactly_one_recorder(prom, tmp_path, recorder_homes):
+    p, _ = prom
+    home = tmp_path / "home"
+    recorder_homes.append(home)
+    names = ["A", "B", "C", "A2"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CALLER, str(home), p.url, n, str(synthetic.RELEASES[n[0]])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in names
+    ]
+    answers = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        answers.append(json.loads(out))
+    (ready,) = _ready_lines(home)  # one recorder for four callers that all found none at first
+    assert [a["recorder"] for a in answers] == [ready["pid"]] * 4
+    assert all(a["rows"] > 0 for a in answers)
+    assert sorted(set(history.load_history(home).revision)) == ["rev-A", "rev-A2", "rev-B", "rev-C"]
+
+
+@pytest.mark.integration  # starts the pre-imported history recorder and waits for it to exit
+def test_recorder_exits_after_its_idle_time(prom, tmp_path, monkeypatch):
+    p, _ = prom
+    monkeypatch.setenv(history_recorder.IDLE_ENV, "2")
+    home = tmp_path / "home"
+    rel = history.record_release_isolated(home, p.url, window("C"), result="Succeeded")
+    assert rel.recorder is not None
+    wait_for(lambda: not process_alive(rel.recorder), 90, "the idle history recorder to exit", poll=0.2)
+    assert history_recorder.ping(home) is None
+    assert f"history recorder {rel.recorder} exits" in history_recorder.log_path(home).read_text()
+
+
+@pytest.mark.integration  # the fresh child of python -m playground.history
+def test_without_a_recorder_a_fresh_child_records(prom, tmp_path, recorder_homes):
+    """When the recorder cannot be started (here: its lock file cannot be opened), the recording runs in a
+    fresh child as before: same rows."""
+    p, _ = prom
+    home = tmp_path / "home"
+    recorder_homes.append(home)
+    (home / "history" / "recorder.lock").mkdir(parents=True)  # a directory where the lock file belongs
+    rel = history.record_release_isolated(home, p.url, window("B"), TICKS, result="Failed")
+    assert rel.recorder is None and history_recorder.ping(home) is None
+    here = history.record_release(tmp_path / "here", p.url, window("B"), TICKS, result="Failed")
+    pd.testing.assert_frame_equal(pd.read_parquet(rel.parquet), pd.read_parquet(here.parquet))
+    with pytest.raises(history.HistoryError) as e:
+        history.record_release_isolated(home, "http://127.0.0.1:9", window("B"), TICKS)
     assert "127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -240,3 +349,22 @@ def test_delivery_metrics_asset_reads_the_lineage(tmp_path, monkeypatch):
     assert weekly.target.tolist() == ["prod/backend", "prod/frontend"]
     assert weekly.change_failure_rate.tolist() == [0.0, 1.0]
     assert (tmp_path / "home" / "history" / "delivery" / "delivery.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration  # a local playground (Envoy, Prometheus, registry, agent), the recorder, `playground down`
+def test_playground_down_leaves_no_history_recorder(tmp_path, monkeypatch):
+    """A recorder started for a playground's home (here by this process, as an in-process release does) exits
+    when `playground down` stopped the environment, long before its idle time."""
+    from tests.support.dagster_playground import run_cli
+    from tests.support.playground_env import playground_env
+
+    monkeypatch.setenv(history_recorder.IDLE_ENV, "600")
+    home = tmp_path / "home"
+    with playground_env(home) as env:
+        end = datetime.now(UTC)
+        w = history.ReleaseWindow("prod", "backend", "r1", end.replace(microsecond=0) - timedelta(minutes=2), end)
+        rel = history.record_release_isolated(home, env.prometheus_url, w, result="Succeeded")
+        assert rel.recorder is not None and process_alive(rel.recorder)
+        done = run_cli("down", "--home", str(home), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: not process_alive(rel.recorder), 60, "the history recorder to exit after down", poll=0.2)
