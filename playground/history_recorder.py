@@ -195,7 +195,8 @@ def request(home: str | os.PathLike[str], message: dict[str, Any], *, timeout: f
 
 
 def ping(home: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``{"pid": .., "children": ..}`` of the running recorder of ``home``, or None (none is started)."""
+    """``{"pid", "children", "threads", "cpu_s"}`` of the running recorder of ``home`` (``cpu_s``: its own
+    CPU-seconds and those of the recordings it reaped), or None (none is started)."""
     sock = _connect(home)
     if sock is None:
         return None
@@ -380,7 +381,9 @@ def serve(home: Path, idle: float, ready_fd: int) -> int:
                 continue
             op = req.get("op") if isinstance(req, dict) else None
             if op in ("ping", "stop"):
-                _answer(conn, {"pid": os.getpid(), "children": len(children), "threads": _threads()})
+                t = os.times()  # its own CPU and that of the children it reaped: what recording cost so far
+                cpu = round(t.user + t.system + t.children_user + t.children_system, 3)
+                _answer(conn, {"pid": os.getpid(), "children": len(children), "threads": _threads(), "cpu_s": cpu})
                 stopping = op == "stop"
                 continue
             try:

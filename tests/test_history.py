@@ -126,7 +126,8 @@ def test_consecutive_recordings_share_one_preimported_recorder(prom, tmp_path, r
     second = history.record_release_isolated(home, p.url, window("B"), TICKS, result="Failed")
     assert first.recorder == second.recorder == started["pid"]
     assert _ready_lines(home) == [{"ready": True, "pid": first.recorder, "threads": 1}]  # started once
-    assert process_alive(first.recorder)
+    after = history_recorder.ping(home)
+    assert after["pid"] == first.recorder and after["threads"] == 1 and after["cpu_s"] > 0  # still one thread
     stored = history.load_history(home)
     assert sorted(set(stored.revision)) == ["rev-A", "rev-B"]
     assert second.parquet.exists() and second.chart.exists() and first.parquet != second.parquet
