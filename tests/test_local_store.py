@@ -226,3 +226,33 @@ def test_routing_objects_render_envoy_config_on_apply(tmp_path: Path) -> None:
     assert mesh != before and "40" in mesh
     assert c.http_proxy() == "http://127.0.0.1:18081" and c.gateway_url() == "http://127.0.0.1:18080"
     assert c.resolve_url("http://prometheus.istio-system:9090/api") == "http://127.0.0.1:18090/api"
+
+
+def test_a_route_change_is_rendered_once_and_marked_for_the_node_agent(tmp_path: Path) -> None:
+    """Storing a route writes the files its check rendered (the same as a render of the store after it) and
+    marks the store's counter they reflect; a Deployment stored later leaves the mark behind (the node agent
+    renders then: which replicas a Service selects may have changed)."""
+    from playground.local.cluster import _render, rendered_counter
+
+    home = Home(tmp_path)
+    home.write_env(
+        {"ports": {"gateway": 18080, "mesh": 18081, "envoy_admin": 18082, "prometheus": 18090, "registry": 18050}}
+    )
+    c = LocalCluster(tmp_path)
+    canary = Canary.model_validate(_canary([]))
+    c.apply(_deployment("web"))
+    for obj in routing.bootstrap_objects(canary, _deployment("web")):
+        c.apply(obj)
+    assert rendered_counter(home) == c.store.change_counter()
+    for weight in (10, 20, 30):
+        c.apply(routing.virtual_service(canary, 100 - weight, weight))
+        assert rendered_counter(home) == c.store.change_counter()
+        # what was written is exactly what a full render of the stored objects gives
+        from playground.local import envoy
+
+        fresh = tmp_path / "fresh"
+        envoy.write_config(_render(home, c.store, home.ports() or {}), fresh)
+        for f in fresh.iterdir():
+            assert (tmp_path / "envoy" / f.name).read_text() == f.read_text().replace(str(fresh), str(home.envoy_dir))
+    c.apply(_deployment("other"))
+    assert rendered_counter(home) != c.store.change_counter()

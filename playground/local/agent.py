@@ -35,6 +35,7 @@ their exit code is unknown). Nothing restarts, and Envoy's endpoints do not chan
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ from playground.local.cluster import (
     desired_replicas,
     pod_revision,
     render_envoy,
+    rendered_counter,
 )
 from playground.local.procinfo import process_alive, start_ticks
 from playground.local.store import Home, ReplicaInfo, Store, WorkloadRow
@@ -323,7 +325,7 @@ class Workload:
     last_progress: float = 0.0
     unavailable_since: float | None = None
     last_ready_new: int = 0
-    last_row: str = ""
+    last_row: WorkloadRow | None = None  # as last written (compared field by field: no JSON per poll)
     deleted: bool = False
 
 
@@ -696,10 +698,9 @@ class Agent:
             last_progress=wl.last_progress,
             unavailable_since=wl.unavailable_since,
         )
-        text = row.to_json()
-        if text != wl.last_row:
-            wl.last_row = text
-            self.store.put_workload_status(row)
+        if row != wl.last_row:
+            wl.last_row = row
+            self.store.put_workload_status(dataclasses.replace(row))  # the store stamps its copy's updated_at
 
     def publish(self, store_changed: bool) -> None:
         """Re-render Envoy when the ready endpoints (or the store) changed; rewrite the Prometheus targets."""
@@ -709,7 +710,11 @@ class Agent:
             for r in wl.replicas
             if r.ready and not r.terminating
         )
-        if (store_changed or endpoints != self.last_endpoints) and not self.render_broken:
+        # a change of routing objects was rendered by whoever stored them (under the routing lock): render when
+        # the store holds objects the configuration on disk was not rendered from (Deployments: which replicas
+        # a Service selects), or when the ready endpoints changed
+        stale = store_changed and rendered_counter(self.home) != self.last_counter
+        if (stale or endpoints != self.last_endpoints) and not self.render_broken:
             try:
                 render_envoy(self.home, self.store)
                 self.last_endpoints = endpoints

@@ -179,8 +179,13 @@ def _render(home: Home, store: Store, ports: dict[str, int], replace: dict[str, 
 
     objects = store.list_kinds(ROUTING_KINDS)
     if replace is not None:
+        # in place (the store lists objects in a fixed order): a render of the store once ``replace`` is stored
         key = _identity(replace)
-        objects = [o for o in objects if _identity(o) != key] + [replace]
+        at = next((i for i, o in enumerate(objects) if _identity(o) == key), None)
+        if at is None:
+            objects.append(replace)
+        else:
+            objects[at] = replace
     return envoy.render(
         objects,
         service_endpoints(store),
@@ -224,21 +229,47 @@ def render_envoy(home: Home, store: Store, ports: dict[str, int] | None = None, 
     if not locked:
         with routing_lock(home):
             return render_envoy(home, store, ports, locked=True)
-    return bool(envoy.write_config(_render(home, store, ports), home.envoy_dir))
+    counter = store.change_counter()  # read first: the objects rendered are at least this new
+    changed = bool(envoy.write_config(_render(home, store, ports), home.envoy_dir))
+    _mark_rendered(home, counter)
+    return changed
 
 
-def check_renderable(home: Home, store: Store, obj: dict[str, Any]) -> None:
+def _mark_rendered(home: Home, counter: int) -> None:
+    atomic_write(home.envoy_rendered, f"{counter}\n")
+
+
+def rendered_counter(home: Home) -> int | None:
+    """The store's change counter the Envoy configuration on disk reflects every object of (the endpoints aside:
+    the node agent renders when they change): whoever stores a routing object renders it under the routing lock,
+    so the node agent need not render the same store again (see ``render_envoy``)."""
+    try:
+        return int(home.envoy_rendered.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_renderable(home: Home, store: Store, obj: dict[str, Any]):
     """Raise ClusterError if the stored routing objects with ``obj`` replacing its stored version cannot be
-    rendered into Envoy configuration (an unsupported VirtualService field...)."""
+    rendered into Envoy configuration (an unsupported VirtualService field...).
+
+    Returns the rendered configuration when it is what :func:`render_envoy` would write once ``obj`` is stored
+    (``obj`` replaces a stored object, whose place in the store's order it keeps, and the environment's ports
+    are known; the renderer reads only the namespace and name of an object's metadata, which storing does not
+    change), else None. Under the routing lock the caller can then store ``obj`` and write this configuration
+    without rendering the whole mesh a second time."""
     from playground.local import envoy
 
+    ports = home.ports()
+    meta = obj.get("metadata") or {}
+    stored = store.get(obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("namespace"), meta.get("name", ""))
     try:
-        _render(home, store, home.ports() or _CHECK_PORTS, replace=obj)
+        cfg = _render(home, store, ports or _CHECK_PORTS, replace=obj)
     except envoy.RenderError as exc:
-        meta = obj.get("metadata") or {}
         raise ClusterError(
             f"{obj.get('kind')} {meta.get('namespace') or 'default'}/{meta.get('name')} not applied: {exc}"
         ) from None
+    return cfg if ports and stored is not None else None
 
 
 # ------------------------------------------------------------------------------------ loadtester allowlist
@@ -326,9 +357,19 @@ class LocalCluster(Cluster):
             # Check, store and render under the routing lock: an object Envoy cannot serve is rejected before
             # it is stored, and the last writer renders the newest state.
             with routing_lock(self.home):
-                check_renderable(self.home, self.store, body)
+                before = self.store.change_counter()
+                cfg = check_renderable(self.home, self.store, body)
                 stored = self.store.put(body, expected_version=expected)
-                render_envoy(self.home, self.store, locked=True)
+                if cfg is None:
+                    render_envoy(self.home, self.store, locked=True)
+                else:  # the check rendered the store as it is now: written, not rendered again
+                    from playground.local import envoy
+
+                    envoy.write_config(cfg, self.home.envoy_dir)
+                    rv = int(stored["metadata"]["resourceVersion"])
+                    # no other object was stored between the check's read and this one: the files are the store
+                    # at ``rv``; else mark what the check read (older: the node agent renders the newer store)
+                    _mark_rendered(self.home, rv if rv == before + 1 else before)
         else:
             stored = self.store.put(body, expected_version=expected)
             if stored["kind"] == "Canary":

@@ -166,13 +166,23 @@ def process_env() -> dict[str, str]:
     return {"DAGSTER_GRPC_MAX_WORKERS": workers, "DAGSTER_CODE_SERVER_MAX_WORKERS": workers}
 
 
-def dagster_yaml(postgres_url: str | None = None) -> str:
-    """The instance configuration: SQLite storage in DAGSTER_HOME, or PostgreSQL at ``postgres_url``."""
+def dagster_yaml(postgres_url: str | None = None, base_dir: str | None = None) -> str:
+    """The instance configuration: SQLite storage in ``base_dir`` (the instance's directory; default
+    ``$DAGSTER_HOME`` as each process sees it), or PostgreSQL at ``postgres_url``."""
     text = "# Written by `playground up`.\ntelemetry:\n  enabled: false\nnux:\n  enabled: false\n" + _QUEUE
+    # Dagster's storages (same tables and files), minus a new engine / server connection per statement:
+    # launcher.storage
     if postgres_url:
         # the driver dagster-postgres installs (SQLAlchemy's plain postgresql:// would ask for psycopg 3)
         for scheme in ("postgresql://", "postgres://"):
             if postgres_url.startswith(scheme):
                 postgres_url = "postgresql+psycopg2://" + postgres_url[len(scheme) :]
-        text += f"storage:\n  postgres:\n    postgres_url: {json.dumps(postgres_url)}\n"
+        config = f"      postgres_url: {json.dumps(postgres_url)}\n"
+        cls = "PostgresStorage"
+    else:
+        config = (
+            f"      base_dir: {json.dumps(base_dir)}\n" if base_dir else "      base_dir:\n        env: DAGSTER_HOME\n"
+        )
+        cls = "SqliteStorage"
+    text += f"storage:\n  custom:\n    module: launcher.storage\n    class: {cls}\n    config:\n{config}"
     return text

@@ -726,7 +726,7 @@ def _start_dagster(
     dh = dagster_home(h)
     dh.mkdir(parents=True, exist_ok=True)
     yaml_path = dh / "dagster.yaml"
-    yaml_path.write_text(dagster_yaml(postgres_url))
+    yaml_path.write_text(dagster_yaml(postgres_url, base_dir=str(dh.resolve())))
     yaml_path.chmod(0o600)  # a DSN may carry a password
     definitions = REPO_ROOT / "definitions.py"
     if not definitions.exists():

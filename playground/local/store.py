@@ -99,6 +99,11 @@ class Home:
         return self.root / "envoy.lock"
 
     @property
+    def envoy_rendered(self) -> Path:
+        """The store's change counter whose objects the Envoy configuration on disk was rendered from."""
+        return self.root / "envoy.rendered"
+
+    @property
     def prometheus_dir(self) -> Path:
         return self.root / "prometheus"
 
