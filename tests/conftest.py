@@ -10,12 +10,20 @@ isolation (rewriting git history, a pristine store) build their own origin or ho
 Short windows for back-to-back releases: the backend Canary of the session's origin runs its load test for 5 s
 (not 1 min) and queries its metrics over 5 s (not 30 s), so that each release's metrics see only its own
 traffic and the tests run fast.
+
+``dagster_backend``: ONE real playground WITH Dagster (``playground up --manifests DIR`` as users run it; DIR = the
+project's manifests without prod/frontend, short windows) shared by tests/test_graph.py and
+tests/test_run_takeover.py. The tests that use it run one after the other (their order is otherwise kept) and it
+is stopped after the last of them, so no Dagster daemon runs idle beside the rest of the suite. Each such test
+starts with no Dagster run in flight, works on what it creates (its own commit, target or revision) and compares
+with what it saw before it started, never with a pristine playground.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support.dagster_playground import DagsterPlayground
 from tests.support.playground_env import TARGETS, PlaygroundEnv, playground_env
 
 
@@ -43,6 +51,57 @@ def playground(tmp_path_factory) -> PlaygroundEnv:
         finally:
             rt.close()
         yield env
+
+
+SHARED_DAGSTER = "dagster_backend"
+#: the running shared Dagster playground (or why it could not start), between the tests that use it
+_shared_dagster: dict[str, object] = {}
+
+
+@pytest.fixture
+def dagster_backend(tmp_path_factory) -> DagsterPlayground:
+    from tests.support import dagster_playground as dp
+
+    if "error" in _shared_dagster:
+        pytest.fail(f"the shared Dagster playground did not start: {_shared_dagster['error']}", pytrace=False)
+    pg = _shared_dagster.get("pg")
+    if pg is None:
+        try:
+            pg = _shared_dagster["pg"] = dp.start_backend_only(tmp_path_factory.mktemp("dagster-backend"))
+        except Exception as e:
+            _shared_dagster["error"] = str(e)[-3000:]
+            raise
+    assert isinstance(pg, DagsterPlayground)
+    dp.wait_idle(pg)
+    return pg
+
+
+def _stop_shared_dagster() -> None:
+    pg = _shared_dagster.pop("pg", None)
+    _shared_dagster.pop("error", None)
+    if isinstance(pg, DagsterPlayground):
+        from tests.support import dagster_playground as dp
+
+        dp.stop(pg.home)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The tests using the shared Dagster playground run together, where the first of them was."""
+    users = [item for item in items if SHARED_DAGSTER in getattr(item, "fixturenames", ())]
+    if users:
+        first = items.index(users[0])
+        others = [item for item in items if SHARED_DAGSTER not in getattr(item, "fixturenames", ())]
+        items[:] = others[:first] + users + others[first:]
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """Stop the shared Dagster playground after the last test in a row that used it."""
+    if _shared_dagster and (nextitem is None or SHARED_DAGSTER not in getattr(nextitem, "fixturenames", ())):
+        _stop_shared_dagster()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _stop_shared_dagster()  # e.g. after -x stopped the session in the middle of the tests that use it
 
 
 # ------------------------------------------------------------------------------------- test layers, enforced

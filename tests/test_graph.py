@@ -1,6 +1,7 @@
 """The asset graph follows the GitOps repository, on the real local playground with Dagster's daemon and
 webserver, started as users start it (``playground up --manifests DIR``, the console script, outside the
-repository), with real git commits and the webserver's GraphQL API (what the UI shows):
+repository; shared with tests/test_run_takeover.py: see tests/conftest.py), with real git commits and the
+webserver's GraphQL API (what the UI shows):
 
 - ``up --manifests DIR`` shows exactly DIR's services (DIR = the project's manifests without prod/frontend);
 - a metric check executed on its own (a run of the asset check, as the UI's "Execute" launches it) evaluates
@@ -17,53 +18,28 @@ repository), with real git commits and the webserver's GraphQL API (what the UI 
 
 from __future__ import annotations
 
-import shutil
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.dagster_playground import DagsterPlayground, copy_target, start, stop, wait_for
+from tests.support.dagster_playground import DagsterPlayground, copy_target, wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 API_FILES = ("canary.yaml", "deployment.yaml", "hpa.yaml", "image-policy.yaml")
 KINDS = ("workloads", "releases", "release_metrics", "promotions", "rollbacks")
-
-
-def short_windows(text: str) -> str:
-    """Short load tests and metric windows (as tests/conftest.py does), so releases take seconds."""
-    return text.replace("interval: 30s", "interval: 5s").replace("hey -z 1m", "hey -z 5s")
 
 
 def keys_of(name: str) -> set[tuple[str, ...]]:
     return {(kind, "prod", name) for kind in KINDS}
 
 
-@pytest.fixture(scope="module")
-def pg(tmp_path_factory) -> Iterator[DagsterPlayground]:
-    base = tmp_path_factory.mktemp("graph")
-    manifests = base / "my-gitops"
-    shutil.copytree(ROOT / "manifests", manifests)
-    shutil.rmtree(manifests / "prod" / "frontend")  # DIR: only prod/backend
-    canary = manifests / "prod" / "backend" / "canary.yaml"
-    canary.write_text(short_windows(canary.read_text()))
-    home = base / "home"
-    env = start(home, manifests=manifests, cwd=base)
-    try:
-        # the bootstrap through the sensors: gitops_sync, then prod/backend's first canary_release
-        wait_for(lambda: env.sync_run_of(env.head()), 240, "the first gitops_sync run")
-        wait_for(
-            lambda: any(r["status"] == "SUCCESS" for r in env.runs("canary_release")),
-            240,
-            "prod/backend's first canary_release run",
-        )
-        yield env
-    finally:
-        stop(home)
+@pytest.fixture
+def pg(dagster_backend: DagsterPlayground) -> DagsterPlayground:
+    """The shared playground of tests/conftest.py (``up --manifests DIR``, DIR = the project's manifests without
+    prod/frontend), after its bootstrap through the sensors, with no run in flight."""
+    return dagster_backend
 
 
 def release_runs(pg: DagsterPlayground, target: str) -> list[dict]:

@@ -1,5 +1,7 @@
 """A release whose run process dies is taken over automatically, on a real playground with Dagster (``playground
-up`` as users run it: dagster-daemon and dagster-webserver on the project's workspace).
+up --manifests DIR`` as users run it: dagster-daemon and dagster-webserver on the project's workspace; DIR = the
+project's manifests without prod/frontend, short windows: the playground tests/test_graph.py shares, see
+tests/conftest.py).
 
 A commit to the GitOps origin changes prod/backend; the sensors launch gitops_sync and canary_release. Once the
 canary takes traffic, the run's worker process (``dagster api execute_run``) is killed with SIGKILL. Dagster's
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ from tests.support.playground_env import BACKEND_DEPLOYMENT, with_env_var
 
 pytestmark = pytest.mark.integration
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+IDLE = ("Initialized", "Succeeded", "Failed")
 
 
 def canary_status(home: Path, name: str = "backend") -> dict | None:
@@ -69,70 +72,59 @@ def release_ticks(pg: dp.DagsterPlayground, run_id: str) -> list[dict]:
     return out
 
 
-def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    pg = dp.start(home, manifests=MANIFESTS, cwd=tmp_path, interval="1s")
-    try:
-        # bootstrap through the sensors: both canaries initialized, nothing running
-        dp.wait_for(
-            lambda: all((canary_status(home, n) or {}).get("phase") == "Initialized" for n in ("backend", "frontend")),
-            300,
-            "the canaries to be initialized by the sensors",
-        )
-        dp.wait_for(
-            lambda: not [r for r in pg.runs() if r["status"] in ("QUEUED", "STARTING", "STARTED")],
-            120,
-            "the bootstrap runs to finish",
-        )
-        before = {r["runId"] for r in pg.runs("canary_release")}
-        pg.commit({BACKEND_DEPLOYMENT: with_env_var("RELEASE_MARK", "takeover")}, "backend: a new revision")
+def test_a_release_whose_run_is_killed_is_relaunched_and_resumes(dagster_backend: dp.DagsterPlayground) -> None:
+    pg = dagster_backend  # bootstrapped through the sensors, no run in flight
+    home = pg.home
+    # idle: initialized by the bootstrap, or done with an earlier release (a new revision always starts from there)
+    assert (canary_status(home) or {}).get("phase") in IDLE, canary_status(home)
+    before = {r["runId"] for r in pg.runs("canary_release")}
+    mark = f"RELEASE_MARK_{uuid.uuid4().hex[:8].upper()}"  # a new revision, whatever revisions came before
+    pg.commit({BACKEND_DEPLOYMENT: with_env_var(mark, "takeover")}, "backend: a new revision")
 
-        def progressing_run() -> dict | None:
-            st = canary_status(home) or {}
-            if st.get("phase") != "Progressing" or int(st.get("canaryWeight") or 0) < 10:
-                return None
-            return next(
-                (r for r in pg.runs("canary_release") if r["runId"] not in before and r["status"] == "STARTED"), None
-            )
-
-        first = dp.wait_for(progressing_run, 300, "the release to shift 10% of the traffic", poll=0.2)
-        pid = dp.wait_for(lambda: run_worker_pid(pg, first["runId"]), 30, "the run worker's pid")
-        os.kill(pid, signal.SIGKILL)
-        killed_weight = int((canary_status(home) or {})["canaryWeight"])
-        assert 10 <= killed_weight < 50
-
-        # taken over: a retry of the killed run (same target tag), which promotes
-        def retry() -> dict | None:
-            return next(
-                (r for r in pg.runs("canary_release") if tags(r).get("dagster/parent_run_id") == first["runId"]), None
-            )
-
-        second = dp.wait_for(retry, 180, "Dagster to relaunch the killed run")
-        assert tags(second)["gitops-playground/target"] == "prod-backend"
-        killed = next(r for r in pg.runs("canary_release") if r["runId"] == first["runId"])
-        assert killed["status"] == "FAILURE"
-        dp.wait_for(
-            lambda: (
-                next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])["status"]
-                in ("SUCCESS", "FAILURE")
-            ),
-            300,
-            "the relaunched release to finish",
-        )
-        done = next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])
-        assert done["status"] == "SUCCESS", pg.run_failure(second["runId"])
+    def progressing_run() -> dict | None:
         st = canary_status(home) or {}
-        assert st.get("phase") == "Succeeded" and int(st.get("canaryWeight") or 0) == 0
-        # resumed from the persisted weight: the relaunch never sent the canary back to 0 while progressing
-        ticks = release_ticks(pg, second["runId"])
-        progressing = [t["canary_weight"] for t in ticks if t.get("phase") == "Progressing"]
-        assert progressing and min(progressing) >= killed_weight, ticks[:5]
-        print(
-            f"\nrun {first['runId'][:8]} killed at weight {killed_weight}; retried as {second['runId'][:8]}, "
-            f"first tick at weight {progressing[0]}, promoted"
+        if st.get("phase") != "Progressing" or int(st.get("canaryWeight") or 0) < 10:
+            return None
+        return next(
+            (r for r in pg.runs("canary_release") if r["runId"] not in before and r["status"] == "STARTED"), None
         )
-    finally:
-        dp.stop(home)
+
+    first = dp.wait_for(progressing_run, 300, "the release to shift 10% of the traffic", poll=0.2)
+    pid = dp.wait_for(lambda: run_worker_pid(pg, first["runId"]), 30, "the run worker's pid")
+    os.kill(pid, signal.SIGKILL)
+    killed_weight = int((canary_status(home) or {})["canaryWeight"])
+    assert 10 <= killed_weight < 50
+
+    # taken over: a retry of the killed run (same target tag), which promotes
+    def retry() -> dict | None:
+        return next(
+            (r for r in pg.runs("canary_release") if tags(r).get("dagster/parent_run_id") == first["runId"]), None
+        )
+
+    second = dp.wait_for(retry, 180, "Dagster to relaunch the killed run")
+    assert tags(second)["gitops-playground/target"] == "prod-backend"
+    killed = next(r for r in pg.runs("canary_release") if r["runId"] == first["runId"])
+    assert killed["status"] == "FAILURE"
+    dp.wait_for(
+        lambda: (
+            next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])["status"]
+            in ("SUCCESS", "FAILURE")
+        ),
+        300,
+        "the relaunched release to finish",
+    )
+    done = next(r for r in pg.runs("canary_release") if r["runId"] == second["runId"])
+    assert done["status"] == "SUCCESS", pg.run_failure(second["runId"])
+    st = canary_status(home) or {}
+    assert st.get("phase") == "Succeeded" and int(st.get("canaryWeight") or 0) == 0
+    # resumed from the persisted weight: the relaunch never sent the canary back to 0 while progressing
+    ticks = release_ticks(pg, second["runId"])
+    progressing = [t["canary_weight"] for t in ticks if t.get("phase") == "Progressing"]
+    assert progressing and min(progressing) >= killed_weight, ticks[:5]
+    print(
+        f"\nrun {first['runId'][:8]} killed at weight {killed_weight}; retried as {second['runId'][:8]}, "
+        f"first tick at weight {progressing[0]}, promoted"
+    )
 
 
 def _failed_release_run(instance, will_retry: bool):

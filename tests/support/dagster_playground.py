@@ -6,7 +6,8 @@ console script ``playground up`` as a subprocess, from a directory outside the r
     pg.commit({"prod/api/canary.yaml": text, "prod/old.yaml": None}, "message")   # None deletes a file
     stop(tmp / "home")                                    # playground down --purge (+ a last sweep)
 
-Used by tests/test_graph.py and bench/graph_follow.py.
+Used by tests/test_graph.py, tests/test_run_takeover.py (through the shared ``dagster_backend`` fixture of
+tests/conftest.py: ``start_backend_only``) and bench/graph_follow.py.
 """
 
 from __future__ import annotations
@@ -249,3 +250,41 @@ def stop(home: Path) -> None:
 def copy_target(text: str, old: str = "backend", new: str = "api") -> str:
     """A manifest of ``prod/backend`` made into one of ``prod/api`` (names, labels, webhooks, image policy)."""
     return text.replace(old, new)
+
+
+def short_windows(text: str) -> str:
+    """Short load tests and metric windows (as tests/conftest.py does), so releases take seconds."""
+    return text.replace("interval: 30s", "interval: 5s").replace("hey -z 1m", "hey -z 5s")
+
+
+IN_FLIGHT = ("QUEUED", "STARTING", "STARTED", "CANCELING")
+
+
+def start_backend_only(base: Path) -> DagsterPlayground:
+    """``playground up --manifests DIR`` with DIR = the project's manifests without prod/frontend (the backend's
+    load test and metric windows shortened), then its bootstrap through the sensors: the first gitops_sync run and
+    prod/backend's first canary_release (Initialized). Stopped again on failure."""
+    root = Path(__file__).resolve().parents[2]
+    manifests = base / "my-gitops"
+    shutil.copytree(root / "manifests", manifests)
+    shutil.rmtree(manifests / "prod" / "frontend")  # DIR: only prod/backend
+    canary = manifests / "prod" / "backend" / "canary.yaml"
+    canary.write_text(short_windows(canary.read_text()))
+    home = base / "home"
+    env = start(home, manifests=manifests, cwd=base)
+    try:
+        wait_for(lambda: env.sync_run_of(env.head()), 240, "the first gitops_sync run")
+        wait_for(
+            lambda: any(r["status"] == "SUCCESS" for r in env.runs("canary_release")),
+            240,
+            "prod/backend's first canary_release run",
+        )
+    except BaseException:
+        stop(home)
+        raise
+    return env
+
+
+def wait_idle(pg: DagsterPlayground, timeout: float = 300) -> None:
+    """Until no run is queued, starting or running (a test sharing the playground starts from an idle one)."""
+    wait_for(lambda: not [r for r in pg.runs() if r["status"] in IN_FLIGHT], timeout, "no Dagster run in flight")
