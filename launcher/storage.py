@@ -28,6 +28,7 @@ with (internal names: unavoidable, pinned with the Dagster release).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ import sqlalchemy as db
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import create_db_conn_string
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -77,10 +79,38 @@ def _sqlite_engine(conn_string: str, **connect_args: Any) -> db.engine.Engine:
     return engine
 
 
+def _stamped(path: str, tables: tuple[str, ...]) -> bool:
+    """Whether the SQLite database at ``path`` exists with ``tables`` and an Alembic revision stamped: Dagster
+    then only reads the revision (loading its ~60 migration scripts, about 0.1 CPU-second per instance opened by
+    a run worker) and does nothing else with it, so the check is skipped."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error:
+        return False
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"alembic_version", *tables} <= names:
+            return False
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 class _SqliteRunStorage(SqliteRunStorage):
     def __init__(self, conn_string: str, inst_data=None):
         super().__init__(conn_string, inst_data)
         self._engine = _sqlite_engine(conn_string)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data=None):
+        mkdir_p(base_dir)
+        if _stamped(os.path.join(base_dir, "runs.db"), ("runs", "instance_info")):
+            return cls(create_db_conn_string(base_dir, "runs"), inst_data)
+        return super().from_local(base_dir, inst_data)
 
     @contextmanager
     def connect(self) -> Iterator[db.engine.Connection]:
@@ -93,6 +123,13 @@ class _SqliteScheduleStorage(SqliteScheduleStorage):
     def __init__(self, conn_string: str, inst_data=None):
         super().__init__(conn_string, inst_data)
         self._engine = _sqlite_engine(conn_string)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data=None):
+        mkdir_p(base_dir)
+        if _stamped(os.path.join(base_dir, "schedules.db"), ("job_ticks",)):
+            return cls(create_db_conn_string(base_dir, "schedules"), inst_data)
+        return super().from_local(base_dir, inst_data)
 
     @contextmanager
     def connect(self) -> Iterator[db.engine.Connection]:
@@ -123,6 +160,10 @@ class _SqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
+
+    def _initdb(self, engine: db.engine.Engine, for_index_shard: bool = False) -> None:
+        if not _stamped(str(engine.url.database), ("event_logs",)):
+            super()._initdb(engine, for_index_shard=for_index_shard)
 
     def upgrade(self) -> None:
         super().upgrade()

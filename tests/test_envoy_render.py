@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -540,6 +541,28 @@ def test_write_config_is_atomic_and_idempotent(tmp_path: Path) -> None:
     assert lds == {"path": f"{d.resolve()}/lds.yaml", "watched_directory": {"path": str(d.resolve())}}
     assert bootstrap["stats_flush_interval"] == "1s"
     assert envoy.CONFIG_DIR_PLACEHOLDER not in (d / "lds.yaml").read_text()
+
+
+def test_written_files_name_their_directory_whatever_its_characters(tmp_path: Path) -> None:
+    """The config-directory placeholder is replaced in the JSON text: a directory with quotes, backslashes and
+    non-ASCII characters comes out as itself in every file (parsed back as YAML, as Envoy reads them)."""
+    d = tmp_path / 'we"ird\\dir é'
+    cfg = render(all_objects(), ENDPOINTS, **PORTS)
+    envoy.write_config(cfg, d)
+    bootstrap = yaml.safe_load((d / "bootstrap.yaml").read_text())
+    lds = bootstrap["dynamic_resources"]["lds_config"]["path_config_source"]
+    assert lds == {"path": f"{d.resolve()}/lds.yaml", "watched_directory": {"path": str(d.resolve())}}
+    for f in d.iterdir():
+        text = f.read_text()
+        assert envoy.CONFIG_DIR_PLACEHOLDER not in text and yaml.safe_load(text) == json.loads(text)
+    rds_paths = [
+        flt["typed_config"]["rds"]["config_source"]["path_config_source"]["path"]
+        for lst in yaml.safe_load((d / "lds.yaml").read_text())["resources"]
+        for chain in lst.get("filter_chains") or []
+        for flt in chain.get("filters") or []
+        if "rds" in (flt.get("typed_config") or {})
+    ]
+    assert rds_paths and all(p.startswith(f"{d.resolve()}/") and Path(p).is_file() for p in rds_paths)
 
 
 def test_validate_config_reports_envoy_output(tmp_path: Path, envoy_bin: str) -> None:

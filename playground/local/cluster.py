@@ -109,8 +109,16 @@ def service_endpoints(store: Store) -> dict[tuple[str, str], Any]:
     """
     from playground.local.envoy import ServiceEndpoints  # the renderer's type (helper module)
 
-    deployments = store.list("apps/v1", "Deployment")
     rows = {(r.namespace, r.name): r for r in store.list_workload_status()}
+    # Deployments (in the store's order) by one of their pod template labels: a selector's candidates are those
+    # carrying its first label, checked against the whole selector (not every Deployment for every Service)
+    by_label: dict[tuple[str, str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for dep in store.list("apps/v1", "Deployment"):
+        dmeta = dep.get("metadata") or {}
+        dns = dmeta.get("namespace") or "default"
+        labels = (((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        for k, v in labels.items():
+            by_label.setdefault((dns, k, v), []).append((dmeta["name"], labels))
     out: dict[tuple[str, str], Any] = {}
     for svc in store.list("v1", "Service"):
         meta = svc.get("metadata") or {}
@@ -121,15 +129,13 @@ def service_endpoints(store: Store) -> dict[tuple[str, str], Any]:
         port = int(ports[0].get("port", 80)) if ports else 80
         workload = ""
         addresses: list[tuple[str, int]] = []
-        for dep in deployments:
-            dmeta = dep.get("metadata") or {}
-            if (dmeta.get("namespace") or "default") != ns:
-                continue
-            labels = (((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        first = next(iter(selector.items()), None)
+        candidates = by_label.get((ns, first[0], str(first[1])), []) if first is not None else []
+        for dep_name, labels in candidates:
             if not _labels_match(selector, labels):
                 continue
-            workload = workload or dmeta["name"]
-            row = rows.get((ns, dmeta["name"]))
+            workload = workload or dep_name
+            row = rows.get((ns, dep_name))
             if row is not None:
                 addresses.extend(("127.0.0.1", r.port) for r in row.replicas if r.ready)
         out[(ns, name)] = ServiceEndpoints(workload=workload, port=port, addresses=sorted(addresses))

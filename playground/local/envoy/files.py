@@ -30,21 +30,18 @@ from playground.local.envoy.common import (
 )
 
 
-def _resolve(obj: Any, directory: str) -> Any:
-    if isinstance(obj, dict):
-        return {k: _resolve(v, directory) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_resolve(v, directory) for v in obj]
-    if isinstance(obj, str) and CONFIG_DIR_PLACEHOLDER in obj:
-        return obj.replace(CONFIG_DIR_PLACEHOLDER, directory)
-    return obj
-
-
 def _dump(doc: dict[str, Any]) -> str:
-    """JSON, which is YAML too (Envoy reads the ``.yaml`` files as YAML): rendering YAML goes through PyYAML's
-    pure-Python representer, about 4 ms per file, several files per route change, on every tick of every
-    release; JSON takes a few hundredths of that."""
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    """JSON, which is YAML too (Envoy reads the ``.yaml`` files as YAML), on one line: rendering YAML goes through
+    PyYAML's pure-Python representer (about 4 ms per file), and so does indented JSON (``json.dumps`` with
+    ``indent`` does not use the C encoder: 3.4 ms for a file of 80 clusters, 0.5 ms without). Every route change
+    of every release renders the whole mesh. ``python -m json.tool FILE`` shows a file indented."""
+    return json.dumps(doc, ensure_ascii=False) + "\n"
+
+
+def _file_text(doc: dict[str, Any], directory: str) -> str:
+    """The file's text: ``doc`` with every string's config-directory placeholder replaced by ``directory``, done in
+    the JSON text (the directory as a JSON string body) rather than by walking the document in Python."""
+    return _dump(doc).replace(CONFIG_DIR_PLACEHOLDER, json.dumps(directory, ensure_ascii=False)[1:-1])
 
 
 def write_config(cfg: EnvoyConfig, directory: Path) -> bool:
@@ -59,11 +56,11 @@ def write_config(cfg: EnvoyConfig, directory: Path) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     where = str(directory.resolve())
     changed = False
-    changed |= replace_if_changed(directory / CDS_FILE, _dump(_resolve(cfg.cds, where)))
+    changed |= replace_if_changed(directory / CDS_FILE, _file_text(cfg.cds, where))
     for name in sorted(cfg.rds):
-        changed |= replace_if_changed(directory / name, _dump(_resolve(cfg.rds[name], where)))
-    changed |= replace_if_changed(directory / LDS_FILE, _dump(_resolve(cfg.lds, where)))
-    changed |= replace_if_changed(directory / BOOTSTRAP_FILE, _dump(_resolve(cfg.bootstrap, where)))
+        changed |= replace_if_changed(directory / name, _file_text(cfg.rds[name], where))
+    changed |= replace_if_changed(directory / LDS_FILE, _file_text(cfg.lds, where))
+    changed |= replace_if_changed(directory / BOOTSTRAP_FILE, _file_text(cfg.bootstrap, where))
     return changed
 
 
