@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -83,6 +82,11 @@ TERMINATION_DELAY = 0.5  # keep a ready replica alive this long after Envoy stop
 KILL_AFTER = 5.0
 _EXEC_URL = re.compile(r"https?://(?:localhost|127\.0\.0\.1)(?::\d+)?(/[^\s'\"]*)?")
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+#: The readiness and liveness probes' HTTP client (no proxy), built once: urllib's openers are shared between
+#: threads (``urlopen`` has one per process); building one per probe cost more than the probe.
+_PROBE_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ContainerEnvError(PlaygroundError, ValueError):
@@ -201,9 +205,8 @@ class ProbeSpec:
 
     def check(self, port: int) -> bool:
         if self.kind == "http":
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             try:
-                with opener.open(f"http://127.0.0.1:{port}{self.path}", timeout=self.timeout) as resp:
+                with _PROBE_OPENER.open(f"http://127.0.0.1:{port}{self.path}", timeout=self.timeout) as resp:
                     return 200 <= resp.status < 400
             except urllib.error.HTTPError as e:
                 return 200 <= e.code < 400
@@ -326,6 +329,8 @@ class Workload:
     unavailable_since: float | None = None
     last_ready_new: int = 0
     last_row: WorkloadRow | None = None  # as last written (compared field by field: no JSON per poll)
+    # (Deployment, configs index, pod revision) last hashed: the objects are kept, compared by identity
+    revision_of: tuple[dict[str, Any], dict[Any, Any], str] | None = None
     deleted: bool = False
 
 
@@ -347,7 +352,7 @@ class Agent:
         self.catalog: Catalog | None = None
         self.catalog_error = ""
         self.last_endpoints: Any = None
-        self.last_targets = ""
+        self.last_targets: list[dict[str, Any]] | None = None
         self.render_broken = False
         self.last_beat = 0.0
 
@@ -452,7 +457,7 @@ class Agent:
                 self.stop_replica(r, now)
             return
         desired = desired_replicas(dep)
-        revision = pod_revision(dep, self.configs)
+        revision = self.revision_of(wl, dep)
         containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
         wl.image = containers[0].get("image", "") if containers else ""
         wl.generation = int(dep["metadata"].get("generation") or 0)
@@ -493,6 +498,16 @@ class Agent:
         for r in list(wl.replicas):
             self.tend(wl, r, now)
         self.probe(wl, now)
+
+    def revision_of(self, wl: Workload, dep: dict[str, Any]) -> str:
+        """``pod_revision`` of the Deployment, hashed again only when the Deployment or the ConfigMaps/Secrets were
+        read anew (``sync``: on a store change, at least once a second), not on every poll."""
+        cached = wl.revision_of
+        if cached is not None and cached[0] is dep and cached[1] is self.configs:
+            return cached[2]
+        revision = pod_revision(dep, self.configs)
+        wl.revision_of = (dep, self.configs, revision)
+        return revision
 
     def make_replica(self, wl: Workload, dep: dict[str, Any], revision: str) -> Replica | None:
         """A new (not started) replica of the current template, or None with ``wl.error`` set."""
@@ -741,10 +756,9 @@ class Agent:
                     targets.append(
                         prometheus.workload_target(f"127.0.0.1:{r.port}", namespace=ns, workload=name, pod=r.pod_name)
                     )
-        text = json.dumps(targets, sort_keys=True)
-        if text != self.last_targets:
+        if targets != self.last_targets:  # compared as data: no JSON on every poll
             prometheus.write_targets(self.home.file_sd, targets)
-            self.last_targets = text
+            self.last_targets = targets
 
     # -- start-up and shutdown ----------------------------------------------------------------------------
     def adopt(self) -> None:
