@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
 from playground.checks import MetricCheck, evaluate_metric
+from playground.frozen import fast_init
 from playground.models import (
     AlertSeverity,
     Canary,
@@ -289,6 +290,11 @@ class TickResult:
     checks: tuple[MetricCheck, ...] = ()
     hooks: tuple[WebhookAnswer, ...] = ()
     interventions: tuple[Intervention, ...] = ()
+
+
+# Built on every tick: CanaryState(...) / TickResult(...) without the frozen __init__ (playground.frozen).
+_new_state = fast_init(CanaryState)
+_new_result = fast_init(TickResult)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -534,11 +540,11 @@ class _Tick:
             or self.paused != state.paused
             or self.full != state.fullPromotion
         ):
-            state = CanaryState(
+            state = _new_state(
                 self.phase, self.weight, self.failed, self.iterations, self.applied, self.promoted,
                 self.changed_at, self.routes, state.base, self.paused, self.full,
             )  # fmt: skip
-        return TickResult(
+        return _new_result(
             state, tuple(self.actions), tuple(self.events), tuple(self.checks), tuple(self.hooks),
             tuple(self.interventions),
         )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from playground.frozen import fast_init
 from playground.models import CanaryMetric
 from playground.observe import MetricValue
 
@@ -32,32 +33,35 @@ class MetricCheck:
     critical: bool = False
 
 
+_check = fast_init(MetricCheck)  # MetricCheck(...) without the frozen __init__ (a check per metric per tick)
+
+
 def evaluate_metric(metric: CanaryMetric, mv: MetricValue) -> MetricCheck:
     """Judge one metric value: query error and no values fail (unless ``noData: pass``); ``thresholdRange``
     bounds are inclusive; without it the deprecated ``threshold`` applies as in Flagger."""
     name = metric.name
     if mv.error is not None:
-        return MetricCheck(name, None, False, f"{name}: query failed: {mv.error}", mv.query)
+        return _check(name, None, False, f"{name}: query failed: {mv.error}", mv.query)
     v = mv.value
     if v is None or v != v:  # empty result or NaN
         if metric.noData == "pass":
-            return MetricCheck(name, None, True, f"{name}: no values, passing (noData: pass)", mv.query)
-        return MetricCheck(name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query)
+            return _check(name, None, True, f"{name}: no values, passing (noData: pass)", mv.query)
+        return _check(name, None, False, f"{name}: no values found (is the target receiving traffic?)", mv.query)
     tr = metric.thresholdRange
     if tr is not None:
         if tr.min is not None and v < tr.min:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} < {tr.min:g} (thresholdRange.min)", mv.query)
+            return _check(name, v, False, f"{name} {v:.2f} < {tr.min:g} (thresholdRange.min)", mv.query)
         if tr.max is not None and v > tr.max:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} > {tr.max:g} (thresholdRange.max)", mv.query)
-        return MetricCheck(name, v, True, f"{name} {v:.2f} within thresholdRange", mv.query)
+            return _check(name, v, False, f"{name} {v:.2f} > {tr.max:g} (thresholdRange.max)", mv.query)
+        return _check(name, v, True, f"{name} {v:.2f} within thresholdRange", mv.query)
     threshold = metric.threshold or 0.0
     if name == "request-success-rate" and metric.templateRef is None:
         if v < threshold:
-            return MetricCheck(name, v, False, f"{name} {v:.2f} < {threshold:g} (threshold)", mv.query)
-        return MetricCheck(name, v, True, f"{name} {v:.2f} >= {threshold:g} (threshold)", mv.query)
+            return _check(name, v, False, f"{name} {v:.2f} < {threshold:g} (threshold)", mv.query)
+        return _check(name, v, True, f"{name} {v:.2f} >= {threshold:g} (threshold)", mv.query)
     if v > threshold:
-        return MetricCheck(name, v, False, f"{name} {v:.2f} > {threshold:g} (threshold)", mv.query)
-    return MetricCheck(name, v, True, f"{name} {v:.2f} <= {threshold:g} (threshold)", mv.query)
+        return _check(name, v, False, f"{name} {v:.2f} > {threshold:g} (threshold)", mv.query)
+    return _check(name, v, True, f"{name} {v:.2f} <= {threshold:g} (threshold)", mv.query)
 
 
 def default_threshold_rule(metric: CanaryMetric) -> str:
