@@ -19,11 +19,13 @@ import csv
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from playground.analysis import CanaryState, analysis_interval, tick
@@ -278,11 +280,24 @@ class Trace:
         aux = [i for i, _, _ in self._hooks] + [i for i, _ in self._flags]  # webhook and readiness columns
         # rows repeat a handful of webhook/readiness combinations: each is parsed once (its parts are immutable)
         aux_cache: dict[tuple[str, ...], tuple[Readiness, Readiness, Mapping[str, int]]] = {}
+        if len(aux) > 1:
+            aux_key: Callable[[list[str]], tuple[str, ...]] = itemgetter(*aux)  # a tuple of those cells
+        else:
+            aux_key = (lambda cells: (cells[aux[0]],)) if aux else (lambda cells: ())
         make_row = _trace_row
+        reader, path = self._reader, self.path
         revision = DEFAULT_REVISION
         n = 0
         try:
-            while (cells := self._next()) is not None:
+            while True:
+                try:  # as self._next(), inline (once per row)
+                    cells = next(reader, None)
+                except (csv.Error, UnicodeDecodeError) as e:
+                    raise InputError(f"{path}: not a readable CSV file: {e}") from None
+                except OSError as e:
+                    raise InputError(f"{path}: cannot read trace: {e.strerror or e}") from None
+                if cells is None:
+                    break
                 self._line += 1
                 if len(cells) != width:
                     if not cells or (len(cells) == 1 and not cells[0].strip()):
@@ -303,7 +318,7 @@ class Trace:
                             elif v in _INFINITE:
                                 v = _parse_metric(cells[i].strip(), c)
                         values[c] = v
-                    key = tuple([cells[i] for i in aux])
+                    key = aux_key(cells)
                     parts = aux_cache.get(key)
                     if parts is None:
                         parts = self._aux(cells)
@@ -314,7 +329,7 @@ class Trace:
                 if rev_col is not None:
                     revision = cells[rev_col].strip() or revision
                 n += 1
-                yield make_row(revision, parts[0], parts[1], values, parts[2])
+                yield make_row(revision, parts[0], parts[1], values, parts[2], _NO_SAMPLES)
             if n == 0:
                 raise InputError(f"{self.path}: the trace has a header but no rows: add one row per analysis tick")
         finally:
@@ -373,6 +388,7 @@ def _parse_metric(text: str, col: str) -> float | None:
 
 
 _INFINITE = (float("inf"), float("-inf"))
+_NO_SAMPLES: Mapping[str, MetricSamples] = MappingProxyType({})  # a CSV row has no samples: one shared, read-only
 _READINESS = {(r, d): Readiness(r, d) for r in (True, False) for d in (True, False)}
 
 
