@@ -20,8 +20,10 @@ at least once a second anyway), reloads the Deployments, ConfigMaps, Secrets and
   liveness (restart after ``failureThreshold`` failures);
 * writes one status row per Deployment (counts of the current revision, replicas, errors, progress times).
 
-When the set of ready endpoints (or the store) changes, the Envoy configuration is re-rendered through
-:func:`playground.local.cluster.render_envoy`, and the Prometheus file_sd targets of the replicas' /metrics are
+When the set of ready endpoints changes, or the store holds objects the Envoy configuration on disk was not
+rendered from (a route stored by a release is rendered by that release: ``rendered_counter``), the Envoy
+configuration is re-rendered through :func:`playground.local.cluster.render_envoy`, and the Prometheus file_sd
+targets of the replicas' /metrics are
 rewritten (``$HOME/prometheus/targets.json``). HPAs get the minimal Kubernetes behaviour: a Deployment with a
 non-zero replica count is kept within ``minReplicas..maxReplicas``.
 

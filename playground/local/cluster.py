@@ -7,10 +7,12 @@ How the pieces connect::
           │                    ▼
           └──────────► render_envoy(): objects + ready endpoints ──► envoy.render ──► $HOME/envoy/ (watched)
 
-``render_envoy`` is the one function that writes the Envoy configuration. It runs under an exclusive file lock
-and reads the whole store inside it, so whoever writes last writes the newest state: ``LocalCluster.apply``
-calls it right after storing a Service, VirtualService, DestinationRule, Gateway or HTTPRoute (a route change reaches
-Envoy without waiting for a poll) and the node agent calls it when the ready endpoints change.
+The Envoy configuration is rendered from the whole store under an exclusive file lock, read inside it, so
+whoever writes last writes the newest state: ``LocalCluster.apply`` of a Service, VirtualService,
+DestinationRule, Gateway or HTTPRoute renders the store with the object in place (the check that Envoy can
+serve it), stores it and writes that render (a route change reaches Envoy without waiting for a poll);
+``render_envoy`` renders the store as it is (the node agent calls it when the ready endpoints change or the
+store holds objects the files were not rendered from: ``rendered_counter``).
 
 Storing a Canary rewrites the loadtester's allowlist (``$HOME/loadtester-allowlist.json``), so the loadtester
 runs exactly the webhook commands of the synced Canaries.
