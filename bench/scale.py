@@ -47,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from playground import history_recorder  # noqa: E402
 from tests.support.scale_targets import commit_new_image, write_manifests  # noqa: E402
 
 PLAYGROUND = Path(sys.executable).parent / "playground"
@@ -414,6 +415,12 @@ def run_scenario(storage: str, n: int, interval: str, timeout: float, keep: bool
                 if sampler.load:
                     sc.load = (min(sampler.load), max(sampler.load))
                 sc.cpu_by_component = sampler.cpu_by_component()
+                # The history recorder is started by the first release that ends and leaves the workers' tree
+                # (its parent is init): it reports its own CPU-seconds and those of the recordings it reaped.
+                recorder = history_recorder.ping(home)
+                if recorder:
+                    sc.cpu_by_component["history recorder (+ its recordings)"] = float(recorder["cpu_s"])
+                    sc.cpu_by_component = dict(sorted(sc.cpu_by_component.items(), key=lambda kv: -kv[1]))
                 sc.machine_cpu = sampler.machine_cpu()
             for rec in sorted(runs, key=lambda r: (_target(r.dagster_run), r.create_timestamp)):
                 sc.releases.append(_measure(instance, rec, sync.end_time, sc.interval, sampler))
