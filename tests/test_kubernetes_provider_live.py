@@ -28,6 +28,7 @@ import pytest
 
 from playground import pipeline
 from playground.models import Phase
+from tests.support.dagster_playground import wait_for
 from tests.support.mesh_client import MeshClient
 from tests.support.playground_env import (
     BACKEND_DEPLOYMENT,
@@ -144,14 +145,13 @@ TARGET_PODS = (
 
 
 def wait_until_no_target_series(env: PlaygroundEnv, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=10) as c:
-        while True:
+
+        def gone() -> bool:
             result = c.get(env.prometheus_url + "/api/v1/query", params={"query": TARGET_PODS}).json()
-            if result["status"] == "success" and not result["data"]["result"]:
-                return
-            assert time.monotonic() < deadline, f"backend pods still in the metric window: {result}"
-            time.sleep(1.0)
+            return result["status"] == "success" and not result["data"]["result"]
+
+        wait_for(gone, timeout=timeout, what="the backend pods to leave the metric window", poll=1.0)
 
 
 def test_kubernetes_provider_builtin_metrics_promote_and_roll_back_under_load(playground) -> None:
