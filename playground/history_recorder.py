@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playground.errors import PlaygroundError
+
 IDLE_ENV = "PLAYGROUND_HISTORY_RECORDER_IDLE"
 DEFAULT_IDLE = 180.0
 NICE = 10
@@ -63,7 +65,7 @@ SINGLE_THREAD_ENV = {
 _REQUEST_READ_TIMEOUT = 10.0
 
 
-class RecorderUnavailable(Exception):
+class RecorderUnavailable(PlaygroundError):
     """The recorder could not be started: the caller records in a fresh child instead."""
 
 

