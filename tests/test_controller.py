@@ -17,16 +17,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 import yaml
 
+from tests.support.mesh_client import MeshClient
 from tests.support.playground_env import PlaygroundEnv, container, deployment, new_podinfo_image, routes, status
 from tests.support.procs import log_tail, stop_process
 
@@ -34,38 +33,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).parent / "dagster"
-
-
-class Traffic:
-    """Requests to the apex service through the mesh proxy, in a background thread, until stopped."""
-
-    def __init__(self, env: PlaygroundEnv, url: str = "http://backend.prod:9898/"):
-        self.env, self.url = env, url
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(proxy=self.env.mesh_proxy, trust_env=False, timeout=10) as c:
-            while not self._stop.is_set():
-                try:
-                    r = c.get(self.url)
-                    if r.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"{time.strftime('%X')} HTTP {r.status_code}: {r.text[:100]}")
-                except httpx.HTTPError as e:
-                    self.failures.append(f"{time.strftime('%X')} {type(e).__name__}: {e}")
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 def launch(env: PlaygroundEnv, tmp_path: Path, name: str, dagster_home: Path, **config: Any) -> subprocess.Popen:
@@ -132,7 +99,7 @@ def test_kill9_mid_release_then_relaunch_resumes_and_promotes(playground, tmp_pa
     image = new_podinfo_image()
     procs: list[subprocess.Popen] = []
     try:
-        with Traffic(env) as traffic:
+        with MeshClient(env, "http://backend.prod:9898/") as traffic:
             first = launch(env, tmp_path, "first", dagster_home, image=image)
             procs.append(first)
             # the new revision is being analysed and the canary takes at least 20% of the traffic
@@ -205,7 +172,7 @@ def test_terminated_run_routes_all_traffic_to_the_primary(playground, tmp_path: 
     old_image = container(deployment(env, "backend-primary"))["image"]
     proc = None
     try:
-        with Traffic(env) as traffic:
+        with MeshClient(env, "http://backend.prod:9898/") as traffic:
             proc = launch(env, tmp_path, "terminated", dagster_home, image=new_podinfo_image())
             wait_for(lambda: routes(env)[1] >= 10, 150, "canary weight 10", proc)
             proc.send_signal(signal.SIGTERM)  # what `dagster run terminate` and Kubernetes send

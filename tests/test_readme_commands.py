@@ -119,6 +119,10 @@ def test_every_readme_command_is_covered() -> None:
 # ------------------------------------------------------------------------------------------------- the playground
 
 
+#: Dagster run statuses of an ended run
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
 @dataclass
 class Readme:
     """The module's playground and the directory the commands run in (holding ``manifests/`` and ``.playground``)."""
@@ -175,8 +179,11 @@ class Readme:
             self.state["local"] = PlaygroundEnv(home=self.home, ports=self.pg.ports)
         return self.state["local"]
 
-    def finished_release_runs(self) -> list[dict]:
-        return [r for r in self.pg.runs("canary_release") if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+    def release_run(self, run_id: str) -> dict:
+        """The canary_release run ``run_id`` (its status, tags, times)."""
+        runs = {run["runId"]: run for run in self.pg.runs("canary_release")}
+        assert run_id in runs, f"no canary_release run {run_id}: {sorted(runs.items())}"
+        return runs[run_id]
 
 
 def short_windows(text: str) -> str:
@@ -271,7 +278,6 @@ def test_status_and_canaries(readme: Readme) -> None:
 
 def test_dagster_release_with_operator_controls_then_history(readme: Readme) -> None:
     r = readme
-    before = len(r.finished_release_runs())
     started = time.time()
     # pause first, on the idle canary: no process drives it, so the canary_control run applies it itself; the
     # release launched next then holds its new revision until `resume` (however slow the launches are)
@@ -290,6 +296,7 @@ def test_dagster_release_with_operator_controls_then_history(readme: Readme) -> 
         r, "the release run holding the paused canary", lambda st: (st.driver or "").startswith("dagster run")
     )
     assert held.paused and held.canaryWeight == 0 and routes(r.local) == (100, 0)
+    run_id = held.driver.removeprefix("dagster run ")
     watch = r.start("watch", "watch", "prod/backend")
     try:
         time.sleep(1.0)  # the watch prints its first frame (the paused canary) before anything moves
@@ -305,7 +312,9 @@ def test_dagster_release_with_operator_controls_then_history(readme: Readme) -> 
         done = r.run("promote", "prod/backend", "--full")
         if status(r.local).phase.value == "Progressing":
             assert done.returncode == 0 and "promote-full applied" in done.stdout, done.stdout + done.stderr
-        wait_for(lambda: len(r.finished_release_runs()) > before, 180, "the canary_release run to end")
+        # this run, by its id: another canary_release run ending meanwhile (a sensor's) must not end the wait
+        wait_for(lambda: r.release_run(run_id)["status"] in FINISHED, 180, f"the canary_release run {run_id} to end")
+        assert r.release_run(run_id)["status"] == "SUCCESS", r.pg.run_failure(run_id)
         assert status(r.local).phase.value == "Succeeded"
         assert container(deployment(r.local, "backend-primary"))["image"] == f"{PODINFO}:6.7.5"
         assert watch.wait(timeout=60) == 0, log_tail(watch)

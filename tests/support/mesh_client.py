@@ -4,6 +4,7 @@ live tests that assert no request failed during a release, a rollback or a rever
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 
@@ -11,11 +12,13 @@ from tests.support.playground_env import PlaygroundEnv
 
 
 class MeshClient:
-    """``with MeshClient(env, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything else)."""
+    """``with MeshClient(env, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything else, each with its time
+    of day)."""
 
     def __init__(self, env: PlaygroundEnv, url: str, pause: float = 0.05):
         self.env, self.url, self.pause = env, url, pause
-        self.ok, self.failures = 0, []
+        self.ok = 0
+        self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -27,9 +30,9 @@ class MeshClient:
                     if r.status_code == 200:
                         self.ok += 1
                     else:
-                        self.failures.append(f"HTTP {r.status_code}")
+                        self.failures.append(f"{time.strftime('%X')} HTTP {r.status_code}: {r.text[:100]}")
                 except httpx.HTTPError as e:
-                    self.failures.append(f"{type(e).__name__}: {e}")
+                    self.failures.append(f"{time.strftime('%X')} {type(e).__name__}: {e}")
                 self._stop.wait(self.pause)
 
     def __enter__(self) -> MeshClient:
