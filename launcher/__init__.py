@@ -38,7 +38,7 @@ from typing import Any
 
 import dagster as dg
 
-from launcher.procs import start_ticks
+from playground.local.procinfo import start_ticks
 
 __all__ = ["WORKER_TAG", "ZygoteRunLauncher"]
 

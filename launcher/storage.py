@@ -100,17 +100,23 @@ def _stamped(path: str, tables: tuple[str, ...]) -> bool:
         conn.close()
 
 
-class _SqliteRunStorage(SqliteRunStorage):
+class _KeptOpen:
+    """A run or schedule storage over one database file (``DATABASE``, holding ``TABLES`` once created) whose
+    statements go through one kept-open engine, mixed in before Dagster's SQLite storage class."""
+
+    DATABASE: str
+    TABLES: tuple[str, ...]
+
     def __init__(self, conn_string: str, inst_data=None):
-        super().__init__(conn_string, inst_data)
+        super().__init__(conn_string, inst_data)  # type: ignore[call-arg]
         self._engine = _sqlite_engine(conn_string)
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data=None):
         mkdir_p(base_dir)
-        if _stamped(os.path.join(base_dir, "runs.db"), ("runs", "instance_info")):
-            return cls(create_db_conn_string(base_dir, "runs"), inst_data)
-        return super().from_local(base_dir, inst_data)
+        if _stamped(os.path.join(base_dir, f"{cls.DATABASE}.db"), cls.TABLES):
+            return cls(create_db_conn_string(base_dir, cls.DATABASE), inst_data)
+        return super().from_local(base_dir, inst_data)  # type: ignore[misc]
 
     @contextmanager
     def connect(self) -> Iterator[db.engine.Connection]:
@@ -119,23 +125,12 @@ class _SqliteRunStorage(SqliteRunStorage):
                 yield conn
 
 
-class _SqliteScheduleStorage(SqliteScheduleStorage):
-    def __init__(self, conn_string: str, inst_data=None):
-        super().__init__(conn_string, inst_data)
-        self._engine = _sqlite_engine(conn_string)
+class _SqliteRunStorage(_KeptOpen, SqliteRunStorage):
+    DATABASE, TABLES = "runs", ("runs", "instance_info")
 
-    @classmethod
-    def from_local(cls, base_dir: str, inst_data=None):
-        mkdir_p(base_dir)
-        if _stamped(os.path.join(base_dir, "schedules.db"), ("job_ticks",)):
-            return cls(create_db_conn_string(base_dir, "schedules"), inst_data)
-        return super().from_local(base_dir, inst_data)
 
-    @contextmanager
-    def connect(self) -> Iterator[db.engine.Connection]:
-        with self._engine.connect() as conn:
-            with conn.begin():
-                yield conn
+class _SqliteScheduleStorage(_KeptOpen, SqliteScheduleStorage):
+    DATABASE, TABLES = "schedules", ("job_ticks",)
 
 
 class _SqliteEventLogStorage(SqliteEventLogStorage):

@@ -29,7 +29,7 @@ import sys
 import threading
 import traceback
 
-from launcher.procs import start_ticks
+from playground.local.procinfo import exit_forked_child, start_ticks
 
 #: Imported before the first fork besides dagster and the code location: what a run worker would import anyway.
 DEFAULT_PRELOAD = (
@@ -85,11 +85,7 @@ def _child(args: str, main, channels: list[int]) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_forked_child(code)
 
 
 def _reap() -> None:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.errors import PlaygroundError
+from playground.local.procinfo import exit_forked_child, process_alive
 
 IDLE_ENV = "PLAYGROUND_HISTORY_RECORDER_IDLE"
 DEFAULT_IDLE = 180.0
@@ -215,15 +216,9 @@ def stop(home: str | os.PathLike[str], timeout: float = 10.0) -> int | None:
         answer = _exchange(sock, {"op": "stop"}, timeout) or {}
     pid = answer.get("pid")
     deadline = time.monotonic() + timeout
-    while pid and _alive(int(pid)) and time.monotonic() < deadline:
+    while pid and process_alive(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return int(pid) if pid else None
-
-
-def _alive(pid: int) -> bool:
-    from playground.local.procinfo import process_alive
-
-    return process_alive(pid)
 
 
 # -------------------------------------------------------------------------------------------------- server
@@ -306,11 +301,7 @@ def _child(conn: socket.socket, listener: socket.socket, req: dict[str, Any], re
         _answer(conn, answer)
         code = 0
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_forked_child(code)
 
 
 def _environment_stopped(home: Path, had_env: bool) -> bool:

@@ -9,9 +9,11 @@ env.json), the supervisor (components it forks) and the node agent (replicas it 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
-__all__ = ["proc_stat", "process_alive", "start_ticks"]
+__all__ = ["exit_forked_child", "proc_stat", "process_alive", "start_ticks"]
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
@@ -46,3 +48,14 @@ def process_alive(pid: int | None, ticks: int | None = None, *, reap: bool = Tru
                 pass
         return False
     return ticks is None or st[1] == int(ticks)
+
+
+def exit_forked_child(code: int) -> NoReturn:
+    """The end of a child forked without exec (the history recorder's recordings, the zygote's run workers):
+    flush what it printed, then leave with ``os._exit`` so that no exit handler or buffer of the parent it was
+    copied from runs twice."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
