@@ -341,19 +341,20 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
     ns, _, name = config.target.partition("/")
     ctl = rt.controller(log=context.log.info, interval=parse_duration(config.interval) if config.interval else None)
     _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
+    ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
     if config.image:
         from playground.images import set_workload_image
 
-        sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
-        context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
-        synced = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
-        context.log.info(f"synced {synced.sha[:12]}: {synced.plan.summary()}")
+        with ctl.claimed(config.target):  # a sensor's run for the commit follows this release, never drives it too
+            sha = set_workload_image(rt.git(f"release-{ns}-{name}"), config.target, config.image)
+            context.log.info(f"{config.target}: committed image {config.image} ({sha[:12]}); syncing")
+            synced = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
+            context.log.info(f"synced {synced.sha[:12]}: {synced.plan.summary()}")
     canary = ctl.canary(config.target)
     target = pipeline.target_of(canary)
     recorder = ReleaseRecorder(context, target)
     context.log.info(f"{target.key}: {target.strategy} release, interval {ctl.interval(canary):g}s")
     ctl.log = recorder.controller_log
-    ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
     try:
         final = ctl.run(config.target, on_tick=recorder.on_tick, max_ticks=config.max_ticks)
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):

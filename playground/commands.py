@@ -140,16 +140,17 @@ def cmd_release(
     log, print_tick = printers(out)
     ctl = None
     try:
+        ctl = rt.controller(log=log, interval=interval)
         if args.image:
             from playground import pipeline
             from playground.images import set_workload_image
 
             ns, name = target.split("/")
-            sha = set_workload_image(rt.git(f"release-{ns}-{name}"), target, args.image)
-            print(f"{target}: committed image {args.image} ({sha[:12]}); syncing", file=out, flush=True)
-            outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
-            print(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}", file=out, flush=True)
-        ctl = rt.controller(log=log, interval=interval)
+            with ctl.claimed(target):  # a sensor's run for the commit follows this release, never drives it too
+                sha = set_workload_image(rt.git(f"release-{ns}-{name}"), target, args.image)
+                print(f"{target}: committed image {args.image} ({sha[:12]}); syncing", file=out, flush=True)
+                outcome = pipeline.sync(rt, purpose=f"release-{ns}-{name}")
+                print(f"synced {outcome.sha[:12]}: {outcome.plan.summary()}", file=out, flush=True)
         canary = ctl.canary(target)
         from playground import analysis
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -50,15 +51,18 @@ def default_driver() -> str:
 
 
 def driver_alive(status: CanaryStatus | None, now: float) -> bool:
-    """Whether a release process is driving this canary: it recorded itself as driver and ticked within three of
-    its intervals (plus a margin for a slow tick). A driver killed hard stops ticking and is not alive."""
-    if status is None or not status.driver or not status.lastTickTime:
+    """Whether a release process is driving this canary: it recorded itself as driver and ticked (or took the
+    release) within three of its intervals, plus a margin for a slow tick. A driver killed hard stops ticking and
+    is not alive: another takes the release over then."""
+    if status is None or not status.driver:
         return False
-    try:
-        last = datetime.strptime(status.lastTickTime, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return False
-    return now - last <= 3 * (status.tickInterval or 60.0) + 10.0
+    times = []
+    for stamp in (status.lastTickTime, status.driverSince):
+        try:
+            times.append(datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            continue
+    return bool(times) and now - max(times) <= 3 * (status.tickInterval or 60.0) + 10.0
 
 
 class ControllerError(PlaygroundError, RuntimeError):
@@ -186,6 +190,7 @@ class Controller:
         self.clock = clock
         self.sleep = sleep
         self.driver = default_driver()  # recorded in the status while this controller runs a release
+        self._following: str | None = None  # the target whose release another live driver holds (see ``run``)
 
     # ------------------------------------------------------------------------------------ reading
     def canary(self, key: str, *, supported: bool = True) -> Canary:
@@ -297,6 +302,7 @@ class Controller:
                     events=current.events,
                     lastTickTime=current.lastTickTime,
                     driver=current.driver,
+                    driverSince=current.driverSince,
                     tickInterval=current.tickInterval,
                 )
             if record is not None:
@@ -324,6 +330,60 @@ class Controller:
             return current.model_copy(update={"requests": [*current.requests, request_]})
 
         return self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
+
+    def take_release(self, key: str) -> CanaryStatus | None:
+        """Take the release of ``key`` for this controller, atomically: it becomes the status's driver unless
+        another live driver (``driver_alive``) holds it. Returns None when taken (or already ours), else the
+        status naming the driver that holds it. One driver per release: two processes never tick it at once."""
+        canary = self.canary(key, supported=False)
+        now = self.clock()
+        holder: list[CanaryStatus] = []
+
+        def mutate(current: CanaryStatus | None) -> CanaryStatus:
+            holder.clear()
+            current = current or CanaryStatus()
+            if current.driver not in (None, self.driver) and driver_alive(current, now):
+                holder.append(current)
+                return current
+            return current.model_copy(
+                update={"driver": self.driver, "driverSince": _now_iso(now), "tickInterval": self.interval(canary)}
+            )
+
+        self.cluster.update_canary_status(canary.namespace, canary.name, mutate)
+        return holder[0] if holder else None
+
+    @contextmanager
+    def claimed(self, key: str) -> Iterator[None]:
+        """Hold the release of ``key`` for what comes before ``run`` (``release --image`` commits and syncs the
+        image first: a sensor's run for that commit then follows this one instead of driving it too). Raises
+        ``ControllerError`` when another live driver holds it, before anything is done; gives the release up
+        again when the block fails."""
+        held = self.take_release(key)
+        if held is not None:
+            raise ControllerError(
+                f"{key}: its release is driven by {held.driver} (phase {held.phase.value}, weight "
+                f"{held.canaryWeight}); nothing was committed. `playground watch {key}` follows it; run this again "
+                f"when it has ended, or stop it first with `playground abort {key}`"
+            )
+        try:
+            yield
+        except BaseException:
+            self.release_driver(key)
+            raise
+
+    def _follow(self, key: str) -> None:
+        """Wait until this controller holds the release of ``key``: while another live driver holds it, follow
+        it (its ticks are its own) and take the release when it ends or dies."""
+        held = self.take_release(key)
+        if held is None:
+            return
+        self.log(f"{key}: driven by {held.driver}; following it until its release ends (it is not ticked twice)")
+        self._following = key  # kept when interrupted: make_safe then leaves the release to its driver
+        while held is not None:
+            self.sleep(min(self.interval(self.canary(key, supported=False)), 2.0))
+            held = self.take_release(key)
+        self._following = None
+        self.log(f"{key}: {self.driver} drives the release now")
 
     def release_driver(self, key: str) -> None:
         """Record that this controller no longer drives ``key`` (its run ended)."""
@@ -495,7 +555,11 @@ class Controller:
 
     # ------------------------------------------------------------------------------------ loop
     def make_safe(self, key: str) -> None:
-        """Route all traffic to the primary (used when a run is terminated or crashes)."""
+        """Route all traffic to the primary (used when a run is terminated or crashes). Not while this controller
+        only follows another driver's release (``run``): that release is the other driver's to end."""
+        if self._following == key:
+            self.log(f"{key}: stopped following; its release is left to the process driving it")
+            return
         canary = self.canary(key, supported=False)
         self._set_routes(canary, analysis.Routes(100, 0, False))
         # The persisted status must agree with the mesh (its routes are not part of the status): weight 0, so
@@ -565,10 +629,12 @@ class Controller:
         """Tick until the release of the current revision ends in Succeeded or Failed.
 
         A canary that is already Initialized/Succeeded/Failed for its current revision ends after one tick
-        (nothing to do); a new revision found on that tick starts the analysis.
+        (nothing to do); a new revision found on that tick starts the analysis. The release is taken first
+        (``take_release``): while another live process drives it, this one follows and ticks once it ended.
         """
         n = 0
         record: TickRecord | None = None
+        self._follow(key)
         try:
             while True:
                 start = self.clock()
@@ -589,9 +655,8 @@ class Controller:
                 self.sleep(max(0.0, wait - (self.clock() - start)))
                 if phase == Phase.Promoting and record.state.fullPromotion:
                     self._await_primary(canary)
-        finally:
-            if record is not None:
-                try:
-                    self.release_driver(key)
-                except Exception as exc:  # the release's own outcome (or error) matters more
-                    self.log(f"{key}: could not clear the driver in the status: {exc}")
+        finally:  # this controller holds the release (``_follow`` returned): it gives it up
+            try:
+                self.release_driver(key)
+            except Exception as exc:  # the release's own outcome (or error) matters more
+                self.log(f"{key}: could not clear the driver in the status: {exc}")

@@ -285,6 +285,7 @@ class CanaryStatus(_Open):
     requests: list[ControlRequest] = Field(default_factory=list)  # operator requests not consumed yet
     lastTickTime: str | None = None  # RFC 3339 time of the controller's last tick (who drives: see ``driver``)
     driver: str | None = None  # the process driving the release (a Dagster run, `playground release`...)
+    driverSince: str | None = None  # RFC 3339 time the driver took the release (alive before its first tick)
     tickInterval: float | None = None  # seconds between the driver's ticks
     lastChecks: list[dict[str, Any]] = Field(default_factory=list)  # the last analysis tick's metric checks
     events: list[dict[str, Any]] = Field(default_factory=list)  # recent events (time, message), newest last

@@ -174,12 +174,24 @@ def sync(runtime, *, purpose: str = "sync") -> SyncOutcome:
     return SyncOutcome(sha=sha, message=message, plan=plan, result=result)
 
 
-def route_to_primary(runtime: Any, target: str, *, log: Callable[[str], None] = lambda _line: None) -> None:
+def route_to_primary(
+    runtime: Any, target: str, *, failed_driver: str | None = None, log: Callable[[str], None] = lambda _line: None
+) -> None:
     """All of ``target``'s traffic to the primary, the persisted weight 0: for a release nobody drives any more
-    (its run failed and will not be retried). A later release resumes from there."""
-    from playground.controller import Controller
+    (its run, ``failed_driver``, failed and will not be retried). A later release resumes from there. Unless
+    another live process drives the release (the failed run only followed it, or was refused by it): it is
+    left to that one."""
+    import time
 
-    Controller(runtime.cluster(), log=log).make_safe(target)
+    from playground.controller import Controller, driver_alive
+
+    ctl = Controller(runtime.cluster(), log=log)
+    ns, _, name = target.partition("/")
+    status = ctl.cluster.get_canary_status(ns, name)
+    if status is not None and status.driver != failed_driver and driver_alive(status, time.time()):
+        log(f"{target}: left to {status.driver}, which drives its release")
+        return
+    ctl.make_safe(target)
 
 
 def alert_failed_run(runtime, *, job: str, run_id: str, target: str | None, message: str) -> list[str]:

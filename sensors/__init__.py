@@ -154,7 +154,9 @@ def failed_run_alerts(context: dg.RunFailureSensorContext, playground: Playgroun
         else:
             from playground.pipeline import route_to_primary
 
-            route_to_primary(playground.runtime(), target, log=context.log.info)
+            route_to_primary(
+                playground.runtime(), target, failed_driver=f"dagster run {run.run_id}", log=context.log.info
+            )
 
 
 SENSORS = [git_commit_sensor, release_on_sync, image_tag_sensor, failed_run_alerts]
