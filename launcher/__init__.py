@@ -38,7 +38,7 @@ from typing import Any
 
 import dagster as dg
 
-from playground.local.procinfo import start_ticks
+from playground.local.procinfo import process_alive
 
 __all__ = ["WORKER_TAG", "ZygoteRunLauncher"]
 
@@ -195,8 +195,7 @@ class ZygoteRunLauncher(dg.DefaultRunLauncher):
         """Whether the worker process runs; None when it runs on another host (cannot tell from here)."""
         if w.get("host") != socket.gethostname():
             return None
-        now = start_ticks(w["pid"])
-        return now is not None and (w.get("start") is None or now == w["start"])
+        return process_alive(w["pid"], w.get("start"), reap=False)  # an exited worker not reaped yet is not alive
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
