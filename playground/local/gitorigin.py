@@ -27,8 +27,8 @@ def ensure_origin(origin: Path, seed: Path | None = None, *, branch: str = BRANC
     origin = Path(origin)
     if not (origin / "HEAD").exists():
         origin.mkdir(parents=True, exist_ok=True)
-        repo = git.Repo.init(origin, bare=True)
-        repo.git.symbolic_ref("HEAD", f"refs/heads/{branch}")
+        with git.Repo.init(origin, bare=True) as repo:
+            repo.git.symbolic_ref("HEAD", f"refs/heads/{branch}")
     sha = head_sha(origin, branch)
     if sha is not None or seed is None:
         return sha
@@ -37,26 +37,26 @@ def ensure_origin(origin: Path, seed: Path | None = None, *, branch: str = BRANC
         raise FileNotFoundError(f"cannot seed the GitOps origin: {seed} is not a directory")
     with tempfile.TemporaryDirectory(prefix="gitops-seed-") as tmp:
         work = Path(tmp) / "work"
-        repo = git.Repo.init(work)
-        repo.git.checkout("-b", branch)
-        # symlinks stay links (as git stores them): following one to /dev/zero would copy forever
-        shutil.copytree(
-            seed, work, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__")
-        )
-        repo.git.add(A=True)
-        repo.index.commit(f"Initial manifests (seeded from {seed.name}/)", author=AUTHOR, committer=AUTHOR)
-        repo.create_remote("origin", str(origin))
-        repo.git.push("origin", f"HEAD:refs/heads/{branch}")
+        with git.Repo.init(work) as repo:
+            repo.git.checkout("-b", branch)
+            # symlinks stay links (as git stores them): following one to /dev/zero would copy forever
+            shutil.copytree(
+                seed, work, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__")
+            )
+            repo.git.add(A=True)
+            repo.index.commit(f"Initial manifests (seeded from {seed.name}/)", author=AUTHOR, committer=AUTHOR)
+            repo.create_remote("origin", str(origin))
+            repo.git.push("origin", f"HEAD:refs/heads/{branch}")
     return head_sha(origin, branch)
 
 
 def head_sha(origin: Path, branch: str = BRANCH) -> str | None:
     """The commit at the tip of ``branch`` in ``origin`` (a bare or working repository), or None."""
-    repo = git.Repo(origin)
-    try:
-        return repo.commit(f"refs/heads/{branch}").hexsha
-    except (git.BadName, ValueError, git.GitCommandError):
-        return None
+    with git.Repo(origin) as repo:  # closed: no `git cat-file` process left behind
+        try:
+            return repo.commit(f"refs/heads/{branch}").hexsha
+        except (git.BadName, ValueError, git.GitCommandError):
+            return None
 
 
 def clone(origin: Path, dest: Path, *, branch: str = BRANCH) -> git.Repo:
@@ -70,24 +70,24 @@ def clone(origin: Path, dest: Path, *, branch: str = BRANCH) -> git.Repo:
 
 def commit_and_push(work: Path, message: str, *, branch: str = BRANCH) -> str:
     """Commit every change in the working clone ``work`` and push it to its origin; return the new sha."""
-    repo = git.Repo(work)
-    repo.git.add(A=True)
-    commit = repo.index.commit(message, author=AUTHOR, committer=AUTHOR)
-    repo.git.push("origin", f"HEAD:refs/heads/{branch}")
-    return commit.hexsha
+    with git.Repo(work) as repo:
+        repo.git.add(A=True)
+        commit = repo.index.commit(message, author=AUTHOR, committer=AUTHOR)
+        repo.git.push("origin", f"HEAD:refs/heads/{branch}")
+        return commit.hexsha
 
 
 def checkout_tree(origin: Path, dest: Path, ref: str = BRANCH) -> str:
     """Write the files of ``ref`` (a branch or sha) of ``origin`` into the directory ``dest`` (no .git); return
     the commit sha."""
-    repo = git.Repo(origin)
-    commit = repo.commit(ref)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for blob in commit.tree.traverse():
-        if not isinstance(blob, git.Blob):
-            continue
-        target = dest / blob.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob.data_stream.read())
-    return commit.hexsha
+    with git.Repo(origin) as repo:
+        commit = repo.commit(ref)
+        for blob in commit.tree.traverse():
+            if not isinstance(blob, git.Blob):
+                continue
+            target = dest / blob.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob.data_stream.read())
+        return commit.hexsha
