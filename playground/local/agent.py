@@ -37,7 +37,6 @@ their exit code is unknown). Nothing restarts, and Envoy's endpoints do not chan
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import re
@@ -717,7 +716,7 @@ class Agent:
         )
         if row != wl.last_row:
             wl.last_row = row
-            self.store.put_workload_status(dataclasses.replace(row))  # the store stamps its copy's updated_at
+            self.store.put_workload_status(row)
 
     def publish(self, store_changed: bool) -> None:
         """Re-render Envoy when the ready endpoints (or the store) changed; rewrite the Prometheus targets."""

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -477,7 +477,8 @@ class Store:
 
     # -- workload status ------------------------------------------------------------------------------------
     def put_workload_status(self, row: WorkloadRow) -> None:
-        row.updated_at = time.time()
+        """Store ``row`` stamped with the time of writing (the caller's row is left as it is)."""
+        row = replace(row, updated_at=time.time())
         with self._write() as cur:
             cur.execute(
                 "INSERT INTO workload_status (namespace, name, body, updated_at) VALUES (?, ?, ?, ?) "
