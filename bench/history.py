@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics
@@ -38,6 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playground import delivery, history, history_recorder
+from playground.local.procinfo import cpu_seconds
 
 SERIES = 20
 STEP = 15
@@ -129,12 +129,6 @@ def bench_delivery(n: int) -> tuple[int, float]:
     return n, elapsed
 
 
-def _proc_cpu(pid: int) -> float:
-    """utime + stime of process ``pid`` itself (not its children), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -169,23 +163,8 @@ def bench_recording(n: int) -> None:
             for i in range(n):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                req = {
-                    "home": str(work / "fresh"),
-                    "url": prom.url,
-                    "window": {
-                        "namespace": "prod",
-                        "name": "backend",
-                        "revision": f"r{i}",
-                        "start": start.isoformat(),
-                        "end": window(i).end.isoformat(),
-                        "step": "15s",
-                        "rate_window": "1m",
-                    },
-                    "ticks": [[t.time.isoformat(), t.primary, t.canary] for t in ticks],
-                    "proxy": None,
-                    "result": "Succeeded",
-                }
-                out = history._record_in_fresh_child(req, 300, history.HistoryError("timeout"))
+                req = history.recording_request(work / "fresh", prom.url, window(i), ticks, result="Succeeded")
+                out = history.record_in_fresh_child(req)
                 wall = time.perf_counter() - t0
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 assert "error" not in out, out
@@ -195,7 +174,7 @@ def bench_recording(n: int) -> None:
             first = history.record_release_isolated(home, prom.url, window(0), ticks, result="Succeeded")
             first_wall = time.perf_counter() - t0
             assert first.recorder is not None, "the recorder did not start"
-            server_cpu = _proc_cpu(first.recorder)
+            server_cpu = cpu_seconds(first.recorder) or 0.0
             warm = []
             for i in range(1, n + 1):
                 t0 = time.perf_counter()

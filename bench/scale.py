@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from playground import history_recorder  # noqa: E402
+from playground.local.procinfo import cpu_seconds  # noqa: E402
 from tests.support.scale_targets import commit_new_image, write_manifests  # noqa: E402
 
 PLAYGROUND = Path(sys.executable).parent / "playground"
@@ -106,18 +107,6 @@ def _pss_kb(pid: int) -> int | None:
     return None
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float | None:
-    """CPU-seconds (user + system) the process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 class RssSampler:
     """Peak RSS (VmHWM) and CPU-seconds of every process below the given roots (the daemon: its zygote forks the
     run workers; the code server: run workers launched through it), sampled until stopped; the workers' own
@@ -162,7 +151,7 @@ class RssSampler:
                 hwm = _vm_hwm_kb(pid)
                 if hwm is not None and hwm > self.peak_kb.get(pid, 0):
                     self.peak_kb[pid] = hwm
-                cpu = _cpu_s(pid)
+                cpu = cpu_seconds(pid)
                 if cpu is not None:
                     self.cpu.setdefault(pid, []).append((now, cpu))
                 if self._sweeps % 4 == 0:  # once a second: smaps_rollup walks the page tables
@@ -179,7 +168,7 @@ class RssSampler:
             stack = [(root, name)]
             while stack:
                 pid, owner = stack.pop()
-                cpu = _cpu_s(pid)
+                cpu = cpu_seconds(pid)
                 if cpu is None:
                     continue
                 if pid not in self.first_cpu:
@@ -191,7 +180,9 @@ class RssSampler:
                     stack.append((child, self._child_owner(owner, pid, child)))
         self._seen_once = True
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4)) / CLK_TCK  # all but idle, iowait
+        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4)) / os.sysconf(
+            "SC_CLK_TCK"
+        )  # all but idle, iowait
         self.machine_busy.append((time.time(), busy))
 
     def _child_owner(self, owner: str, pid: int, child: int) -> str:

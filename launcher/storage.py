@@ -124,6 +124,10 @@ class _KeptOpen:
             with conn.begin():
                 yield conn
 
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()
+
 
 class _SqliteRunStorage(_KeptOpen, SqliteRunStorage):
     DATABASE, TABLES = "runs", ("runs", "instance_info")
@@ -193,12 +197,7 @@ class SqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    @classmethod
-    def from_local(cls, base_dir: str, inst_data=None):
-        mkdir_p(base_dir)
-        return cls(base_dir, inst_data=inst_data)
+        return cls.from_local(inst_data=inst_data, **config_value)  # Dagster's names DagsterSqliteStorage itself
 
 
 # ------------------------------------------------------------------------------------------- PostgreSQL

@@ -29,7 +29,7 @@ import sys
 import threading
 import traceback
 
-from playground.local.procinfo import exit_forked_child, start_ticks
+from playground.local.procinfo import exit_forked_child, reap_children, start_ticks
 
 #: Imported before the first fork besides dagster and the code location: what a run worker would import anyway.
 DEFAULT_PRELOAD = (
@@ -88,16 +88,6 @@ def _child(args: str, main, channels: list[int]) -> None:
         exit_forked_child(code)
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def serve(modules: list[str], python_file: str | None, working_directory: str | None) -> None:
     # replies go to a private copy of stdout; anything printed (by imports, by children) goes to stderr
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -110,7 +100,7 @@ def serve(modules: list[str], python_file: str | None, working_directory: str | 
     channels = [0, reply.fileno()]
     while True:
         readable, _, _ = select.select([requests], [], [], 0.5)
-        _reap()
+        reap_children()
         if not readable:
             continue
         line = requests.readline()

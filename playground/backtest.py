@@ -204,6 +204,13 @@ class _BadCell(Exception):
         self.col, self.message = col, message
 
 
+def _read_error(path: object, e: Exception) -> InputError:
+    """The error for a trace that cannot be read on (``csv.Error``, ``UnicodeDecodeError``, ``OSError``)."""
+    if isinstance(e, OSError):
+        return InputError(f"{path}: cannot read trace: {e.strerror or e}")
+    return InputError(f"{path}: not a readable CSV file: {e}")
+
+
 class Trace:
     """TRACE.csv for ``canary``, read row by row (a trace of millions of rows is never held in memory).
 
@@ -236,10 +243,8 @@ class Trace:
             return next(self._reader)
         except StopIteration:
             return None
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise InputError(f"{self.path}: not a readable CSV file: {e}") from None
-        except OSError as e:
-            raise InputError(f"{self.path}: cannot read trace: {e.strerror or e}") from None
+        except (csv.Error, UnicodeDecodeError, OSError) as e:
+            raise _read_error(self.path, e) from None
 
     def _check_header(self, canary: Canary) -> list[str]:
         path = self.path
@@ -292,10 +297,8 @@ class Trace:
             while True:
                 try:  # as self._next(), inline (once per row)
                     cells = next(reader, None)
-                except (csv.Error, UnicodeDecodeError) as e:
-                    raise InputError(f"{path}: not a readable CSV file: {e}") from None
-                except OSError as e:
-                    raise InputError(f"{path}: cannot read trace: {e.strerror or e}") from None
+                except (csv.Error, UnicodeDecodeError, OSError) as e:
+                    raise _read_error(path, e) from None
                 if cells is None:
                     break
                 self._line += 1

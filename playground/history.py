@@ -358,7 +358,34 @@ def record_release_isolated(
     child (``python -m playground.history``). Raises HistoryError with the recording's reason."""
     from playground import history_recorder
 
-    request = {
+    request = recording_request(home, url, window, ticks, proxy=proxy, result=result, timeout=timeout)
+    try:
+        out = history_recorder.request(home, request, timeout=timeout)
+    except TimeoutError:
+        raise _late(request) from None
+    except history_recorder.RecorderUnavailable:
+        out = record_in_fresh_child(request)
+    except ConnectionError as e:
+        raise HistoryError(str(e)) from None
+    if "error" in out:
+        raise HistoryError(str(out["error"]))
+    return StoredRelease(
+        Path(out["parquet"]), Path(out["chart"]), int(out["rows"]), out.get("recorder"), out.get("cpu_s")
+    )
+
+
+def recording_request(
+    home: str | Path,
+    url: str,
+    window: ReleaseWindow,
+    ticks: Iterable[TickWeight] = (),
+    *,
+    proxy: str | None = None,
+    result: str = "",
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """The JSON request of ``record_release_isolated`` (what ``record_request`` runs in the recording process)."""
+    return {
         "home": str(home),
         "url": url,
         "window": {
@@ -375,33 +402,28 @@ def record_release_isolated(
         "result": result,
         "timeout": timeout,
     }
-    late = HistoryError(f"recording the history of {window.key} took more than {timeout:.0f}s")
-    try:
-        out = history_recorder.request(home, request, timeout=timeout)
-    except TimeoutError:
-        raise late from None
-    except history_recorder.RecorderUnavailable:
-        out = _record_in_fresh_child(request, timeout, late)
-    except ConnectionError as e:
-        raise HistoryError(str(e)) from None
-    if "error" in out:
-        raise HistoryError(str(out["error"]))
-    return StoredRelease(
-        Path(out["parquet"]), Path(out["chart"]), int(out["rows"]), out.get("recorder"), out.get("cpu_s")
+
+
+def _late(request: Mapping[str, Any]) -> HistoryError:
+    w = request["window"]
+    return HistoryError(
+        f"recording the history of {w['namespace']}/{w['name']} took more than {request['timeout']:.0f}s"
     )
 
 
-def _record_in_fresh_child(request: dict[str, Any], timeout: float, late: HistoryError) -> dict[str, Any]:
+def record_in_fresh_child(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``request`` in a fresh child (``python -m playground.history``): the recording when no history
+    recorder can be started. Its answer, or ``{"error": ...}``; raises HistoryError past the request's timeout."""
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "playground.history"],
             input=json.dumps(request),
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=request["timeout"],
         )
     except subprocess.TimeoutExpired:
-        raise late from None
+        raise _late(request) from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"error": lines[-1] if lines else f"history recorder exited with code {proc.returncode}"}
@@ -433,10 +455,10 @@ def _record_main() -> int:
     """The fresh child of ``record_release_isolated`` (no recorder): a JSON request on stdin, a JSON answer on
     stdout. It runs at a lower CPU priority (nice 10): its 2 CPU-seconds of imports and pandas/matplotlib at the
     end of a release must not delay the ticks of the releases still running beside it."""
-    try:
-        os.nice(10)
-    except OSError:
-        pass
+    from playground.history_recorder import NICE
+    from playground.local.procinfo import nice_at_least
+
+    nice_at_least(NICE)
     try:
         answer = record_request(json.load(sys.stdin))
     except HistoryError as e:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.errors import PlaygroundError
-from playground.local.procinfo import exit_forked_child, process_alive
+from playground.local.procinfo import exit_forked_child, nice_at_least, process_alive, reap_children
 
 IDLE_ENV = "PLAYGROUND_HISTORY_RECORDER_IDLE"
 DEFAULT_IDLE = 180.0
@@ -84,15 +84,6 @@ def log_path(home: str | os.PathLike[str]) -> Path:
     return _dir(home) / "recorder.log"
 
 
-def _nice_at_least(level: int) -> None:
-    try:
-        current = os.nice(0)
-        if current < level:
-            os.nice(level - current)
-    except OSError:
-        pass
-
-
 # -------------------------------------------------------------------------------------------------- client
 
 
@@ -121,16 +112,22 @@ def _exchange(sock: socket.socket, message: dict[str, Any], timeout: float) -> d
         sock.sendall(json.dumps(message).encode() + b"\n")
     except (BrokenPipeError, ConnectionResetError):
         return None
+    try:
+        buf = _recv_line(sock)
+    except ConnectionResetError:
+        return None
+    return json.loads(buf) if buf.strip() else None
+
+
+def _recv_line(sock: socket.socket) -> bytes:
+    """The bytes up to and including the first newline, or what came before the peer closed."""
     buf = b""
     while not buf.endswith(b"\n"):
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return None
+        chunk = sock.recv(65536)
         if not chunk:
             break
         buf += chunk
-    return json.loads(buf) if buf.strip() else None
+    return buf
 
 
 def _start(home: str | os.PathLike[str], deadline: float) -> socket.socket:
@@ -188,10 +185,7 @@ def request(home: str | os.PathLike[str], message: dict[str, Any], *, timeout: f
     for _attempt in range(2):
         sock = _connect(home) or _start(home, deadline)
         with sock:
-            try:
-                answer = _exchange(sock, message, deadline - time.monotonic())
-            except TimeoutError:
-                raise TimeoutError from None
+            answer = _exchange(sock, message, deadline - time.monotonic())
         if answer is not None:
             return answer
     raise ConnectionError(f"the history recorder closed the connection without an answer; see {log_path(home)}")
@@ -262,13 +256,7 @@ def _peer_uid(conn: socket.socket) -> int:
 
 def _read_line(conn: socket.socket) -> dict[str, Any]:
     conn.settimeout(_REQUEST_READ_TIMEOUT)
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return json.loads(buf)
+    return json.loads(_recv_line(conn))
 
 
 def _answer(conn: socket.socket, answer: dict[str, Any]) -> None:
@@ -285,7 +273,7 @@ def _child(conn: socket.socket, listener: socket.socket, req: dict[str, Any], re
     try:
         listener.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.alarm(int(float(req.get("timeout") or 300)) + 10)  # the caller gave up: SIGALRM ends the child
+        signal.alarm(int(float(req["timeout"])) + 10)  # the caller gave up: SIGALRM ends the child
         from playground.history import HistoryError, record_request
 
         try:
@@ -318,7 +306,7 @@ def _environment_stopped(home: Path, had_env: bool) -> bool:
 
 def serve(home: Path, idle: float, ready_fd: int) -> int:
     """The recorder's loop (see the module docstring); ``ready_fd`` gets the ready line and is closed."""
-    _nice_at_least(NICE)
+    nice_at_least(NICE)
     os.environ.update(SINGLE_THREAD_ENV)
     _preload()
     import gc
@@ -345,14 +333,9 @@ def serve(home: Path, idle: float, ready_fd: int) -> int:
     stopping = False
     while not stopping:
         readable, _, _ = select.select([listener], [], [], 1.0)
-        for pid in list(children):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                children.discard(pid)
-                last = time.monotonic()
+        for pid in reap_children():  # the recordings that ended
+            children.discard(pid)
+            last = time.monotonic()
         if not readable:
             now = time.monotonic()
             if not children and now - last > idle:

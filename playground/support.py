@@ -68,9 +68,17 @@ _GATEWAYAPI_ONLY_SERVICE_FIELDS: dict[str, tuple[str, str]] = {
 
 _BUILTIN_METRICS = ("request-success-rate", "request-duration")
 #: service fields that only shape mesh routes (VirtualService/DestinationRule).
-_MESH_SERVICE_FIELDS = (
-    "gateways", "hosts", "match", "rewrite", "retries", "headers", "corsPolicy", "trafficPolicy", "timeout", "mirror",
-)  # fmt: skip
+#: Service fields that configure mesh routes: refused for the kubernetes provider (plain Services only).
+_MESH_SERVICE_FIELDS: dict[str, tuple[str, str]] = {
+    field: (
+        f"service.{field} configures mesh routes, which the kubernetes provider does not write (plain Services only)",
+        f"remove {field}, or use provider istio",
+    )
+    for field in (
+        "gateways", "hosts", "match", "rewrite", "retries", "headers", "corsPolicy", "trafficPolicy", "timeout",
+        "mirror",
+    )
+}  # fmt: skip
 
 #: Provider assumed when a Canary has no ``spec.provider``: this playground's mesh.
 DEFAULT_PROVIDER = "istio"
@@ -267,16 +275,7 @@ def unsupported(raw: dict[str, Any]) -> list[Gap]:
     for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
         out += _field_gaps(_dict(hook), ("spec", "analysis", "webhooks", i), _WEBHOOK_FIELDS)
     if provider == "kubernetes":
-        for field in _MESH_SERVICE_FIELDS:
-            if _set(service.get(field)):
-                out.append(
-                    Gap(
-                        ("spec", "service", field),
-                        f"service.{field} configures mesh routes, which the kubernetes provider does not write "
-                        "(plain Services only)",
-                        f"remove {field}, or use provider istio",
-                    )
-                )
+        out += _field_gaps(service, ("spec", "service"), _MESH_SERVICE_FIELDS)
         if _set(analysis.get("sessionAffinity")):
             out.append(
                 Gap(

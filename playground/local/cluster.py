@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from playground import routing
@@ -40,6 +40,9 @@ from playground.cluster.base import Cluster, ClusterError, Conflict, NotFound, W
 from playground.fsutil import atomic_write
 from playground.local.store import Home, Store, default_home
 from playground.models import CanaryStatus
+
+if TYPE_CHECKING:
+    from playground.local.envoy import EnvoyConfig
 
 __all__ = [
     "LocalCluster",
@@ -182,7 +185,7 @@ def tcp_addresses(store: Store, keys: list[tuple[str, str, int]]) -> dict[tuple[
     return out
 
 
-def _render(home: Home, store: Store, ports: dict[str, int], replace: dict[str, Any] | None = None):
+def _render(home: Home, store: Store, ports: dict[str, int], replace: dict[str, Any] | None = None) -> EnvoyConfig:
     from playground.local import envoy
 
     objects = store.list_kinds(ROUTING_KINDS)
@@ -232,19 +235,22 @@ def render_envoy(home: Home, store: Store, ports: dict[str, int] | None = None, 
     ports = ports or home.ports()
     if not ports:
         return False
-    from playground.local import envoy
 
     if not locked:
         with routing_lock(home):
             return render_envoy(home, store, ports, locked=True)
     counter = store.change_counter()  # read first: the objects rendered are at least this new
-    changed = bool(envoy.write_config(_render(home, store, ports), home.envoy_dir))
-    _mark_rendered(home, counter)
-    return changed
+    return _write_rendered(home, _render(home, store, ports), counter)
 
 
-def _mark_rendered(home: Home, counter: int) -> None:
+def _write_rendered(home: Home, cfg: EnvoyConfig, counter: int) -> bool:
+    """Write ``cfg`` (the store's routing objects at change ``counter``) as Envoy's files and record that counter
+    (``rendered_counter``); whether the files changed. Under the routing lock."""
+    from playground.local import envoy
+
+    changed = bool(envoy.write_config(cfg, home.envoy_dir))
     atomic_write(home.envoy_rendered, f"{counter}\n")
+    return changed
 
 
 def rendered_counter(home: Home) -> int | None:
@@ -257,7 +263,7 @@ def rendered_counter(home: Home) -> int | None:
         return None
 
 
-def check_renderable(home: Home, store: Store, obj: dict[str, Any]):
+def check_renderable(home: Home, store: Store, obj: dict[str, Any]) -> EnvoyConfig | None:
     """Raise ClusterError if the stored routing objects with ``obj`` replacing its stored version cannot be
     rendered into Envoy configuration (an unsupported VirtualService field...).
 
@@ -371,13 +377,10 @@ class LocalCluster(Cluster):
                 if cfg is None:
                     render_envoy(self.home, self.store, locked=True)
                 else:  # the check rendered the store as it is now: written, not rendered again
-                    from playground.local import envoy
-
-                    envoy.write_config(cfg, self.home.envoy_dir)
                     rv = int(stored["metadata"]["resourceVersion"])
                     # no other object was stored between the check's read and this one: the files are the store
                     # at ``rv``; else mark what the check read (older: the node agent renders the newer store)
-                    _mark_rendered(self.home, rv if rv == before + 1 else before)
+                    _write_rendered(self.home, cfg, rv if rv == before + 1 else before)
         else:
             stored = self.store.put(body, expected_version=expected)
             if stored["kind"] == "Canary":

@@ -13,17 +13,52 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["exit_forked_child", "proc_stat", "process_alive", "start_ticks"]
+__all__ = [
+    "cpu_seconds",
+    "exit_forked_child",
+    "nice_at_least",
+    "proc_stat",
+    "process_alive",
+    "reap_children",
+    "start_ticks",
+]
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 on), None when there is no process."""
+    try:
+        text = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return text.rsplit(")", 1)[1].split()  # the command name (in parentheses) may contain spaces
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start ticks) of process ``pid``, or None when there is none (or /proc cannot be read)."""
+    fields = _stat_fields(pid)
     try:
-        text = Path(f"/proc/{int(pid)}/stat").read_text()
-        fields = text.rsplit(")", 1)[1].split()  # the command name (in parentheses) may contain spaces
-        return fields[0], int(fields[19])
-    except (OSError, IndexError, ValueError):
+        return (fields[0], int(fields[19])) if fields else None
+    except (IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU-seconds (user + system) process ``pid`` itself has used so far (not its children's), or None."""
+    fields = _stat_fields(pid)
+    try:
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def nice_at_least(level: int) -> None:
+    """Lower this process's CPU priority to nice ``level`` unless it is lower already (best effort)."""
+    try:
+        current = os.nice(0)
+        if current < level:
+            os.nice(level - current)
+    except OSError:
+        pass
 
 
 def start_ticks(pid: int) -> int | None:
@@ -59,3 +94,16 @@ def exit_forked_child(code: int) -> NoReturn:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def reap_children() -> list[int]:
+    """Reap every child of this process that has exited (without waiting for the others); their pids."""
+    reaped: list[int] = []
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append(pid)
