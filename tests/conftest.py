@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.dagster_playground import DagsterPlayground
+from tests.support.dagster_playground import DagsterPlayground, short_windows
 from tests.support.playground_env import TARGETS, PlaygroundEnv, playground_env
 
 
@@ -33,9 +33,7 @@ def playground(tmp_path_factory) -> PlaygroundEnv:
     with playground_env(home, interval="1s") as env:
         env.commit(
             {
-                "prod/backend/canary.yaml": lambda t: t.replace("interval: 30s", "interval: 5s").replace(
-                    "hey -z 1m", "hey -z 5s"
-                )
+                "prod/backend/canary.yaml": short_windows,
             },
             "tests: short load test and metric windows",
         )

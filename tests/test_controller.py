@@ -99,7 +99,7 @@ def test_kill9_mid_release_then_relaunch_resumes_and_promotes(playground, tmp_pa
     image = new_podinfo_image()
     procs: list[subprocess.Popen] = []
     try:
-        with MeshClient(env, "http://backend.prod:9898/") as traffic:
+        with MeshClient(env.mesh_proxy, "http://backend.prod:9898/") as traffic:
             first = launch(env, tmp_path, "first", dagster_home, image=image)
             procs.append(first)
             # the new revision is being analysed and the canary takes at least 20% of the traffic
@@ -172,7 +172,7 @@ def test_terminated_run_routes_all_traffic_to_the_primary(playground, tmp_path: 
     old_image = container(deployment(env, "backend-primary"))["image"]
     proc = None
     try:
-        with MeshClient(env, "http://backend.prod:9898/") as traffic:
+        with MeshClient(env.mesh_proxy, "http://backend.prod:9898/") as traffic:
             proc = launch(env, tmp_path, "terminated", dagster_home, image=new_podinfo_image())
             wait_for(lambda: routes(env)[1] >= 10, 150, "canary weight 10", proc)
             proc.send_signal(signal.SIGTERM)  # what `dagster run terminate` and Kubernetes send

@@ -24,9 +24,9 @@ import pytest
 
 from playground.local.env import COMPONENTS, process_alive
 from playground.local.store import Home
-from tests.support.dagster_playground import PLAYGROUND, clean_env, run_cli
+from tests.support.dagster_playground import PLAYGROUND, clean_env, run_cli, wait_for
 from tests.support.playground_env import stop_environment
-from tests.support.procs import free_port
+from tests.support.procs import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -66,23 +66,8 @@ def dagster_daemons(home: Path) -> list[int]:
 PORT_FLAGS = ("gateway", "mesh", "envoy-admin", "prometheus", "registry", "dagster")
 
 
-def distinct_free_ports(n: int) -> list[int]:
-    """``n`` ports free a moment ago, all different (held open together while they are picked): homes started at
-    the same time never get the same port from two separate picks."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def up_args(home: Path, ports: list[int] | None = None) -> list[str]:
-    ports = ports or [free_port() for _ in PORT_FLAGS]
+    ports = ports or free_ports(len(PORT_FLAGS))
     args = ["up", "--home", str(home), "--no-sync", "--timeout", "120"]
     for flag, port in zip(PORT_FLAGS, ports, strict=True):
         args += [f"--{flag}-port", str(port)]
@@ -120,14 +105,14 @@ def fresh_up_and_down(tmp_path: Path, i: int, ports: list[int]) -> None:
             assert dagster_daemons(home) == [comps["dagster-daemon"]["pid"]]
             # the supervisor restarts a killed daemon, once, and records it
             os.kill(comps["dagster-daemon"]["pid"], signal.SIGKILL)
-            deadline = time.monotonic() + 60
-            while True:
+
+            def restarted() -> dict | None:
                 new = ((Home(home).read_env() or {}).get("components") or {}).get("dagster-daemon") or {}
-                if new.get("pid") not in (None, comps["dagster-daemon"]["pid"]) and process_alive(new["pid"]):
-                    break
-                assert time.monotonic() < deadline, "the supervisor did not restart dagster-daemon"
-                time.sleep(0.05)
-            time.sleep(1.0)
+                alive = new.get("pid") not in (None, comps["dagster-daemon"]["pid"]) and process_alive(new["pid"])
+                return new if alive else None
+
+            new = wait_for(restarted, 60, "the supervisor to restart dagster-daemon", poll=0.05)
+            time.sleep(1.0)  # a second restart (the bug this guards against) would show within a second
             assert dagster_daemons(home) == [new["pid"]]
         pids = processes_of(home)
         down = run_cli("down", "--home", str(home), cwd=tmp_path, timeout=120)
@@ -141,7 +126,7 @@ def test_up_on_a_fresh_home_starts_cleanly_ten_times(tmp_path: Path) -> None:
     """Ten fresh homes, ``LANES`` at a time (each on its own home and ports): the same checks as ten in a row, with
     the machine busier while each instance is created (so a start-up race has more chances to show), in about a
     third of the time."""
-    ports = distinct_free_ports(RUNS * len(PORT_FLAGS))
+    ports = free_ports(RUNS * len(PORT_FLAGS))
     with ThreadPoolExecutor(max_workers=LANES) as pool:
         runs = [
             pool.submit(fresh_up_and_down, tmp_path, i, ports[i * len(PORT_FLAGS) : (i + 1) * len(PORT_FLAGS)])

@@ -18,12 +18,10 @@ webserver's GraphQL API (what the UI shows):
 
 from __future__ import annotations
 
-import threading
-
-import httpx
 import pytest
 
-from tests.support.dagster_playground import DagsterPlayground, copy_target, wait_for
+from tests.support.dagster_playground import FINISHED, DagsterPlayground, copy_target, wait_for
+from tests.support.mesh_client import MeshClient
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +110,7 @@ def execute_checks(pg: DagsterPlayground, target: str, checks: list[str]) -> dic
 
     def finished():
         runs = [r for r in pg.runs() if r["runId"] == run_id]
-        return runs[0] if runs and runs[0]["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+        return runs[0] if runs and runs[0]["status"] in FINISHED else None
 
     return wait_for(finished, 180, f"check run {run_id}")
 
@@ -126,36 +124,8 @@ def latest_evaluation(pg: DagsterPlayground, target: str, check: str, run_id: st
     return ev["success"], meta
 
 
-class Traffic:
-    """Requests to backend.prod through the mesh (to the primary: no release runs) while the block runs."""
-
-    def __init__(self, pg: DagsterPlayground):
-        self.url = "http://backend.prod:9898/"
-        self.proxy = f"http://127.0.0.1:{pg.ports['mesh']}"
-        self._stop = threading.Event()
-        self.ok = 0
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(proxy=self.proxy, trust_env=False, timeout=5) as c:
-            while not self._stop.is_set():
-                try:
-                    self.ok += c.get(self.url).status_code == 200
-                except httpx.HTTPError:
-                    pass
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> Traffic:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join(10)
-
-
 def test_metric_check_executed_alone_evaluates_now_against_prometheus(pg: DagsterPlayground) -> None:
-    with Traffic(pg) as traffic:
+    with MeshClient(f"http://127.0.0.1:{pg.ports['mesh']}", "http://backend.prod:9898/") as traffic:
         wait_for(lambda: traffic.ok > 50, 60, "traffic through the mesh")
         # the metric windows are 5 s: let Prometheus (1 s scrapes) see a few seconds of it
         wait_for(lambda: traffic.ok > 150, 60, "a few seconds of traffic")

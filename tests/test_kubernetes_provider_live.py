@@ -81,7 +81,7 @@ def test_kubernetes_provider_blue_green_rolls_back_and_promotes_under_load(playg
     vs_before = env.cluster().get("networking.istio.io/v1beta1", "VirtualService", "prod", "backend")
     try:
         env.commit({CANARY: kubernetes_provider}, "backend: provider kubernetes (test)")
-        with MeshClient(env, "http://backend.prod:9898/") as client:
+        with MeshClient(env.mesh_proxy, "http://backend.prod:9898/") as client:
             env.commit(
                 {BACKEND_DEPLOYMENT: both(with_env_var("PODINFO_ERROR_RATE", "0.5"), with_image(new_podinfo_image()))},
                 "backend: faulty revision (kubernetes provider test)",
@@ -184,7 +184,7 @@ def test_kubernetes_provider_builtin_metrics_promote_and_roll_back_under_load(pl
     ]
     try:
         env.commit({CANARY: builtin_metrics_only}, "backend: provider kubernetes, built-in metrics only (test)")
-        with MeshClient(env, "http://backend.prod:9898/") as client:
+        with MeshClient(env.mesh_proxy, "http://backend.prod:9898/") as client:
             for label, edit, expected, failing in revisions:
                 wait_until_no_target_series(env)
                 env.commit({BACKEND_DEPLOYMENT: edit}, f"backend: {label} revision (kubernetes built-in metrics test)")

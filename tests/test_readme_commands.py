@@ -36,7 +36,16 @@ import pytest
 
 from playground.local.env import process_alive
 from playground.local.store import Home
-from tests.support.dagster_playground import PLAYGROUND, DagsterPlayground, clean_env, start, stop, wait_for
+from tests.support.dagster_playground import (
+    FINISHED,
+    PLAYGROUND,
+    DagsterPlayground,
+    clean_env,
+    short_windows,
+    start,
+    stop,
+    wait_for,
+)
 from tests.support.fake_kube import FakeKube
 from tests.support.playground_env import PlaygroundEnv, container, deployment, routes, status
 from tests.support.procs import log_tail, start_process, stop_process
@@ -119,10 +128,6 @@ def test_every_readme_command_is_covered() -> None:
 # ------------------------------------------------------------------------------------------------- the playground
 
 
-#: Dagster run statuses of an ended run
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
-
-
 @dataclass
 class Readme:
     """The module's playground and the directory the commands run in (holding ``manifests/`` and ``.playground``)."""
@@ -184,10 +189,6 @@ class Readme:
         runs = {run["runId"]: run for run in self.pg.runs("canary_release")}
         assert run_id in runs, f"no canary_release run {run_id}: {sorted(runs.items())}"
         return runs[run_id]
-
-
-def short_windows(text: str) -> str:
-    return text.replace("interval: 30s", "interval: 5s").replace("hey -z 1m", "hey -z 5s")
 
 
 @pytest.fixture(scope="module")

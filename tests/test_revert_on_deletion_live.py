@@ -56,7 +56,7 @@ def test_canary_removed_from_git_reverts_the_target_with_no_failed_request(playg
         sync(env)
         assert env.cluster().get(*CANARY_API, "prod", "backend")["metadata"]["finalizers"] == [finalizer.FINALIZER]
 
-        with MeshClient(env, "http://backend.prod:9898/version", pause=0.02) as client:
+        with MeshClient(env.mesh_proxy, "http://backend.prod:9898/version", pause=0.02) as client:
             time.sleep(1.0)
             before = client.ok
             remove_from_git(env, CANARY, "backend: canary removed (test)")

@@ -26,7 +26,7 @@ from typing import Any
 import git
 
 from tests.support.playground_env import stop_environment
-from tests.support.procs import free_port
+from tests.support.procs import free_ports
 
 PLAYGROUND = Path(sys.executable).parent / "playground"
 TARGET_KINDS = ("workloads", "releases", "release_metrics", "promotions", "rollbacks")
@@ -220,14 +220,8 @@ class DagsterPlayground:
 
 def start(home: Path, *, manifests: Path, cwd: Path, interval: str = "1s", timeout: float = 300) -> DagsterPlayground:
     """``playground up --manifests DIR`` on free ports (console script, from ``cwd``); stopped again on failure."""
-    ports = {
-        "gateway": free_port(),
-        "mesh": free_port(),
-        "envoy_admin": free_port(),
-        "prometheus": free_port(),
-        "registry": free_port(),
-        "dagster": free_port(),
-    }
+    names = ("gateway", "mesh", "envoy_admin", "prometheus", "registry", "dagster")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     args = ["up", "--home", str(home), "--manifests", str(manifests), "--interval", interval, "--timeout", "240"]
     for name, port in ports.items():
         args += [f"--{name.replace('_', '-')}-port", str(port)]
@@ -258,6 +252,7 @@ def short_windows(text: str) -> str:
 
 
 IN_FLIGHT = ("QUEUED", "STARTING", "STARTED", "CANCELING")
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def start_backend_only(base: Path) -> DagsterPlayground:

@@ -8,22 +8,20 @@ import time
 
 import httpx
 
-from tests.support.playground_env import PlaygroundEnv
-
 
 class MeshClient:
-    """``with MeshClient(env, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything else, each with its time
+    """``with MeshClient(mesh_proxy, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything else, each with its time
     of day)."""
 
-    def __init__(self, env: PlaygroundEnv, url: str, pause: float = 0.05):
-        self.env, self.url, self.pause = env, url, pause
+    def __init__(self, proxy: str, url: str, pause: float = 0.05):
+        self.proxy, self.url, self.pause = proxy, url, pause
         self.ok = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(proxy=self.env.mesh_proxy, trust_env=False, timeout=10) as c:
+        with httpx.Client(proxy=self.proxy, trust_env=False, timeout=10) as c:
             while not self._stop.is_set():
                 try:
                     r = c.get(self.url)

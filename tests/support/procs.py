@@ -32,6 +32,7 @@ from pathlib import Path
 __all__ = [
     "HeyResult",
     "free_port",
+    "free_ports",
     "log_tail",
     "parse_hey_summary",
     "run_hey",
@@ -44,9 +45,22 @@ __all__ = [
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports on 127.0.0.1 free a moment ago, all different (held open together while they are picked:
+    the ports of one playground, or of playgrounds started at the same time, never collide)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _default_sigint() -> None:
