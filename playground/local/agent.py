@@ -330,8 +330,6 @@ class Workload:
     unavailable_since: float | None = None
     last_ready_new: int = 0
     last_row: WorkloadRow | None = None  # as last written (compared field by field: no JSON per poll)
-    # (Deployment, configs index, pod revision) last hashed: the objects are kept, compared by identity
-    revision_of: tuple[dict[str, Any], dict[Any, Any], str] | None = None
     deleted: bool = False
 
 
@@ -458,7 +456,7 @@ class Agent:
                 self.stop_replica(r, now)
             return
         desired = desired_replicas(dep)
-        revision = self.revision_of(wl, dep)
+        revision = pod_revision(dep, self.configs)
         containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
         wl.image = containers[0].get("image", "") if containers else ""
         wl.generation = int(dep["metadata"].get("generation") or 0)
@@ -499,16 +497,6 @@ class Agent:
         for r in list(wl.replicas):
             self.tend(wl, r, now)
         self.probe(wl, now)
-
-    def revision_of(self, wl: Workload, dep: dict[str, Any]) -> str:
-        """``pod_revision`` of the Deployment, hashed again only when the Deployment or the ConfigMaps/Secrets were
-        read anew (``sync``: on a store change, at least once a second), not on every poll."""
-        cached = wl.revision_of
-        if cached is not None and cached[0] is dep and cached[1] is self.configs:
-            return cached[2]
-        revision = pod_revision(dep, self.configs)
-        wl.revision_of = (dep, self.configs, revision)
-        return revision
 
     def make_replica(self, wl: Workload, dep: dict[str, Any], revision: str) -> Replica | None:
         """A new (not started) replica of the current template, or None with ``wl.error`` set."""
