@@ -244,8 +244,21 @@ def test_a_route_change_is_rendered_once_and_marked_for_the_node_agent(tmp_path:
     for obj in routing.bootstrap_objects(canary, _deployment("web")):
         c.apply(obj)
     assert rendered_counter(home) == c.store.change_counter()
+    from playground.local import cluster as local_cluster
+
+    renders = []
+    real_render = local_cluster._render
+
+    def counting_render(*args, **kwargs):
+        renders.append(1)
+        return real_render(*args, **kwargs)
+
     for weight in (10, 20, 30):
-        c.apply(routing.virtual_service(canary, 100 - weight, weight))
+        renders.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(local_cluster, "_render", counting_render)
+            c.apply(routing.virtual_service(canary, 100 - weight, weight))
+        assert len(renders) == 1  # the check's render is the one written
         assert rendered_counter(home) == c.store.change_counter()
         # what was written is exactly what a full render of the stored objects gives
         from playground.local import envoy
