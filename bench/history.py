@@ -137,13 +137,8 @@ def _rss_mb(pid: int) -> float:
 
 
 def bench_recording(n: int) -> None:
-    import importlib.util
 
-    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "history"
-    spec = importlib.util.spec_from_file_location("history_synthetic", data / "synthetic.py")
-    assert spec and spec.loader
-    synthetic = sys.modules.setdefault("history_synthetic", importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(synthetic)
+    from tests.data.history import synthetic
     from tests.support.prometheus import PrometheusProcess
 
     work = Path(tempfile.mkdtemp(prefix="bench-recording-"))

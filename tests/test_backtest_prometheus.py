@@ -3,10 +3,8 @@ decisions of the live analysis on the same data; `--sweep` tells which settings 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,13 +15,11 @@ from playground.analysis import CanaryState, tick
 from playground.backtest import PrometheusHistory, load_canary, parse_sweep, sweep
 from playground.models import Phase
 from playground.observe import MetricSamples, MetricValue, Observation, WebhookAnswer
+from tests.data.history import synthetic
 from tests.support.prometheus import PrometheusProcess, prometheus_available
 
 DATA = Path(__file__).parent / "data" / "history"
 CANARY = DATA / "canary.yaml"
-_spec = importlib.util.spec_from_file_location("history_synthetic", DATA / "synthetic.py")
-synthetic = sys.modules.setdefault("history_synthetic", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(synthetic)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ samples; `playground history` and the delivery-metrics asset over a Dagster inst
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,13 +18,11 @@ from playground import cli, history, history_recorder
 from playground.judge import judge
 from playground.local.procinfo import process_alive
 from playground.models import Canary, MetricJudge
+from tests.data.history import synthetic
 from tests.support.dagster_playground import wait_for
 from tests.support.prometheus import PrometheusProcess, prometheus_available
 
 DATA = Path(__file__).parent / "data" / "history"
-_spec = importlib.util.spec_from_file_location("history_synthetic", DATA / "synthetic.py")
-synthetic = sys.modules.setdefault("history_synthetic", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(synthetic)
 
 
 @pytest.fixture(scope="module")
