@@ -350,42 +350,17 @@ def record_release_isolated(
     proxy: str | None = None,
     result: str = "",
     timeout: float = 300.0,
+    fresh_child: bool = False,
 ) -> StoredRelease:
     """``record_release`` in another process: the caller, a release worker that lives for the whole release,
     never loads numpy, pandas, pyarrow and matplotlib (about 150 MB), which only this last step needs. The
     recording is a fork of the home's pre-imported history recorder (``playground.history_recorder``, started
     by the first caller), so it costs its own work, not the imports; when no recorder can be started, a fresh
-    child (``python -m playground.history``). Raises HistoryError with the recording's reason."""
+    child (``python -m playground.history``), as with ``fresh_child`` (benchmarks compare the two). Raises
+    HistoryError with the recording's reason."""
     from playground import history_recorder
 
-    request = recording_request(home, url, window, ticks, proxy=proxy, result=result, timeout=timeout)
-    try:
-        out = history_recorder.request(home, request, timeout=timeout)
-    except TimeoutError:
-        raise _late(request) from None
-    except history_recorder.RecorderUnavailable:
-        out = record_in_fresh_child(request)
-    except ConnectionError as e:
-        raise HistoryError(str(e)) from None
-    if "error" in out:
-        raise HistoryError(str(out["error"]))
-    return StoredRelease(
-        Path(out["parquet"]), Path(out["chart"]), int(out["rows"]), out.get("recorder"), out.get("cpu_s")
-    )
-
-
-def recording_request(
-    home: str | Path,
-    url: str,
-    window: ReleaseWindow,
-    ticks: Iterable[TickWeight] = (),
-    *,
-    proxy: str | None = None,
-    result: str = "",
-    timeout: float = 300.0,
-) -> dict[str, Any]:
-    """The JSON request of ``record_release_isolated`` (what ``record_request`` runs in the recording process)."""
-    return {
+    request = {
         "home": str(home),
         "url": url,
         "window": {
@@ -402,6 +377,21 @@ def recording_request(
         "result": result,
         "timeout": timeout,
     }
+    try:
+        out = (
+            _record_in_fresh_child(request) if fresh_child else history_recorder.request(home, request, timeout=timeout)
+        )
+    except TimeoutError:
+        raise _late(request) from None
+    except history_recorder.RecorderUnavailable:
+        out = _record_in_fresh_child(request)
+    except ConnectionError as e:
+        raise HistoryError(str(e)) from None
+    if "error" in out:
+        raise HistoryError(str(out["error"]))
+    return StoredRelease(
+        Path(out["parquet"]), Path(out["chart"]), int(out["rows"]), out.get("recorder"), out.get("cpu_s")
+    )
 
 
 def _late(request: Mapping[str, Any]) -> HistoryError:
@@ -411,7 +401,7 @@ def _late(request: Mapping[str, Any]) -> HistoryError:
     )
 
 
-def record_in_fresh_child(request: Mapping[str, Any]) -> dict[str, Any]:
+def _record_in_fresh_child(request: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``request`` in a fresh child (``python -m playground.history``): the recording when no history
     recorder can be started. Its answer, or ``{"error": ...}``; raises HistoryError past the request's timeout."""
     try:
