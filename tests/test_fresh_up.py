@@ -148,11 +148,14 @@ def test_up_killed_after_starting_the_daemon_leaves_nothing_down_cannot_stop(tmp
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 300
-        while "dagster-daemon" not in ((Home(home).read_env() or {}).get("components") or {}):
-            assert proc.poll() is None, "up ended before starting the daemon"
-            assert time.monotonic() < deadline, "up did not start the daemon"
-            time.sleep(0.05)
+
+        def daemon_started() -> str | None:
+            if "dagster-daemon" in ((Home(home).read_env() or {}).get("components") or {}):
+                return "started"
+            return "up ended" if proc.poll() is not None else None
+
+        started = wait_for(daemon_started, 300, "up to start the daemon", poll=0.05)
+        assert started == "started", "up ended before starting the daemon"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         pids = processes_of(home)

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +17,7 @@ import pytest
 
 from playground.local.env import port_open, process_alive
 from playground.local.store import Store
+from tests.support.dagster_playground import wait_for
 from tests.support.procs import free_port
 from tests.support.scale_targets import NEW, PODINFO, commit_new_image, write_manifests
 
@@ -33,16 +33,6 @@ def _cli(*args: str, home: Path, cwd: Path, timeout: float = 600) -> subprocess.
     return subprocess.run(
         [str(PLAYGROUND), *args, "--home", str(home)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _wait(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(1.0)
 
 
 def _phases(home: Path, targets: list[str]) -> dict[str, str]:
@@ -90,8 +80,11 @@ def test_sync_and_concurrent_releases_on_postgres(tmp_path_factory) -> None:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
             # the daemon syncs the origin and initializes every canary through its sensors
-            _wait(
-                "the canaries to be initialized", lambda: set(_phases(home, targets).values()) == {"Initialized"}, 300
+            wait_for(
+                lambda: set(_phases(home, targets).values()) == {"Initialized"},
+                300,
+                "the canaries to be initialized",
+                poll=1.0,
             )
             syncs = instance.get_run_records(dg.RunsFilter(job_name="gitops_sync"))
             assert syncs and syncs[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
@@ -110,7 +103,7 @@ def test_sync_and_concurrent_releases_on_postgres(tmp_path_factory) -> None:
                 )
                 return runs if len(runs) == N and all(r.dagster_run.is_finished for r in runs) else None
 
-            runs = _wait(f"{N} releases to end", released, 600)
+            runs = wait_for(released, 600, f"{N} releases to end", poll=1.0)
             assert {r.dagster_run.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
             assert set(_phases(home, targets).values()) == {"Succeeded"}
             # concurrent: every release started before any other ended
