@@ -435,7 +435,9 @@ def control_release(context: dg.OpExecutionContext, config: ControlConfig, playg
         raise dg.Failure(description=str(e)) from e
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
-        rt.controller(log=context.log.info).make_safe(config.target)
+        ctl = rt.controller(log=context.log.info)
+        ctl.driver = f"dagster run {context.run_id}"  # the driver this run recorded, if it drove the release
+        ctl.make_safe(config.target)
         raise
     context.log.info(res.line())
     ns, name = config.target.split("/")

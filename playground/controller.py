@@ -190,7 +190,6 @@ class Controller:
         self.clock = clock
         self.sleep = sleep
         self.driver = default_driver()  # recorded in the status while this controller runs a release
-        self._following: str | None = None  # the target whose release another live driver holds (see ``run``)
 
     # ------------------------------------------------------------------------------------ reading
     def canary(self, key: str, *, supported: bool = True) -> Canary:
@@ -378,11 +377,9 @@ class Controller:
         if held is None:
             return
         self.log(f"{key}: driven by {held.driver}; following it until its release ends (it is not ticked twice)")
-        self._following = key  # kept when interrupted: make_safe then leaves the release to its driver
         while held is not None:
             self.sleep(min(self.interval(self.canary(key, supported=False)), 2.0))
             held = self.take_release(key)
-        self._following = None
         self.log(f"{key}: {self.driver} drives the release now")
 
     def release_driver(self, key: str) -> None:
@@ -555,16 +552,17 @@ class Controller:
 
     # ------------------------------------------------------------------------------------ loop
     def make_safe(self, key: str) -> None:
-        """Route all traffic to the primary (used when a run is terminated or crashes). Not while this controller
-        only follows another driver's release (``run``): that release is the other driver's to end."""
-        if self._following == key:
-            self.log(f"{key}: stopped following; its release is left to the process driving it")
-            return
+        """Route all traffic to the primary (used when the release of ``self.driver`` is terminated or crashes).
+        Not when another live process drives the release (this one only followed it, or was refused by it): that
+        release is the other driver's to end."""
         canary = self.canary(key, supported=False)
+        status = self.cluster.get_canary_status(canary.namespace, canary.name)
+        if status is not None and status.driver not in (None, self.driver) and driver_alive(status, self.clock()):
+            self.log(f"{key}: left to {status.driver}, which drives its release")
+            return
         self._set_routes(canary, analysis.Routes(100, 0, False))
         # The persisted status must agree with the mesh (its routes are not part of the status): weight 0, so
         # `playground status` and a relaunched run both see all traffic on the primary.
-        status = self.cluster.get_canary_status(canary.namespace, canary.name)
         if status is not None and (status.canaryWeight or status.driver == self.driver):
 
             def mutate(st: CanaryStatus | None) -> CanaryStatus:

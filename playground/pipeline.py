@@ -178,19 +178,13 @@ def route_to_primary(
     runtime: Any, target: str, *, failed_driver: str | None = None, log: Callable[[str], None] = lambda _line: None
 ) -> None:
     """All of ``target``'s traffic to the primary, the persisted weight 0: for a release nobody drives any more
-    (its run, ``failed_driver``, failed and will not be retried). A later release resumes from there. Unless
-    another live process drives the release (the failed run only followed it, or was refused by it): it is
-    left to that one."""
-    import time
-
-    from playground.controller import Controller, driver_alive
+    (its run, ``failed_driver``, failed and will not be retried). A later release resumes from there; a release
+    another live process drives is left to it (``Controller.make_safe``)."""
+    from playground.controller import Controller
 
     ctl = Controller(runtime.cluster(), log=log)
-    ns, _, name = target.partition("/")
-    status = ctl.cluster.get_canary_status(ns, name)
-    if status is not None and status.driver != failed_driver and driver_alive(status, time.time()):
-        log(f"{target}: left to {status.driver}, which drives its release")
-        return
+    if failed_driver:
+        ctl.driver = failed_driver  # made safe on behalf of the failed run
     ctl.make_safe(target)
 
 
