@@ -3,7 +3,10 @@ ticks since boot, field 22 of ``/proc/<pid>/stat``), so that a reused pid is nev
 
 The one reader of ``/proc/<pid>/stat`` for the local backend: ``playground up``/``down`` (components in
 env.json), the supervisor (components it forks) and the node agent (replicas it adopts after a restart) record
-``(pid, start_ticks(pid))`` and later ask :func:`process_alive`. Linux only, as the local backend.
+``(pid, start_ticks(pid))`` and later ask :func:`process_alive`; the run launcher and its zygote
+(``launcher/``) identify run workers the same way. Also the few helpers of processes that fork without exec (the
+zygote, the history recorder): :func:`exit_forked_child`, :func:`reap_children`, :func:`nice_at_least`, and
+:func:`cpu_seconds` for the benches. Linux only, as the local backend.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         text = Path(f"/proc/{int(pid)}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return text.rsplit(")", 1)[1].split()  # the command name (in parentheses) may contain spaces
+    return text.rpartition(")")[2].split()  # the command name (in parentheses) may contain spaces
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
