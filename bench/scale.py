@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,15 +48,10 @@ sys.path.insert(0, str(REPO))
 
 from playground import history_recorder  # noqa: E402
 from playground.local.procinfo import cpu_seconds  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
 from tests.support.scale_targets import commit_new_image, write_manifests  # noqa: E402
 
 PLAYGROUND = Path(sys.executable).parent / "playground"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_seconds(text: str) -> float:
@@ -180,9 +174,8 @@ class RssSampler:
                     stack.append((child, self._child_owner(owner, pid, child)))
         self._seen_once = True
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4)) / os.sysconf(
-            "SC_CLK_TCK"
-        )  # all but idle, iowait
+        ticks = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))  # all but idle and iowait
+        busy = ticks / os.sysconf("SC_CLK_TCK")
         self.machine_busy.append((time.time(), busy))
 
     def _child_owner(self, owner: str, pid: int, child: int) -> str:

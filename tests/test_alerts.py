@@ -14,7 +14,7 @@ from playground.alerts import (
 from playground.analysis import AlertMessages
 from playground.models import AlertProvider, AlertSeverity, Canary
 from tests.support.http_server import RecordingServer, Reply
-from tests.support.prometheus import free_port
+from tests.support.procs import free_port
 
 
 def make_canary(alerts: list[dict], **analysis) -> Canary:

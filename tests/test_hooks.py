@@ -7,7 +7,7 @@ import pytest
 from playground.hooks import call_event_webhook, call_hooks, call_webhook, hook_timeout, hooks_of_type, payload
 from playground.models import Canary, CanaryWebhook, HookType, Phase
 from tests.support.http_server import RecordingServer, Reply
-from tests.support.prometheus import free_port
+from tests.support.procs import free_port
 
 
 def make_canary(webhooks: list[dict]) -> Canary:

@@ -24,7 +24,8 @@ from playground.metrics import (
 from playground.models import Canary, CanaryMetric, MetricTemplate
 from playground.secrets import lookup_secret
 from tests.support.http_server import RecordingServer, Reply
-from tests.support.prometheus import PrometheusProcess, free_port, prometheus_available
+from tests.support.procs import free_port
+from tests.support.prometheus import PrometheusProcess, prometheus_available
 
 USER, PASSWORD = "playground", "s3cret-pass"
 # bcrypt (cost 4) of PASSWORD, generated once with crypt.crypt(PASSWORD, crypt.mksalt(METHOD_BLOWFISH, rounds=16))

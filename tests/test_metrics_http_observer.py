@@ -19,7 +19,8 @@ import pytest
 from playground.local import prometheus as local_prometheus
 from playground.metrics import MetricError, ResolvedQuery, query_metric, resolve_query
 from playground.models import Canary, CanaryMetric
-from tests.support.prometheus import PrometheusProcess, free_port, prometheus_available
+from tests.support.procs import free_port
+from tests.support.prometheus import PrometheusProcess, prometheus_available
 
 # Flagger v1.44 pkg/metrics/observers/http.go, verbatim (Go raw strings: tabs and newlines).
 FLAGGER_HTTP = {

@@ -10,8 +10,8 @@ import httpx
 
 
 class MeshClient:
-    """``with MeshClient(mesh_proxy, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything else, each with its time
-    of day)."""
+    """``with MeshClient(mesh_proxy, url) as c: ...`` then ``c.ok`` (200 answers) and ``c.failures`` (anything
+    else, each with its time of day)."""
 
     def __init__(self, proxy: str, url: str, pause: float = 0.05):
         self.proxy, self.url, self.pause = proxy, url, pause

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,14 +25,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["PrometheusProcess", "free_port", "prometheus_binary", "prometheus_available"]
+from tests.support.procs import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["PrometheusProcess", "prometheus_binary", "prometheus_available"]
 
 
 def prometheus_binary() -> str | None:
