@@ -48,11 +48,10 @@ Choices where docs/design.md or Flagger leave room (each covered by a test):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
 
-from playground.checks import MetricCheck, evaluate_metric
+from playground.checks import MetricCheck, MetricChecker
 from playground.frozen import fast_init
 from playground.models import (
     AlertSeverity,
@@ -427,7 +426,7 @@ class _Plan:
     iterations: int
     step_promotion: int
     suspend: bool  # spec.suspend: every tick is held, as in Flagger
-    metrics: tuple[CanaryMetric, ...]
+    checkers: tuple[MetricChecker, ...]  # one per checked metric, in order (``checker.metric``)
     judged: bool  # some metric has a judge (extension): checked through playground.judge
     # webhooks asked during a tick, by type, in spec order
     hooks_confirm_rollout: tuple[CanaryWebhook, ...]
@@ -456,7 +455,7 @@ class _Plan:
             iterations=a.iterations,
             step_promotion=a.stepWeightPromotion,
             suspend=canary.spec.suspend,
-            metrics=tuple(checked_metrics(canary)),
+            checkers=tuple(MetricChecker(m) for m in checked_metrics(canary)),
             judged=any(m.judge is not None for m in a.metrics),
             hooks_confirm_rollout=hooks(HookType.confirm_rollout),
             hooks_pre_rollout=hooks(HookType.pre_rollout),
@@ -494,6 +493,14 @@ def tick(canary: Canary, state: CanaryState, obs: Observation, probe: Probe) -> 
     return t.result()
 
 
+def advance(canary: Canary, state: CanaryState, obs: Observation, probe: Probe) -> CanaryState:
+    """``tick(canary, state, obs, probe).state``, without assembling the rest of the ``TickResult`` (a backtest
+    only needs the state)."""
+    t = _Tick(canary, state, obs, probe)
+    t.run()
+    return t.new_state()
+
+
 class _Tick:
     """The working memory of one tick: status fields as locals, accumulated actions/events/checks/hooks."""
 
@@ -528,6 +535,13 @@ class _Tick:
 
     # -- result ----------------------------------------------------------------------------------
     def result(self) -> TickResult:
+        return _new_result(
+            self.new_state(), tuple(self.actions), tuple(self.events), tuple(self.checks), tuple(self.hooks),
+            tuple(self.interventions),
+        )  # fmt: skip
+
+    def new_state(self) -> CanaryState:
+        """The state after the tick: the previous one when the tick changed none of its fields."""
         state = self.state
         if (
             self.phase is not state.phase
@@ -544,10 +558,7 @@ class _Tick:
                 self.phase, self.weight, self.failed, self.iterations, self.applied, self.promoted,
                 self.changed_at, self.routes, state.base, self.paused, self.full,
             )  # fmt: skip
-        return _new_result(
-            state, tuple(self.actions), tuple(self.events), tuple(self.checks), tuple(self.hooks),
-            tuple(self.interventions),
-        )  # fmt: skip
+        return state
 
     # -- status and effects ------------------------------------------------------------------------
     def set_phase(self, phase: Phase) -> None:
@@ -802,24 +813,20 @@ class _Tick:
         self.start_run()
 
     def run_metrics(self) -> bool:
-        metric_of = self.probe.metric
-        checks = self.checks
-        if self.plan.judged:
-            from playground.judge import evaluate_judged  # scipy: imported only by canaries that use a judge
+        probe = self.probe
+        metric_of = probe.metric
+        plan = self.plan
+        for checker in plan.checkers:
+            metric = checker.metric
+            if plan.judged and metric.judge is not None:
+                from playground.judge import evaluate_judged  # scipy: imported only by canaries that use a judge
 
-            def judged_check(metric: CanaryMetric) -> MetricCheck:
-                if metric.judge is None:
-                    return evaluate_metric(metric, metric_of(metric))
-                return evaluate_judged(metric, self.probe)
-
-            check_of: Callable[[CanaryMetric], MetricCheck] | None = judged_check
-        else:
-            check_of = None
-        for metric in self.plan.metrics:
-            check = evaluate_metric(metric, metric_of(metric)) if check_of is None else check_of(metric)
-            checks.append(check)
+                check = evaluate_judged(metric, probe)
+            else:
+                check = checker(metric_of(metric))
+            self.checks.append(check)
             if not check.passed:
-                self.events.append(f"Halt {self.plan.id} advancement {check.message}")
+                self.events.append(f"Halt {plan.id} advancement {check.message}")
                 return False
         return True
 

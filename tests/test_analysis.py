@@ -22,14 +22,15 @@ from playground.analysis import (
     ScaleCanaryToZero,
     SetRoutes,
     TickResult,
+    advance,
     analysis_threshold,
     checked_metrics,
-    evaluate_metric,
     max_weight,
     next_weight,
     strategy,
     tick,
 )
+from playground.checks import MetricChecker, evaluate_metric
 from playground.models import AlertSeverity, Canary, CanaryMetric, CanaryStatus, HookType, Phase
 from playground.observe import MetricValue, Observation, Readiness, WebhookAnswer
 
@@ -97,7 +98,10 @@ class Sim:
         self.values = values or {}
         obs = Observation(revision, canary or Readiness(), primary or Readiness(), now=f"t{self.n}")
         self.n += 1
+        state_only = advance(self.canary, self.state, obs, self)  # the backtest's path, asked the same questions
+        self.asked = []
         result = tick(self.canary, self.state, obs, self)
+        assert state_only == result.state and (state_only is self.state) == (result.state is self.state)
         # routes changes are actions and state at once
         for action in result.actions:
             if isinstance(action, SetRoutes):
@@ -204,6 +208,37 @@ def test_query_error_is_a_failed_check_even_with_nodata_pass():
     m = metric(thresholdRange={"min": 1}, noData="pass")
     check = evaluate_metric(m, MetricValue("m", None, error="connection refused"))
     assert not check.passed and "query failed: connection refused" in check.message
+
+
+def test_metric_checker_gives_the_check_of_evaluate_metric_and_reuses_it_for_a_value_seen_before():
+    m = metric(thresholdRange={"min": 1, "max": 200})
+    checker = MetricChecker(m, size=3)  # small: the memory fills and is forgotten several times below
+    for v in [150.0, 0.5, 150.0, 250.0, 150.0, 7.25, 8.0, 9.0, 150.0, 0.5]:
+        for query in ("q", "other query"):
+            mv = MetricValue("m", v, query=query)
+            check = checker(mv)
+            assert check == evaluate_metric(m, mv)  # same verdict, message, value and query
+            assert checker(MetricValue("m", v, query=query)) is check  # remembered: not judged again
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, None, math.nan])
+def test_metric_checker_judges_zero_and_missing_values_each_time(value):
+    # 0.0 == -0.0 as dict keys, but their messages differ ("-0.00"); NaN never equals itself
+    m = metric(thresholdRange={"max": 1})
+    checker = MetricChecker(m)
+    assert checker(MetricValue("m", 0.0)).message == "m 0.00 within thresholdRange"
+    check = checker(MetricValue("m", value))
+    assert check == evaluate_metric(m, MetricValue("m", value))
+    if value == 0.0:
+        assert check.message == f"m {value:.2f} within thresholdRange"  # "m -0.00 ..." for -0.0
+
+
+def test_metric_checker_does_not_remember_a_query_error():
+    m = metric(thresholdRange={"min": 1})
+    checker = MetricChecker(m)
+    assert checker(MetricValue("m", 5.0, error="timeout")).message == "m: query failed: timeout"
+    assert checker(MetricValue("m", 5.0)).passed
+    assert checker(MetricValue("m", 5.0, error="refused")).message == "m: query failed: refused"
 
 
 def test_routes_are_validated():
