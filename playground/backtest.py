@@ -22,13 +22,12 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from playground.analysis import CanaryState, analysis_interval, tick
+from playground.analysis import CanaryState, advance, analysis_interval
 from playground.durations import parse_duration
 from playground.errors import PlaygroundError
 from playground.frozen import fast_init
@@ -46,7 +45,6 @@ BOOL_COLUMNS = ("canary_ready", "primary_ready", "canary_deadline_exceeded", "pr
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 _END_PHASES = frozenset({Phase.Succeeded, Phase.Failed})
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 TRACE_HELP = """\
 TRACE.csv has a header and one row per analysis tick; row 0 is the first tick after a new revision was applied.
@@ -118,8 +116,8 @@ class TraceProbe:
 def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
     """Run the analysis of ``canary`` over ``rows`` (one per tick); yield the backtest output lines.
 
-    Tick times start at 2000-01-01T00:00:00Z and advance by the analysis interval (they only feed
-    ``lastTransitionTime``, which the output does not show).
+    The ticks have no time (``Observation.now`` is None): it would only feed ``lastTransitionTime``, which the
+    output does not show, and the analysis decides nothing by it.
     """
     ticks = 0
     state: CanaryState | None = None
@@ -137,63 +135,48 @@ def replay(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[dict]:
 
 def replay_jsonl(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[str]:
     """``json.dumps(line) + "\\n"`` for every line of :func:`replay`, formatted straight from the states (the
-    command's path: no dict per tick; a state a tick left unchanged reuses its text)."""
+    command's path: no dict per tick; the text between the tick and the iterations is formatted again only when
+    the phase, weight, routes or failed checks change)."""
     ticks = 0
     state: CanaryState | None = None
-    last: CanaryState | None = None
-    rest = ""
+    shown: tuple = ()
+    middle = ""
     for ticks, state in _states(canary, rows):
-        if state is not last:
-            last = state
-            rest = (
-                f', "phase": "{state.phase.value}", "canaryWeight": {state.canaryWeight}, '
-                f'"routes": [{state.routes.primary}, {state.routes.canary}], "failedChecks": {state.failedChecks}, '
-                f'"iterations": {state.iterations}}}\n'
+        phase, weight, routes, failed = state.phase, state.canaryWeight, state.routes, state.failedChecks
+        if shown != (phase, weight, routes, failed):
+            shown = (phase, weight, routes, failed)
+            middle = (
+                f', "phase": "{phase.value}", "canaryWeight": {weight}, "routes": [{routes.primary}, '
+                f'{routes.canary}], "failedChecks": {failed}, "iterations": '
             )
-        yield f'{{"tick": {ticks - 1}{rest}'
+        yield f'{{"tick": {ticks - 1}{middle}{state.iterations}}}\n'
     yield json.dumps({"result": (state.phase if state else Phase.Initialized).value, "ticks": ticks}) + "\n"
 
 
 def _states(canary: Canary, rows: Iterable[TraceRow]) -> Iterator[tuple[int, CanaryState]]:
     """(ticks so far, state after the tick) per row, up to Succeeded or Failed."""
-    interval = parse_duration(analysis_interval(canary))
     probe = TraceProbe()
     state: CanaryState | None = None
-    observation = _observation
+    obs: Observation | None = None
     for i, row in enumerate(rows):
         if state is None:
             # initialized at the revision that preceded row 0, so row 0 sees a new one
             state = CanaryState.initialized(f"{row.revision}~previous")
+        if (
+            obs is None
+            or row.revision != obs.revision
+            or row.canary is not obs.canary
+            or row.primary is not obs.primary
+        ):
+            obs = _observation(row.revision, row.canary, row.primary)  # immutable: kept while the row repeats it
         probe.row = row
-        state = tick(
-            canary, state, observation(row.revision, row.canary, row.primary, _tick_time(i * interval)), probe
-        ).state
+        state = advance(canary, state, obs, probe)
         yield i + 1, state
         if state.phase in _END_PHASES:
             break
 
 
-@lru_cache(maxsize=64)
-def _day(day: int) -> str:
-    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
-
-
-_TIMES_OF_DAY: dict[int, str] = {}  # at most 86,400 entries
-
-
-def _tick_time(seconds: float) -> str:
-    """RFC 3339 time of a tick ``seconds`` after the backtest epoch (whole seconds, as strftime's %S): the date
-    and the time of day are cached (strftime per tick was a fifth of a streamed backtest)."""
-    day, rest = divmod(int(seconds), 86400)
-    tod = _TIMES_OF_DAY.get(rest)
-    if tod is None:
-        h, r = divmod(rest, 3600)
-        m, s = divmod(r, 60)
-        tod = _TIMES_OF_DAY[rest] = f"{h:02d}:{m:02d}:{s:02d}Z"
-    return _day(day) + tod
-
-
-# a streamed backtest builds these three per tick (and a MetricValue per metric): without the frozen __init__
+# built per row (a TraceRow, a MetricValue per metric, an Observation when the row changes): no frozen __init__
 _trace_row = fast_init(TraceRow)
 _metric_value = fast_init(MetricValue)
 _observation = fast_init(Observation)
