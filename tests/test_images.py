@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,6 +29,7 @@ from playground.images import (
 )
 from playground.local import gitorigin
 from playground.local.registry import push_tag
+from tests.support.http_server import QuietHTTPServer
 from tests.support.procs import free_port
 from tests.support.registry import docker_registry
 
@@ -365,7 +366,7 @@ class _FakeRegistry(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def fake_registry():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeRegistry)
+    server = QuietHTTPServer(("127.0.0.1", 0), _FakeRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import yaml
 from playground.local import envoy, prometheus
 from playground.local.envoy import ServiceEndpoints
 from tests.support import procs
+from tests.support.http_server import QuietHTTPServer
 
 pytestmark = pytest.mark.integration
 
@@ -84,8 +85,7 @@ class Backend:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.request_queue_size = 128
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

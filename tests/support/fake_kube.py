@@ -54,11 +54,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+
+from tests.support.http_server import QuietHTTPServer
 
 __all__ = ["FakeKube", "Request", "ResourceType", "RESOURCE_TYPES", "status_body"]
 
@@ -357,7 +359,7 @@ class FakeKube:
         self._rv = 1000
         self._uid = 0
         self._ip = 10
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -384,8 +386,7 @@ class FakeKube:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube", daemon=True
         )
