@@ -74,7 +74,9 @@ def chromium() -> str:
     raise SystemExit("chromium not found: apt-get install chromium (scripts/setup.sh installs it)")
 
 
-def render(url: str, profile: Path, budget_ms: int = 20000) -> str:
+def render(url: str, profile: Path, budget_ms: int = 20000, screenshot: Path | None = None) -> str:
+    """The DOM of ``url`` after ``budget_ms`` of virtual time; with ``screenshot``, a PNG of the same render
+    (one Chromium launch for both)."""
     out = subprocess.run(
         [
             chromium(),
@@ -82,6 +84,7 @@ def render(url: str, profile: Path, budget_ms: int = 20000) -> str:
             f"--user-data-dir={profile}",
             f"--virtual-time-budget={budget_ms}",
             "--dump-dom",
+            *([f"--screenshot={screenshot}"] if screenshot is not None else []),
             url,
         ],
         capture_output=True,
@@ -91,38 +94,24 @@ def render(url: str, profile: Path, budget_ms: int = 20000) -> str:
     return out.stdout
 
 
-def screenshot(url: str, profile: Path, path: Path, budget_ms: int = 20000) -> None:
-    subprocess.run(
-        [
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}",
-            f"--screenshot={path}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def check(base: str, screenshots: Path | None = None) -> list[str]:
     problems = []
+    if screenshots is not None:
+        screenshots.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="check-ui-") as tmp:
         profile = Path(tmp)
         for i, (path, needles, what) in enumerate(PAGES):
             url = base.rstrip("/") + path
+            shot = None
+            if screenshots is not None:
+                shot = screenshots / f"{i}-{path.strip('/').split('?')[0].replace('/', '_')}.png"
             for budget in (15000, 30000, 60000):  # the app renders asynchronously: give it more time if needed
-                dom = render(url, profile, budget)
+                dom = render(url, profile, budget, shot)  # the screenshot of the last attempt stays
                 missing = [n for n in needles if n not in dom]
                 if not missing:
                     break
             if missing:
                 problems.append(f"{url}: {what}: missing {', '.join(repr(m) for m in missing)} in the rendered page")
-            if screenshots is not None:
-                screenshots.mkdir(parents=True, exist_ok=True)
-                screenshot(url, profile, screenshots / f"{i}-{path.strip('/').split('?')[0].replace('/', '_')}.png")
     return problems
 
 

@@ -62,7 +62,10 @@ def test_demo_runs_three_releases_and_the_ui_shows_them(tmp_path):
         )
         assert ui.returncode == 0, ui.stdout + ui.stderr
         assert "6 of 6 pages" in ui.stdout
-        assert all(p.stat().st_size > 10_000 for p in (tmp_path / "screenshots").glob("*.png"))
+        shots = sorted((tmp_path / "screenshots").glob("*.png"))
+        assert len(shots) == 6 and all(p.stat().st_size > 10_000 for p in shots), [
+            (p.name, p.stat().st_size) for p in shots
+        ]
     finally:
         subprocess.run(
             [str(PLAYGROUND), "down", "--home", str(home), "--purge"],
