@@ -24,8 +24,8 @@ __all__ = ["QuietHTTPServer", "RecordedRequest", "RecordingServer", "Reply"]
 
 class QuietHTTPServer(ThreadingHTTPServer):
     """The test suite's HTTP servers: a client that drops its connection (a timeout test, a closed pool) is not
-    an error to print. The stdlib prints its traceback to stderr, and when that happens after the test ended
-    (under pytest-xdist) it lands in the CI log outside any test; other errors are still printed."""
+    an error to print. The stdlib prints its traceback to stderr from the server's thread, and when that happens
+    after the test that caused it ended it lands in the log outside any test; other errors are still printed."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):  # reset, broken pipe, aborted
