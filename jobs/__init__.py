@@ -333,6 +333,12 @@ def _refuse_concurrent_release(context: dg.OpExecutionContext, target: str, inte
         )
 
 
+def run_driver(run_id: str) -> str:
+    """How a run names itself as the driver of a release (``CanaryStatus.driver``): the release op, a control run,
+    and the failed-run sensor that makes a release safe on behalf of a run all use this name."""
+    return f"dagster run {run_id}"
+
+
 @dg.op(description="Drive the canary analysis of one target tick by tick until it is promoted or rolled back.")
 def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: PlaygroundResource) -> dict:
     from playground.durations import parse_duration
@@ -341,7 +347,7 @@ def release(context: dg.OpExecutionContext, config: ReleaseConfig, playground: P
     ns, _, name = config.target.partition("/")
     ctl = rt.controller(log=context.log.info, interval=parse_duration(config.interval) if config.interval else None)
     _refuse_concurrent_release(context, config.target, ctl.interval(ctl.canary(config.target)))
-    ctl.driver = f"dagster run {context.run_id}"  # named in the status: operator controls wait for it
+    ctl.driver = run_driver(context.run_id)  # named in the status: operator controls wait for it
     if config.image:
         from playground.images import set_workload_image
 
@@ -427,7 +433,7 @@ def control_release(context: dg.OpExecutionContext, config: ControlConfig, playg
             by=by,
             log=context.log.info,
             on_tick=on_tick,
-            driver=f"dagster run {context.run_id}",
+            driver=run_driver(context.run_id),
             wait=config.wait_seconds,
             interval=interval,
         )
@@ -436,7 +442,7 @@ def control_release(context: dg.OpExecutionContext, config: ControlConfig, playg
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         context.log.warning(f"{config.target}: run terminated: routing all traffic to the primary")
         ctl = rt.controller(log=context.log.info)
-        ctl.driver = f"dagster run {context.run_id}"  # the driver this run recorded, if it drove the release
+        ctl.driver = run_driver(context.run_id)  # the driver this run recorded, if it drove the release
         ctl.make_safe(config.target)
         raise
     context.log.info(res.line())

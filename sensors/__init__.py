@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from assets import GITOPS_COMMIT
-from jobs import _target_of, canary_release, gitops_sync, release_run_tags
+from jobs import _target_of, canary_release, gitops_sync, release_run_tags, run_driver
 from jobs.resources import PlaygroundResource
 
 SENSOR_INTERVAL = 5
@@ -154,9 +154,7 @@ def failed_run_alerts(context: dg.RunFailureSensorContext, playground: Playgroun
         else:
             from playground.pipeline import route_to_primary
 
-            route_to_primary(
-                playground.runtime(), target, failed_driver=f"dagster run {run.run_id}", log=context.log.info
-            )
+            route_to_primary(playground.runtime(), target, failed_driver=run_driver(run.run_id), log=context.log.info)
 
 
 SENSORS = [git_commit_sensor, release_on_sync, image_tag_sensor, failed_run_alerts]
